@@ -1,0 +1,61 @@
+# Installation: headers, libvirtio.a, libvirtio_testing.a, the CMake package
+# (find_package(libvirtio) -> libvirtio::virtio, libvirtio::testing) and the
+# pkg-config file libvirtio.pc.
+include_guard(GLOBAL)
+include(CMakePackageConfigHelpers)
+
+set(LIBVIRTIO_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/libvirtio"
+  CACHE STRING "Where to install libvirtioConfig.cmake (relative to prefix)")
+
+# Public headers (recursively, so virtio/<subdir>/*.h is picked up too).
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/libvirtio/include/"
+  DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+  FILES_MATCHING PATTERN "*.h")
+
+set(_libvirtio_install_targets virtio)
+if(TARGET virtio_testing)
+  list(APPEND _libvirtio_install_targets virtio_testing)
+endif()
+if(TARGET virtio_testing AND EXISTS "${PROJECT_SOURCE_DIR}/tests/harness/include")
+  install(DIRECTORY "${PROJECT_SOURCE_DIR}/tests/harness/include/"
+    DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+    FILES_MATCHING PATTERN "*.h")
+endif()
+
+install(TARGETS ${_libvirtio_install_targets}
+  EXPORT libvirtioTargets
+  ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
+  LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
+  RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}"
+  INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+
+install(EXPORT libvirtioTargets
+  NAMESPACE libvirtio::
+  FILE libvirtioTargets.cmake
+  DESTINATION "${LIBVIRTIO_INSTALL_CMAKEDIR}")
+
+configure_package_config_file(
+  "${PROJECT_SOURCE_DIR}/cmake/libvirtioConfig.cmake.in"
+  "${PROJECT_BINARY_DIR}/libvirtioConfig.cmake"
+  INSTALL_DESTINATION "${LIBVIRTIO_INSTALL_CMAKEDIR}")
+write_basic_package_version_file(
+  "${PROJECT_BINARY_DIR}/libvirtioConfigVersion.cmake"
+  VERSION "${PROJECT_VERSION}"
+  COMPATIBILITY SameMinorVersion)  # 0.x: minor bumps may break the API
+install(FILES
+  "${PROJECT_BINARY_DIR}/libvirtioConfig.cmake"
+  "${PROJECT_BINARY_DIR}/libvirtioConfigVersion.cmake"
+  DESTINATION "${LIBVIRTIO_INSTALL_CMAKEDIR}")
+
+# pkg-config. The prefix is computed from ${pcfiledir} so the file stays
+# correct for `cmake --install --prefix <anything>`.
+set(_pc_dir "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+file(RELATIVE_PATH LIBVIRTIO_PC_PREFIX_FROM_PCFILEDIR
+  "/prefix/${_pc_dir}" "/prefix")
+string(REGEX REPLACE "/$" "" LIBVIRTIO_PC_PREFIX_FROM_PCFILEDIR
+  "${LIBVIRTIO_PC_PREFIX_FROM_PCFILEDIR}")
+configure_file(
+  "${PROJECT_SOURCE_DIR}/cmake/libvirtio.pc.in"
+  "${PROJECT_BINARY_DIR}/libvirtio.pc"
+  @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/libvirtio.pc" DESTINATION "${_pc_dir}")

@@ -1,0 +1,4 @@
+# Examples: one line per executable, sources relative to examples/.
+#   libvirtio_add_example(<name> <src>...)
+#
+# libvirtio_add_example(embed_split_queue embed_split_queue.cc)

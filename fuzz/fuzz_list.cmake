@@ -1,0 +1,5 @@
+# Fuzzers: one line per libFuzzer target, source relative to fuzz/.
+#   libvirtio_add_fuzzer(<name> <src>)   (<src> defines LLVMFuzzerTestOneInput)
+#
+# libvirtio_add_fuzzer(split_queue_fuzzer split_queue_fuzzer.cc)
+# libvirtio_add_fuzzer(packed_queue_fuzzer packed_queue_fuzzer.cc)

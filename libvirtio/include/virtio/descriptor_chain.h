@@ -1,0 +1,154 @@
+// virtio/descriptor_chain.h — one request's buffers, as the device sees them.
+//
+// A queue's Pop() walks and validates a whole descriptor chain (direct or
+// indirect, split or packed) and fills a DescriptorChain with host iovecs:
+// first the device-readable segments, then the device-writable ones. Devices
+// work on these spans directly (readv/writev/io_uring take them as they are)
+// or through the copy helpers, which cross segment boundaries.
+//
+// Every descriptor was read exactly once during Pop(), so nothing here
+// touches the ring again: the chain is a stable snapshot. The *data* behind
+// the iovecs is still guest memory the guest may change at any time; copy
+// headers out before validating them.
+//
+// A DescriptorChain owns its iovec storage, sized once at construction, so
+// popping never allocates. Devices keep one per request they hold in flight.
+//
+// Example:
+//   virtio::DescriptorChain chain(/*max_segments=*/130);
+//   while (queue.Pop(chain) == virtio::PopStatus::kChain) {
+//     if (!chain.ok()) { queue.Push(chain.token(), 0); continue; }
+//     BlkHeader h;
+//     if (chain.CopyFromReadable(0, &h, sizeof h) != sizeof h) { ... }
+//     ...
+//     queue.Push(chain.token(), bytes_written);
+//   }
+//   if (queue.Publish()) signal_guest();
+#ifndef VIRTIO_DESCRIPTOR_CHAIN_H_
+#define VIRTIO_DESCRIPTOR_CHAIN_H_
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "absl/types/span.h"
+#include "virtio/guest_memory.h"
+#include "virtio/ring_error.h"
+
+namespace virtio {
+
+// Identifies a popped chain when the device hands it back with Push(). Small
+// enough to keep per in-flight request instead of the whole chain.
+struct UsedToken {
+  // Split: the head descriptor index. Packed: the buffer ID.
+  uint16_t id = 0;
+  // Packed: how many ring slots the chain occupied (1 for indirect).
+  uint16_t ring_slots = 0;
+};
+
+class DescriptorChain {
+ public:
+  // Segment capacity used when none is given: enough for any chain a Linux
+  // or DPDK driver builds against a device that advertises seg_max <= 254.
+  static constexpr uint32_t kDefaultMaxSegments = 256;
+
+  explicit DescriptorChain(uint32_t max_segments = kDefaultMaxSegments)
+      : segments_(new iovec[max_segments]), capacity_(max_segments) {}
+
+  DescriptorChain(DescriptorChain&&) noexcept = default;
+  DescriptorChain& operator=(DescriptorChain&&) noexcept = default;
+
+  // kNone if every buffer was translated; otherwise the chain error that
+  // makes this request unusable (see ring_error.h). A chain that is not ok()
+  // must still be returned with Push().
+  RingError error() const { return error_; }
+  bool ok() const { return error_ == RingError::kNone; }
+
+  UsedToken token() const { return token_; }
+
+  // Device-readable segments, in chain order.
+  absl::Span<const iovec> readable() const {
+    return {segments_.get(), num_readable_};
+  }
+  // Device-writable segments, in chain order.
+  absl::Span<const iovec> writable() const {
+    return {segments_.get() + num_readable_, num_writable_};
+  }
+  uint64_t readable_bytes() const { return readable_bytes_; }
+  uint64_t writable_bytes() const { return writable_bytes_; }
+  // Number of descriptors the chain consisted of (after indirection).
+  uint32_t descriptor_count() const { return descriptor_count_; }
+  uint32_t max_segments() const { return capacity_; }
+
+  // Copies up to `n` bytes starting `offset` bytes into the readable part.
+  // Returns the number of bytes copied (short if the chain is shorter).
+  size_t CopyFromReadable(uint64_t offset, void* dst, size_t n) const;
+  // Copies up to `n` bytes to `offset` bytes into the writable part. Returns
+  // the number of bytes copied (short if the chain is shorter).
+  size_t CopyToWritable(uint64_t offset, const void* src, size_t n) const;
+
+  // --- For ring implementations (SplitQueue, PackedQueue). ---
+
+  // Starts a new chain.
+  void Reset() {
+    error_ = RingError::kNone;
+    num_readable_ = num_writable_ = 0;
+    readable_bytes_ = writable_bytes_ = 0;
+    descriptor_count_ = 0;
+    token_ = {};
+  }
+  void set_token(UsedToken token) { token_ = token; }
+
+  // Appends one descriptor's buffer. Records (and returns) a chain error
+  // instead of appending when the buffer is invalid; once a chain error is
+  // recorded, further buffers are not translated (the ring still has to be
+  // walked to its end).
+  template <GuestMemory Mem>
+  RingError Append(const Mem& mem, uint64_t addr, uint32_t len, bool writable) {
+    ++descriptor_count_;
+    if (error_ != RingError::kNone) return error_;
+    if (!writable && num_writable_ != 0) {
+      return error_ = RingError::kReadableAfterWritable;
+    }
+    if (addr + len < addr) return error_ = RingError::kBufferAddressOverflow;
+    // The used length is 32-bit: a chain whose total cannot be expressed in
+    // it cannot be completed truthfully.
+    if (readable_bytes_ + writable_bytes_ + len > UINT32_MAX) {
+      return error_ = RingError::kChainTooLarge;
+    }
+    const uint32_t used = num_readable_ + num_writable_;
+    const ScatterResult r =
+        mem.TranslateScatter(addr, len, segments_.get() + used, capacity_ - used);
+    if (r.status == TranslateStatus::kOutOfRange) {
+      return error_ = RingError::kBufferOutOfRange;
+    }
+    if (r.status == TranslateStatus::kTooManySegments) {
+      return error_ = RingError::kTooManySegments;
+    }
+    if (writable) {
+      num_writable_ += r.segments;
+      writable_bytes_ += len;
+    } else {
+      num_readable_ += r.segments;
+      readable_bytes_ += len;
+    }
+    return RingError::kNone;
+  }
+
+ private:
+  std::unique_ptr<iovec[]> segments_;
+  uint32_t capacity_ = 0;
+  uint32_t num_readable_ = 0;
+  uint32_t num_writable_ = 0;
+  uint32_t descriptor_count_ = 0;
+  uint64_t readable_bytes_ = 0;
+  uint64_t writable_bytes_ = 0;
+  UsedToken token_;
+  RingError error_ = RingError::kNone;
+};
+
+}  // namespace virtio
+
+#endif  // VIRTIO_DESCRIPTOR_CHAIN_H_

@@ -1,0 +1,283 @@
+// virtio/packed_queue.h — the device side of a packed virtqueue (VIRTIO 1.2
+// §2.8): one descriptor ring shared by driver and device, wrap counters, and
+// two event suppression structures.
+//
+// PackedQueue has the same API as SplitQueue (see virtio/queue.h). Pop()
+// consumes the chain starting at the device's avail position once that
+// descriptor's AVAIL/USED bits say it is available in the current wrap
+// round, follows NEXT through consecutive ring slots (or one indirect table),
+// and validates everything it reads. Push() writes used descriptors in
+// completion order; Publish() flips the flags of the first used descriptor of
+// the batch last, with release ordering, so the driver never sees a partial
+// batch, then consults the driver event suppression structure
+// (ENABLE / DISABLE / DESC with EVENT_IDX).
+//
+// Example: identical to SplitQueue, with PackedQueue in its place.
+#ifndef VIRTIO_PACKED_QUEUE_H_
+#define VIRTIO_PACKED_QUEUE_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "virtio/descriptor_chain.h"
+#include "virtio/guest_memory.h"
+#include "virtio/queue.h"
+#include "virtio/ring_access.h"
+#include "virtio/ring_error.h"
+#include "virtio/spec.h"
+
+namespace virtio {
+
+template <GuestMemory Mem>
+class PackedQueue {
+ public:
+  // Validates `config` (size 1..32768, alignment, every ring part inside one
+  // guest memory region) and binds the queue to `mem`, which must outlive it.
+  // `state` resumes at a known ring position (offsets < size); the default
+  // is a fresh ring (offset 0, both wrap counters 1).
+  static absl::StatusOr<PackedQueue> Create(const Mem& mem,
+                                            const QueueConfig& config,
+                                            const QueueState& state = {}) {
+    const uint32_t n = config.size;
+    if (n == 0 || n > spec::kMaxQueueSize) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("packed queue size %u is not in 1..32768", n));
+    }
+    auto ring = internal::MapRingPart(mem, "descriptor ring", config.desc_addr,
+                                      spec::PackedDescRingSize(n),
+                                      spec::kPackedDescAlign);
+    if (!ring.ok()) return ring.status();
+    auto driver = internal::MapRingPart(
+        mem, "driver event suppression", config.driver_addr,
+        sizeof(spec::PackedEventSuppress), spec::kPackedEventAlign);
+    if (!driver.ok()) return driver.status();
+    auto device = internal::MapRingPart(
+        mem, "device event suppression", config.device_addr,
+        sizeof(spec::PackedEventSuppress), spec::kPackedEventAlign);
+    if (!device.ok()) return device.status();
+    if (state.next_avail >= n || state.next_used >= n) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "queue state avail %u / used %u outside a ring of %u", state.next_avail,
+          state.next_used, n));
+    }
+    const uint32_t in_flight =
+        Distance(Linear(state.next_used, state.used_wrap, n),
+                 Linear(state.next_avail, state.avail_wrap, n), n);
+    if (in_flight > n) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "queue state avail %u/%d is more than a ring ahead of used %u/%d",
+          state.next_avail, state.avail_wrap, state.next_used,
+          state.used_wrap));
+    }
+    return PackedQueue(mem, config, *ring, *driver, *device, state, in_flight);
+  }
+
+  // Pops the next available chain into `chain`. See PopStatus.
+  PopStatus Pop(DescriptorChain& chain) {
+    if (error_ != RingError::kNone) return PopStatus::kBroken;
+    const uint16_t head_flags = LoadAcquire(&ring_[next_avail_].flags);
+    if (!IsAvailable(head_flags, avail_wrap_)) return PopStatus::kEmpty;
+    // The device has every slot in flight, so this slot cannot have been
+    // made available again legitimately.
+    if (in_flight_slots_ >= size_) {
+      return Fail(RingError::kAvailIndexTooFarAhead);
+    }
+    chain.Reset();
+    uint16_t pos = next_avail_;
+    bool wrap = avail_wrap_;
+    uint16_t flags = head_flags;
+    uint16_t slots = 0;
+    uint16_t id = 0;
+    for (;;) {
+      // Read the whole descriptor once; the head's flags are the ones
+      // loaded with acquire above, not a second read.
+      auto d = ReadOnce<spec::PackedDesc>(&ring_[pos]);
+      if (slots != 0) flags = d.flags;
+      ++slots;
+      if (++pos == size_) {
+        pos = 0;
+        wrap = !wrap;
+      }
+      if (flags & spec::kDescFlagIndirect) {
+        if (!indirect_) return Fail(RingError::kIndirectNotNegotiated);
+        if (flags & spec::kDescFlagNext) {
+          return Fail(RingError::kIndirectWithNext);
+        }
+        if (slots != 1) return Fail(RingError::kIndirectNotAtHead);
+        const RingError e = WalkIndirect(d.addr, d.len, chain);
+        if (e != RingError::kNone) return Fail(e);
+        id = d.id;
+        break;
+      }
+      chain.Append(*mem_, d.addr, d.len, flags & spec::kDescFlagWrite);
+      if ((flags & spec::kDescFlagNext) == 0) {
+        id = d.id;  // the buffer ID lives in the last descriptor (§2.8.6)
+        break;
+      }
+      // A chain cannot use more slots than the device has not yet taken.
+      if (slots >= size_ - in_flight_slots_) {
+        return Fail(RingError::kChainTooLong);
+      }
+    }
+    next_avail_ = pos;
+    avail_wrap_ = wrap;
+    in_flight_slots_ += slots;
+    chain.set_token({id, slots});
+    return PopStatus::kChain;
+  }
+
+  // Returns a popped chain to the driver with `len` bytes written. Used
+  // descriptors are written in the order of Push() calls; none is visible to
+  // the driver until Publish().
+  void Push(UsedToken token, uint32_t len) {
+    if (token.ring_slots == 0 || token.ring_slots > in_flight_slots_) {
+      Fail(RingError::kUsedOverflow);
+      return;
+    }
+    in_flight_slots_ -= token.ring_slots;
+    spec::PackedDesc* d = &ring_[next_used_];
+    StoreRelaxed(&d->id, token.id);
+    StoreRelaxed(&d->len, len);
+    uint16_t flags = used_wrap_ ? (spec::kDescFlagAvail | spec::kDescFlagUsed)
+                                : uint16_t{0};
+    if (len != 0) flags |= spec::kDescFlagWrite;
+    if (pending_ == 0) {
+      // Held back: this descriptor's flags publish the whole batch.
+      batch_pos_ = next_used_;
+      batch_wrap_ = used_wrap_;
+      batch_flags_ = flags;
+    } else {
+      StoreRelaxed(&d->flags, flags);
+    }
+    ++pending_;
+    uint32_t next = uint32_t{next_used_} + token.ring_slots;
+    if (next >= size_) {
+      next -= size_;
+      used_wrap_ = !used_wrap_;
+    }
+    next_used_ = static_cast<uint16_t>(next);
+  }
+
+  // Publishes every descriptor pushed since the last call. Returns true if
+  // the driver must be notified.
+  bool Publish() {
+    if (pending_ == 0) return false;
+    pending_ = 0;
+    StoreRelease(&ring_[batch_pos_].flags, batch_flags_);
+    FullFence();
+    const uint16_t mode =
+        LoadRelaxed(&driver_event_->flags) & spec::kRingEventFlagsMask;
+    if (mode == spec::kRingEventFlagsDisable) return false;
+    if (mode != spec::kRingEventFlagsDesc || !event_idx_) return true;
+    // Notify if the driver's event position lies among the slots just used:
+    // [batch start, next used) on the 2*size cycle of (offset, wrap) pairs.
+    const uint16_t off_wrap = LoadRelaxed(&driver_event_->off_wrap);
+    const uint16_t event_off = off_wrap & ~spec::kEventWrapBit;
+    if (event_off >= size_) return true;  // nonsense from the driver: be safe
+    const bool event_wrap = (off_wrap & spec::kEventWrapBit) != 0;
+    const uint32_t old_lin = Linear(batch_pos_, batch_wrap_, size_);
+    const uint32_t new_lin = Linear(next_used_, used_wrap_, size_);
+    const uint32_t ev_lin = Linear(event_off, event_wrap, size_);
+    return Distance(old_lin, ev_lin, size_) < Distance(old_lin, new_lin, size_);
+  }
+
+  // Asks the driver to notify on new buffers. Returns true if buffers became
+  // available in the meantime.
+  bool EnableNotification() {
+    StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsEnable);
+    FullFence();
+    return IsAvailable(LoadAcquire(&ring_[next_avail_].flags), avail_wrap_);
+  }
+
+  // Tells the driver that notifications are not needed.
+  void DisableNotification() {
+    StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsDisable);
+  }
+
+  RingError error() const { return error_; }
+  QueueState state() const {
+    return {next_avail_, next_used_, avail_wrap_, used_wrap_};
+  }
+  uint32_t size() const { return size_; }
+  // Ring slots popped and not yet pushed.
+  uint32_t in_flight() const { return in_flight_slots_; }
+
+ private:
+  PackedQueue(const Mem& mem, const QueueConfig& config, uint8_t* ring,
+              uint8_t* driver_event, uint8_t* device_event,
+              const QueueState& state, uint32_t in_flight)
+      : mem_(&mem),
+        ring_(reinterpret_cast<spec::PackedDesc*>(ring)),
+        driver_event_(reinterpret_cast<spec::PackedEventSuppress*>(driver_event)),
+        device_event_(reinterpret_cast<spec::PackedEventSuppress*>(device_event)),
+        size_(config.size),
+        event_idx_(config.event_idx),
+        indirect_(config.indirect),
+        next_avail_(state.next_avail),
+        avail_wrap_(state.avail_wrap),
+        next_used_(state.next_used),
+        used_wrap_(state.used_wrap),
+        in_flight_slots_(in_flight) {}
+
+  static bool IsAvailable(uint16_t flags, bool wrap) {
+    const bool avail = (flags & spec::kDescFlagAvail) != 0;
+    const bool used = (flags & spec::kDescFlagUsed) != 0;
+    return avail == wrap && used != wrap;
+  }
+
+  // Maps (offset, wrap) to a position on the cycle 0..2*size-1.
+  static uint32_t Linear(uint16_t offset, bool wrap, uint32_t size) {
+    return offset + (wrap ? 0 : size);
+  }
+  // Steps from `from` forward to `to` on the 2*size cycle.
+  static uint32_t Distance(uint32_t from, uint32_t to, uint32_t size) {
+    return to >= from ? to - from : to + 2 * size - from;
+  }
+
+  PopStatus Fail(RingError e) {
+    error_ = e;
+    return PopStatus::kBroken;
+  }
+
+  RingError WalkIndirect(uint64_t addr, uint32_t len, DescriptorChain& chain) {
+    if (len == 0 || len % sizeof(spec::PackedDesc) != 0 ||
+        len / sizeof(spec::PackedDesc) > spec::kMaxQueueSize) {
+      return RingError::kIndirectTableBadLength;
+    }
+    const uint8_t* table = mem_->TranslateContiguous(addr, len);
+    if (table == nullptr) return RingError::kIndirectTableOutOfRange;
+    const uint32_t entries = len / sizeof(spec::PackedDesc);
+    // Indirect entries are consecutive; only WRITE is meaningful in them
+    // (§2.8.7), except INDIRECT, which would be a nested table.
+    for (uint32_t i = 0; i < entries; ++i) {
+      const auto d = ReadOnce<spec::PackedDesc>(table + uint64_t{i} * 16);
+      if (d.flags & spec::kDescFlagIndirect) return RingError::kNestedIndirect;
+      chain.Append(*mem_, d.addr, d.len, d.flags & spec::kDescFlagWrite);
+    }
+    return RingError::kNone;
+  }
+
+  const Mem* mem_;
+  spec::PackedDesc* ring_;
+  const spec::PackedEventSuppress* driver_event_;
+  spec::PackedEventSuppress* device_event_;
+  uint32_t size_;
+  bool event_idx_;
+  bool indirect_;
+  uint16_t next_avail_;  // ring offset of the next descriptor to consume
+  bool avail_wrap_;
+  uint16_t next_used_;  // ring offset of the next used descriptor to write
+  bool used_wrap_;
+  uint32_t in_flight_slots_;
+  // The batch being pushed: the first descriptor's flags are stored last.
+  uint32_t pending_ = 0;
+  uint16_t batch_pos_ = 0;
+  bool batch_wrap_ = true;
+  uint16_t batch_flags_ = 0;
+  RingError error_ = RingError::kNone;
+};
+
+}  // namespace virtio
+
+#endif  // VIRTIO_PACKED_QUEUE_H_

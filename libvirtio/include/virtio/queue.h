@@ -1,0 +1,116 @@
+// virtio/queue.h — what every device-side virtqueue provides, whatever its
+// ring layout.
+//
+// SplitQueue (split_queue.h) and PackedQueue (packed_queue.h) share one API,
+// captured by the `VirtQueue` concept, so a device written against it works
+// on both layouts unchanged:
+//
+//   template <virtio::VirtQueue Q>
+//   void Drain(Q& q, virtio::DescriptorChain& chain) {
+//     do {
+//       q.DisableNotification();
+//       while (q.Pop(chain) == virtio::PopStatus::kChain) {
+//         q.Push(chain.token(), Serve(chain));
+//       }
+//       if (q.Publish()) InterruptGuest();
+//     } while (q.EnableNotification());
+//     if (q.error() != virtio::RingError::kNone) SetNeedsReset();
+//   }
+//
+// The usage cycle: Pop() chains (each validated in full), Push() their used
+// lengths in any order, and Publish() once per batch; Publish() makes the
+// whole batch visible with one index/flag store and says whether the driver
+// asked to be interrupted.
+#ifndef VIRTIO_QUEUE_H_
+#define VIRTIO_QUEUE_H_
+
+#include <concepts>
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "virtio/descriptor_chain.h"
+#include "virtio/guest_memory.h"
+#include "virtio/ring_error.h"
+
+namespace virtio {
+
+// Where a queue's ring parts live in guest memory and which ring features the
+// driver negotiated. Names follow the virtio-pci common config fields.
+struct QueueConfig {
+  // Number of descriptors; 1..32768 (split: a power of two).
+  uint32_t size = 0;
+  // Split: descriptor table. Packed: descriptor ring.
+  uint64_t desc_addr = 0;
+  // Split: available ring. Packed: driver event suppression structure.
+  uint64_t driver_addr = 0;
+  // Split: used ring. Packed: device event suppression structure.
+  uint64_t device_addr = 0;
+  // VIRTIO_F_EVENT_IDX negotiated.
+  bool event_idx = false;
+  // VIRTIO_F_INDIRECT_DESC negotiated.
+  bool indirect = false;
+};
+
+// The device's position in a ring, for resuming a queue (vhost-user
+// SET_VRING_BASE, migration, a restarted backend). Split queues use the
+// free-running 16-bit indices and ignore the wrap flags; packed queues use a
+// ring offset (< size) plus a wrap counter, which starts at true (§2.8.1).
+struct QueueState {
+  uint16_t next_avail = 0;
+  uint16_t next_used = 0;
+  bool avail_wrap = true;
+  bool used_wrap = true;
+};
+
+// Result of Pop().
+enum class PopStatus : uint8_t {
+  // `chain` holds the next chain. Check chain.ok(): a chain error still
+  // returns kChain, and the chain must still be pushed back.
+  kChain,
+  // No buffers available.
+  kEmpty,
+  // The ring is malformed; error() says how. Nothing more will be popped
+  // until the queue is created anew (the device should signal NEEDS_RESET).
+  kBroken,
+};
+
+template <typename Q>
+concept VirtQueue = requires(Q& q, const Q& cq, DescriptorChain& chain,
+                             UsedToken token, uint32_t len) {
+  { q.Pop(chain) } -> std::same_as<PopStatus>;
+  { q.Push(token, len) } -> std::same_as<void>;
+  { q.Publish() } -> std::same_as<bool>;
+  { q.EnableNotification() } -> std::same_as<bool>;
+  { q.DisableNotification() } -> std::same_as<void>;
+  { cq.error() } -> std::same_as<RingError>;
+  { cq.state() } -> std::same_as<QueueState>;
+  { cq.size() } -> std::same_as<uint32_t>;
+  { cq.in_flight() } -> std::same_as<uint32_t>;
+};
+
+namespace internal {
+
+// Translates one ring part, checking its alignment and that it lies inside a
+// single guest memory region (rings are used in place, never copied).
+template <GuestMemory Mem>
+absl::StatusOr<uint8_t*> MapRingPart(const Mem& mem, const char* name,
+                                     uint64_t gpa, uint64_t size,
+                                     uint64_t align) {
+  if (gpa % align != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s at 0x%x is not %u-byte aligned", name, gpa, align));
+  }
+  uint8_t* host = mem.TranslateContiguous(gpa, size);
+  if (host == nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s at 0x%x (%u bytes) is not inside one guest memory region", name,
+        gpa, size));
+  }
+  return host;
+}
+
+}  // namespace internal
+}  // namespace virtio
+
+#endif  // VIRTIO_QUEUE_H_

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The full test run (also what CI runs):
+#   1. install dependencies
+#   2. release preset (g++) with -Werror: build, ctest
+#   3. asan preset (clang++, ASan+UBSan): build, ctest        (skip: --no-asan)
+#   4. fuzz preset (clang++, libFuzzer+ASan+UBSan): build, run every fuzzer
+#      for N seconds                                     (--fuzz-seconds N, 0 skips)
+# Exits non-zero on the first failure.
+#
+# Usage: bash scripts/test.sh [--no-asan] [--fuzz-seconds N]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+
+run_asan=1
+fuzz_seconds=60
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --no-asan) run_asan=0; shift ;;
+    --fuzz-seconds)
+      [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || die "--fuzz-seconds needs a number of seconds"
+      fuzz_seconds=$2; shift 2 ;;
+    --fuzz-seconds=*)
+      fuzz_seconds=${1#*=}
+      [[ $fuzz_seconds =~ ^[0-9]+$ ]] || die "--fuzz-seconds needs a number of seconds"
+      shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) die "unknown argument: $1 (try --help)" ;;
+  esac
+done
+
+start=$SECONDS
+stage() { banner "$* [t+$((SECONDS - start))s]"; }
+
+stage "install dependencies"
+bash scripts/install-deps.sh
+
+stage "release (g++, -Werror): configure + build"
+cmake --preset release -DLIBVIRTIO_WERROR=ON
+cmake --build --preset release -j "$LIBVIRTIO_JOBS"
+
+stage "release: ctest"
+ctest --preset release -j "$LIBVIRTIO_JOBS"
+
+if [[ $run_asan -eq 1 ]]; then
+  stage "asan (clang++, ASan+UBSan): configure + build"
+  cmake --preset asan
+  cmake --build --preset asan -j "$LIBVIRTIO_JOBS"
+
+  stage "asan: ctest"
+  ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --preset asan -j "$LIBVIRTIO_JOBS"
+else
+  stage "asan: skipped (--no-asan)"
+fi
+
+if [[ $fuzz_seconds -gt 0 ]]; then
+  stage "fuzz (clang++, libFuzzer+ASan+UBSan): configure + build"
+  cmake --preset fuzz
+  cmake --build --preset fuzz -j "$LIBVIRTIO_JOBS"
+
+  # fuzz/CMakeLists.txt writes the declared fuzzers' paths to fuzzers.txt.
+  manifest=build/fuzz/fuzz/fuzzers.txt
+  [[ -f $manifest ]] || die "$manifest missing: is LIBVIRTIO_BUILD_FUZZ=ON in the fuzz preset?"
+  mapfile -t fuzzers < <(grep -v '^$' "$manifest" | sort)
+  if [[ ${#fuzzers[@]} -eq 0 ]]; then
+    stage "fuzz: no fuzzers declared in fuzz/fuzz_list.cmake yet; nothing to run"
+  fi
+  for fuzzer in "${fuzzers[@]}"; do
+    name=$(basename "$fuzzer")
+    corpus=build/fuzz/corpus/$name
+    artifacts=build/fuzz/artifacts/$name
+    mkdir -p "$corpus" "$artifacts"
+    seeds=()
+    [[ -d fuzz/corpus/$name ]] && seeds=("fuzz/corpus/$name")
+    stage "fuzz: $name for ${fuzz_seconds}s (corpus $corpus)"
+    # New inputs go to the first corpus dir (build/), seeds are read-only.
+    if ! ASAN_OPTIONS=detect_leaks=1 \
+         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+         "$fuzzer" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=4096 \
+           -print_final_stats=1 -artifact_prefix="$artifacts/" \
+           "$corpus" "${seeds[@]}"; then
+      die "fuzzer $name failed; reproducer(s) in $artifacts/:
+$(ls -1 "$artifacts" 2>/dev/null)
+rerun with: $fuzzer <reproducer>"
+    fi
+  done
+else
+  stage "fuzz: skipped (--fuzz-seconds 0)"
+fi
+
+stage "ALL TESTS PASSED"

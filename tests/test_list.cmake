@@ -1,0 +1,9 @@
+# Unit tests: one line per test executable, sources relative to tests/.
+#   libvirtio_add_test(<name> <src>...)
+# links libvirtio::virtio, libvirtio::testing, GTest::gtest_main, GTest::gmock.
+#
+# libvirtio_add_test(spec_test spec_test.cc)
+# libvirtio_add_test(guest_memory_test guest_memory_test.cc)
+# libvirtio_add_test(split_queue_test split_queue_test.cc)
+# libvirtio_add_test(packed_queue_test packed_queue_test.cc)
+libvirtio_add_test(queue_test queue_test.cc)
