@@ -7,3 +7,5 @@
 # libvirtio_add_test(split_queue_test split_queue_test.cc)
 # libvirtio_add_test(packed_queue_test packed_queue_test.cc)
 libvirtio_add_test(queue_test queue_test.cc)
+libvirtio_add_test(split_queue_test split_queue_test.cc)
+libvirtio_add_test(packed_queue_test packed_queue_test.cc)

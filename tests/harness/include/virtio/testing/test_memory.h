@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -37,6 +38,9 @@ class TestGuestMemory {
   // get separate host allocations, so buffers crossing them come back as
   // several segments. Aborts on an invalid table (a test bug).
   explicit TestGuestMemory(absl::Span<const RegionSpec> regions);
+  TestGuestMemory(std::initializer_list<RegionSpec> regions)
+      : TestGuestMemory(absl::Span<const RegionSpec>(regions.begin(),
+                                                     regions.size())) {}
 
   TestGuestMemory(const TestGuestMemory&) = delete;
   TestGuestMemory& operator=(const TestGuestMemory&) = delete;
