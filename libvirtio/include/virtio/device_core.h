@@ -1,0 +1,365 @@
+// virtio/device_core.h — the transport-independent virtio device model.
+//
+// DeviceCore holds what every virtio device has (VIRTIO 1.2 §2–§3): the
+// device status state machine, feature negotiation, per-queue setup on
+// either ring layout, the configuration generation counter, NEEDS_RESET and
+// reset. Transports (virtio-mmio, virtio-pci, vhost-user) drive it through
+// its public methods; a concrete device (blk, rng, ...) derives from it
+// (CRTP, no virtual calls) and supplies:
+//
+//   static constexpr uint32_t kDeviceId;
+//   uint32_t ConfigSize() const;
+//   void ReadConfigBytes(uint32_t offset, void* data, uint32_t len);
+//   void WriteConfigBytes(uint32_t offset, const void* data, uint32_t len);
+//   bool AcceptFeatures(uint64_t negotiated);   // device-specific checks
+//   void OnDriverOk();
+//   void OnReset();              // finish or cancel every in-flight request
+//   template <VirtQueue Q> void ProcessQueue(uint16_t index, Q& queue);
+//
+// The driver's view, as the spec orders it: reset (status 0), ACKNOWLEDGE,
+// DRIVER, read device features, write driver features, FEATURES_OK (the
+// device refuses it by leaving the bit clear when the features are not
+// acceptable), set up and enable queues, DRIVER_OK. DeviceCore enforces that
+// order: a queue enabled before FEATURES_OK, DRIVER_OK without FEATURES_OK,
+// or a queue whose ring cannot be mapped puts the device in NEEDS_RESET with
+// a configuration-change interrupt and a log line, as does a malformed ring
+// found while processing.
+//
+// Threads: transports call the setup methods from one thread; Notify(q) may
+// be called for different queues from different threads once DRIVER_OK is
+// set. Reset() must not race with Notify(): the glue stops queue threads
+// first.
+//
+// Example (a transport's status register write):
+//   void WriteStatus(uint32_t v) { device_.SetStatus(static_cast<uint8_t>(v)); }
+#ifndef VIRTIO_DEVICE_CORE_H_
+#define VIRTIO_DEVICE_CORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "absl/types/span.h"
+#include "virtio/hypervisor.h"
+#include "virtio/log.h"
+#include "virtio/packed_queue.h"
+#include "virtio/queue.h"
+#include "virtio/spec.h"
+#include "virtio/split_queue.h"
+
+namespace virtio {
+
+// Ring features every device offers unless told not to.
+struct RingFeatureOptions {
+  bool packed = true;
+  bool indirect = true;
+  bool event_idx = true;
+};
+
+// Features derived from RingFeatureOptions, always including VERSION_1.
+constexpr uint64_t RingFeatures(const RingFeatureOptions& o) {
+  return spec::Bit(spec::kFeatureVersion1) |
+         (o.packed ? spec::Bit(spec::kFeatureRingPacked) : 0) |
+         (o.indirect ? spec::Bit(spec::kFeatureIndirectDesc) : 0) |
+         (o.event_idx ? spec::Bit(spec::kFeatureEventIdx) : 0);
+}
+
+template <HypervisorTraits T, typename Derived>
+class DeviceCore {
+ public:
+  using Memory = typename T::Memory;
+  using Interrupt = typename T::Interrupt;
+  using Split = SplitQueue<Memory>;
+  using Packed = PackedQueue<Memory>;
+
+  DeviceCore(const DeviceCore&) = delete;
+  DeviceCore& operator=(const DeviceCore&) = delete;
+
+  // --- Identity -------------------------------------------------------------
+  uint32_t device_id() const { return Derived::kDeviceId; }
+  const std::string& name() const { return name_; }
+  uint16_t num_queues() const { return static_cast<uint16_t>(queues_.size()); }
+  uint32_t queue_max_size(uint16_t q) const {
+    return q < queues_.size() ? queues_[q].max_size : 0;
+  }
+
+  // --- Features ---------------------------------------------------------------
+  uint64_t device_features() const { return device_features_; }
+  uint64_t driver_features() const { return driver_features_; }
+  // Stores the driver's feature choice. Ignored (returns false) once
+  // FEATURES_OK is set, as the spec requires.
+  bool SetDriverFeatures(uint64_t features) {
+    if (status() & spec::kStatusFeaturesOk) {
+      GuestError("driver wrote features after FEATURES_OK; ignored");
+      return false;
+    }
+    driver_features_ = features;
+    return true;
+  }
+  bool Negotiated(unsigned bit) const {
+    return (status() & spec::kStatusFeaturesOk) &&
+           (driver_features_ & spec::Bit(bit));
+  }
+
+  // --- Status -------------------------------------------------------------------
+  uint8_t status() const { return status_.load(std::memory_order_acquire); }
+
+  void SetStatus(uint8_t value) {
+    if (value == 0) {
+      Reset();
+      return;
+    }
+    const uint8_t old = status();
+    // NEEDS_RESET is the device's to set; the driver cannot clear it either.
+    value = static_cast<uint8_t>((value & ~spec::kStatusDeviceNeedsReset) |
+                                 (old & spec::kStatusDeviceNeedsReset));
+    if ((old & ~value) != 0) {
+      GuestError(absl::StrFormat(
+          "driver cleared status bits 0x%x without a reset; ignored",
+          old & ~value));
+      return;
+    }
+    const uint8_t added = value & ~old;
+    if (added & spec::kStatusFeaturesOk) {
+      if (!FeaturesAcceptable()) value &= ~spec::kStatusFeaturesOk;
+    }
+    status_.store(value, std::memory_order_release);
+    if (added & spec::kStatusDriverOk) {
+      if (!(value & spec::kStatusFeaturesOk)) {
+        SetNeedsReset("DRIVER_OK without FEATURES_OK");
+        return;
+      }
+      derived().OnDriverOk();
+      // Buffers added (and kicked) before DRIVER_OK were ignored: look now.
+      for (uint16_t q = 0; q < queues_.size(); ++q) Notify(q);
+    }
+  }
+
+  // --- Queues -------------------------------------------------------------------
+  // The pending configuration of queue `q`, for a transport to fill in
+  // (size, addresses). nullptr if `q` is out of range or already enabled:
+  // an enabled queue's configuration is read-only.
+  QueueConfig* queue_config(uint16_t q) {
+    if (q >= queues_.size() || queues_[q].enabled) return nullptr;
+    return &queues_[q].config;
+  }
+  const QueueConfig* queue_config_view(uint16_t q) const {
+    return q < queues_.size() ? &queues_[q].config : nullptr;
+  }
+  bool queue_enabled(uint16_t q) const {
+    return q < queues_.size() && queues_[q].enabled;
+  }
+
+  // Validates queue `q`'s configuration against guest memory and creates its
+  // ring on the negotiated layout. On failure the device enters NEEDS_RESET.
+  bool EnableQueue(uint16_t q) {
+    if (q >= queues_.size()) {
+      GuestError(absl::StrFormat("enable of nonexistent queue %u", q));
+      return false;
+    }
+    QueueSlot& slot = queues_[q];
+    if (slot.enabled) return true;
+    if (!(status() & spec::kStatusFeaturesOk)) {
+      SetNeedsReset(absl::StrFormat("queue %u enabled before FEATURES_OK", q));
+      return false;
+    }
+    if (slot.config.size == 0 || slot.config.size > slot.max_size) {
+      SetNeedsReset(absl::StrFormat("queue %u size %u not in 1..%u", q,
+                                    slot.config.size, slot.max_size));
+      return false;
+    }
+    slot.config.event_idx = Negotiated(spec::kFeatureEventIdx);
+    slot.config.indirect = Negotiated(spec::kFeatureIndirectDesc);
+    absl::Status status;
+    if (Negotiated(spec::kFeatureRingPacked)) {
+      auto ring = Packed::Create(*memory_, slot.config);
+      if (ring.ok()) slot.ring.template emplace<Packed>(*std::move(ring));
+      status = ring.status();
+    } else {
+      auto ring = Split::Create(*memory_, slot.config);
+      if (ring.ok()) slot.ring.template emplace<Split>(*std::move(ring));
+      status = ring.status();
+    }
+    if (!status.ok()) {
+      SetNeedsReset(absl::StrFormat("queue %u: %s", q, status.message()));
+      return false;
+    }
+    slot.enabled = true;
+    return true;
+  }
+
+  // A queue notification (kick). Processes queue `q` if the device is live;
+  // otherwise ignores it (a kick before DRIVER_OK is not an error).
+  void Notify(uint16_t q) {
+    if (q >= queues_.size()) {
+      GuestError(absl::StrFormat("notification for nonexistent queue %u", q));
+      return;
+    }
+    const uint8_t s = status();
+    if (!(s & spec::kStatusDriverOk) || (s & spec::kStatusDeviceNeedsReset) ||
+        (s & spec::kStatusFailed) || !queues_[q].enabled) {
+      return;
+    }
+    std::visit(
+        [&](auto& ring) {
+          using R = std::decay_t<decltype(ring)>;
+          if constexpr (!std::is_same_v<R, std::monostate>) {
+            derived().ProcessQueue(q, ring);
+            if (ring.error() != RingError::kNone) {
+              SetNeedsReset(absl::StrFormat("queue %u: %s", q,
+                                            RingErrorName(ring.error())));
+            }
+          }
+        },
+        queues_[q].ring);
+  }
+
+  // Calls fn(index, ring) for queue `q` if it is enabled; for devices that
+  // complete requests outside ProcessQueue (asynchronous backends).
+  template <typename Fn>
+  void WithQueue(uint16_t q, Fn&& fn) {
+    if (q >= queues_.size() || !queues_[q].enabled) return;
+    std::visit(
+        [&](auto& ring) {
+          using R = std::decay_t<decltype(ring)>;
+          if constexpr (!std::is_same_v<R, std::monostate>) fn(q, ring);
+        },
+        queues_[q].ring);
+  }
+
+  // --- Configuration space ---------------------------------------------------
+  uint32_t config_size() const { return derived().ConfigSize(); }
+  uint32_t config_generation() const {
+    return config_generation_.load(std::memory_order_acquire);
+  }
+  // Reads `len` bytes at `offset`. False (and zero-filled) if the access
+  // does not lie inside the configuration space.
+  bool ReadConfig(uint32_t offset, void* data, uint32_t len) {
+    const uint32_t size = config_size();
+    if (offset > size || len > size - offset) {
+      std::memset(data, 0, len);
+      GuestError(absl::StrFormat("config read of %u bytes at %u beyond %u",
+                                 len, offset, size));
+      return false;
+    }
+    derived().ReadConfigBytes(offset, data, len);
+    return true;
+  }
+  bool WriteConfig(uint32_t offset, const void* data, uint32_t len) {
+    const uint32_t size = config_size();
+    if (offset > size || len > size - offset) {
+      GuestError(absl::StrFormat("config write of %u bytes at %u beyond %u",
+                                 len, offset, size));
+      return false;
+    }
+    derived().WriteConfigBytes(offset, data, len);
+    return true;
+  }
+
+  // --- Reset and errors -----------------------------------------------------------
+  // Returns the device to its initial state (status 0). In-flight requests
+  // are finished or cancelled by the device before the rings are dropped.
+  void Reset() {
+    derived().OnReset();
+    for (QueueSlot& slot : queues_) {
+      slot.ring.template emplace<std::monostate>();
+      slot.enabled = false;
+      slot.config = QueueConfig{};
+    }
+    driver_features_ = 0;
+    status_.store(0, std::memory_order_release);
+  }
+
+  // Puts the device into DEVICE_NEEDS_RESET and tells the driver (§2.1.2).
+  void SetNeedsReset(std::string_view why) {
+    const uint8_t old =
+        status_.fetch_or(spec::kStatusDeviceNeedsReset, std::memory_order_acq_rel);
+    if (!(old & spec::kStatusDeviceNeedsReset)) {
+      Logf(LogLevel::kError, "%s: device needs reset: %s", name_, why);
+      if (old & spec::kStatusDriverOk) interrupt_->SignalConfig();
+    }
+  }
+  bool needs_reset() const {
+    return (status() & spec::kStatusDeviceNeedsReset) != 0;
+  }
+
+  const Memory& memory() const { return *memory_; }
+  Interrupt& interrupt() { return *interrupt_; }
+  // Number of guest errors seen (logged or suppressed).
+  uint64_t guest_errors() const { return guest_errors_.count(); }
+
+ protected:
+  // `queue_max_sizes` gives each queue's maximum size (its count is the
+  // number of queues). `device_features` are the device-specific feature
+  // bits; ring features come from `ring`.
+  DeviceCore(const Memory& memory, Interrupt& interrupt, std::string name,
+             uint64_t device_features, absl::Span<const uint32_t> queue_max_sizes,
+             RingFeatureOptions ring = {})
+      : memory_(&memory),
+        interrupt_(&interrupt),
+        name_(std::move(name)),
+        device_features_(device_features | RingFeatures(ring)),
+        queues_(queue_max_sizes.size()) {
+    for (size_t i = 0; i < queue_max_sizes.size(); ++i) {
+      queues_[i].max_size = queue_max_sizes[i];
+    }
+  }
+  ~DeviceCore() = default;
+
+  // Bumps the configuration generation and sends a config interrupt; call
+  // after changing config space contents (e.g. a resized disk).
+  void ConfigChanged() {
+    config_generation_.fetch_add(1, std::memory_order_acq_rel);
+    if (status() & spec::kStatusDriverOk) interrupt_->SignalConfig();
+  }
+
+  // Logs a driver mistake, rate limited.
+  void GuestError(std::string_view what) {
+    if (guest_errors_.Allow()) {
+      Logf(LogLevel::kWarning, "%s: guest error: %s", name_, what);
+    }
+  }
+
+ private:
+  struct QueueSlot {
+    uint32_t max_size = 0;
+    QueueConfig config;
+    bool enabled = false;
+    std::variant<std::monostate, Split, Packed> ring;
+  };
+
+  Derived& derived() { return static_cast<Derived&>(*this); }
+  const Derived& derived() const { return static_cast<const Derived&>(*this); }
+
+  bool FeaturesAcceptable() {
+    if (!(driver_features_ & spec::Bit(spec::kFeatureVersion1))) {
+      GuestError("driver did not accept VERSION_1 (legacy drivers unsupported)");
+      return false;
+    }
+    if (driver_features_ & ~device_features_) {
+      GuestError(absl::StrFormat("driver accepted unoffered features 0x%x",
+                                 driver_features_ & ~device_features_));
+      return false;
+    }
+    return derived().AcceptFeatures(driver_features_);
+  }
+
+  const Memory* memory_;
+  Interrupt* interrupt_;
+  std::string name_;
+  uint64_t device_features_;
+  uint64_t driver_features_ = 0;
+  std::atomic<uint8_t> status_{0};
+  std::atomic<uint32_t> config_generation_{0};
+  std::vector<QueueSlot> queues_;
+  GuestErrorLimiter guest_errors_;
+};
+
+}  // namespace virtio
+
+#endif  // VIRTIO_DEVICE_CORE_H_
