@@ -43,8 +43,8 @@ stage "release: ctest"
 ctest --preset release -j "$LIBVIRTIO_JOBS"
 
 if [[ $run_asan -eq 1 ]]; then
-  stage "asan (clang++, ASan+UBSan): configure + build"
-  cmake --preset asan
+  stage "asan (clang++, -Werror, ASan+UBSan): configure + build"
+  cmake --preset asan -DLIBVIRTIO_WERROR=ON
   cmake --build --preset asan -j "$LIBVIRTIO_JOBS"
 
   stage "asan: ctest"
