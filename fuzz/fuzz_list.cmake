@@ -3,3 +3,5 @@
 #
 # libvirtio_add_fuzzer(split_queue_fuzzer split_queue_fuzzer.cc)
 # libvirtio_add_fuzzer(packed_queue_fuzzer packed_queue_fuzzer.cc)
+libvirtio_add_fuzzer(ring_fuzzer ring_fuzzer.cc)
+libvirtio_add_fuzzer(guest_memory_fuzzer guest_memory_fuzzer.cc)

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -149,6 +150,7 @@ uint64_t GenRingAddr(FuzzedDataProvider& fdp, const Image& img,
 // writing to its own memory); otherwise does nothing.
 void GuestWrite(const GuestMemoryMap& mem, uint64_t gpa, const void* src,
                 size_t len) {
+  if (len == 0) return;
   uint8_t* p = mem.TranslateContiguous(gpa, len);
   if (p != nullptr) std::memcpy(p, src, len);
 }
@@ -242,6 +244,12 @@ class Harness {
       }
       DoPublish();
       FUZZ_CHECK(q_.error() == virtio::RingError::kNone);
+      // A device bug: pushing what was never popped must stop the queue.
+      if (q_.in_flight() == 0 && fdp_.ConsumeBool()) {
+        q_.Push({0, static_cast<uint16_t>(fdp_.ConsumeBool() ? 1 : 0)}, 0);
+        FUZZ_CHECK(q_.error() == virtio::RingError::kUsedOverflow);
+        FUZZ_CHECK(q_.Pop(chain_) == PopStatus::kBroken);
+      }
     }
   }
 
@@ -594,6 +602,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     cfg.size = 1u << fdp.ConsumeIntegralInRange<uint32_t>(0, 8);
   }
+  const uint8_t bad_size = fdp.ConsumeIntegral<uint8_t>();
+  if (bad_size == 0xfe) cfg.size = 0;  // Create() must refuse these
+  if (bad_size == 0xff) cfg.size = layout.packed ? 32769 : cfg.size * 3;
   cfg.event_idx = fdp.ConsumeBool();
   cfg.indirect = fdp.ConsumeBool();
   const uint32_t max_segments = fdp.ConsumeIntegralInRange<uint32_t>(1, 64);
@@ -605,7 +616,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint64_t span = 0;
   for (uint32_t i = 0; i < num_regions; ++i) {
     // The first region can always hold a ring of this size.
-    const uint64_t min = i == 0 ? 16u * cfg.size + 64 : 1;
+    const uint64_t min =
+        i == 0 ? 16u * std::min<uint32_t>(cfg.size, 256) + 64 : 1;
     sizes[i] = fdp.ConsumeIntegralInRange<uint64_t>(min, kMaxRegionSize);
     switch (fdp.ConsumeIntegral<uint8_t>() % 4) {
       case 0: gaps[i] = 0; break;  // adjacent: buffers straddle regions
@@ -659,7 +671,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     state.next_used = fdp.ConsumeIntegral<uint16_t>();
     state.avail_wrap = fdp.ConsumeBool();
     state.used_wrap = fdp.ConsumeBool();
-    if (!raw) {
+    if (!raw && n != 0) {
       if (layout.packed) {
         state.next_avail %= n;
         state.next_used %= n;

@@ -502,3 +502,30 @@ TEST_F(SplitQueueTest, DisableNotificationSetsNoNotify) {
 
 }  // namespace
 }  // namespace virtio
+
+namespace virtio {
+namespace {
+
+TEST_F(SplitQueueTest, ZeroLengthWritableBeforeReadableIsStillCaught) {
+  Start();
+  driver_->Add({Buffer{mem_.Alloc(8), 0, true}, Buffer{mem_.Alloc(8), 8, false}});
+  driver_->Kick();
+  ExpectBadChain(RingError::kReadableAfterWritable);
+}
+
+TEST_F(SplitQueueTest, CreateRejectsMisalignedHostMapping) {
+  // The guest address is aligned but the glue mapped it at an odd host
+  // address: ring fields could not be accessed atomically.
+  auto backing = std::make_unique<uint8_t[]>(0x10000 + 16);
+  uint8_t* host = backing.get();
+  while (reinterpret_cast<uintptr_t>(host) % 16 != 1) ++host;
+  auto map = GuestMemoryMap::Create({{GuestRegion{.gpa = 0x10000, .size = 0x10000, .host = host}}});
+  ASSERT_TRUE(map.ok());
+  QueueConfig cfg{.size = 8, .desc_addr = 0x10000, .driver_addr = 0x11000, .device_addr = 0x12000};
+  auto q = Queue::Create(*map, cfg);
+  EXPECT_FALSE(q.ok());
+  EXPECT_NE(q.status().message().find("host address"), std::string::npos) << q.status();
+}
+
+}  // namespace
+}  // namespace virtio

@@ -97,6 +97,7 @@ class DescriptorChain {
     num_readable_ = num_writable_ = 0;
     readable_bytes_ = writable_bytes_ = 0;
     descriptor_count_ = 0;
+    seen_writable_ = false;
     token_ = {};
   }
   void set_token(UsedToken token) { token_ = token; }
@@ -109,7 +110,7 @@ class DescriptorChain {
   RingError Append(const Mem& mem, uint64_t addr, uint32_t len, bool writable) {
     ++descriptor_count_;
     if (error_ != RingError::kNone) return error_;
-    if (!writable && num_writable_ != 0) {
+    if (!writable && seen_writable_) {
       return error_ = RingError::kReadableAfterWritable;
     }
     if (addr + len < addr) return error_ = RingError::kBufferAddressOverflow;
@@ -128,6 +129,7 @@ class DescriptorChain {
       return error_ = RingError::kTooManySegments;
     }
     if (writable) {
+      seen_writable_ = true;
       num_writable_ += r.segments;
       writable_bytes_ += len;
     } else {
@@ -147,6 +149,9 @@ class DescriptorChain {
   uint64_t writable_bytes_ = 0;
   UsedToken token_;
   RingError error_ = RingError::kNone;
+  // Set by any writable descriptor, even a zero-length one (which adds no
+  // segment), so [W len=0][R] is still caught as readable-after-writable.
+  bool seen_writable_ = false;
 };
 
 }  // namespace virtio

@@ -26,6 +26,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <cstddef>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
@@ -106,6 +107,13 @@ absl::StatusOr<uint8_t*> MapRingPart(const Mem& mem, const char* name,
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s at 0x%x (%u bytes) is not inside one guest memory region", name,
         gpa, size));
+  }
+  // Ring fields are accessed atomically in place, which needs natural
+  // alignment of the host address too, not only of the guest address.
+  if (reinterpret_cast<uintptr_t>(host) % align != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s at 0x%x is mapped at a host address that is not %u-byte aligned",
+        name, gpa, align));
   }
   return host;
 }
