@@ -137,7 +137,8 @@ constexpr uint64_t SplitAvailEventOffset(uint32_t queue_size) {
 }
 
 // vring_need_event() from §2.7.10: true if `event_idx` lies in the window of
-// indices (old_idx, new_idx] that were just published, modulo 2^16.
+// indices [old_idx, new_idx) that were just published, modulo 2^16 (the
+// entry at index event_idx was among those written).
 constexpr bool NeedEvent(uint16_t event_idx, uint16_t new_idx,
                          uint16_t old_idx) {
   return static_cast<uint16_t>(new_idx - event_idx - 1) <

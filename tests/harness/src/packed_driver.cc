@@ -29,7 +29,8 @@ PackedDriver::PackedDriver(TestGuestMemory& mem, uint32_t size,
       options_(options),
       slots_of_id_(size),
       writable_of_id_(size),
-      free_slots_(size) {
+      free_slots_(size),
+      reaped_slots_at_(size, 1) {
   if (size == 0 || size > spec::kMaxQueueSize) {
     Die("queue size must be in 1..32768");
   }
@@ -135,15 +136,17 @@ void PackedDriver::PlaceRaw(absl::Span<const spec::PackedDesc> descs) {
   StoreRelease(
       reinterpret_cast<uint16_t*>(mem_.Host(desc_gpa(head) + 14, 2)),
       head_flags);
+  added_since_kick_ += descs.size();
 }
 
 bool PackedDriver::Kick() {
   const uint32_t old_lin = Linear(kicked_avail_, kicked_wrap_, size_);
-  const uint32_t new_lin = Linear(next_avail_, avail_wrap_, size_);
+  const uint64_t added = added_since_kick_;
   kicked_avail_ = next_avail_;
   kicked_wrap_ = avail_wrap_;
+  added_since_kick_ = 0;
   FullFence();
-  if (old_lin == new_lin) return false;
+  if (added == 0) return false;
   const uint16_t flags =
       mem_.Load<uint16_t>(device_event_ + 2) & spec::kRingEventFlagsMask;
   if (flags == spec::kRingEventFlagsDisable) return false;
@@ -152,7 +155,7 @@ bool PackedDriver::Kick() {
   const uint32_t ev_lin =
       Linear(off_wrap & ~spec::kEventWrapBit,
              (off_wrap & spec::kEventWrapBit) != 0, size_);
-  return Distance(old_lin, ev_lin, size_) < Distance(old_lin, new_lin, size_);
+  return added >= 2 * size_ || Distance(old_lin, ev_lin, size_) < added;
 }
 
 std::optional<UsedBuffer> PackedDriver::Reap() {
@@ -182,6 +185,8 @@ std::optional<UsedBuffer> PackedDriver::Reap() {
           d.id, writable_of_id_[d.id]);
     }
     const uint16_t slots = slots_of_id_[d.id];
+    reaped_slots_at_[next_used_] = slots;
+    reaped_total_ += slots;
     uint32_t next = uint32_t{next_used_} + slots;
     if (next >= size_) {
       next -= size_;
@@ -226,13 +231,28 @@ bool PackedDriver::InterruptExpected() {
   const bool start_wrap = used_checked_wrap_;
   uint16_t pos = start;
   bool wrap = start_wrap;
-  for (uint32_t guard = 0; guard < size_; ++guard) {
+  uint64_t walked = 0;
+  // At most a ring of reaped positions plus a ring of new used ones.
+  for (uint32_t guard = 0; guard < 2 * size_; ++guard) {
+    // Positions the driver already reaped: their IDs may be reused, so
+    // step by what Reap() recorded.
+    if (checked_total_ + walked < reaped_total_) {
+      walked += reaped_slots_at_[pos];
+      uint32_t next = uint32_t{pos} + reaped_slots_at_[pos];
+      if (next >= size_) {
+        next -= size_;
+        wrap = !wrap;
+      }
+      pos = static_cast<uint16_t>(next);
+      continue;
+    }
     const uint16_t flags = mem_.Load<uint16_t>(desc_gpa(pos) + 14);
     const bool avail = (flags & spec::kDescFlagAvail) != 0;
     const bool used = (flags & spec::kDescFlagUsed) != 0;
     if (avail != used || used != wrap) break;
     const uint16_t id = mem_.Load<uint16_t>(desc_gpa(pos) + 12);
     const uint16_t slots = id < size_ && slots_of_id_[id] ? slots_of_id_[id] : 1;
+    walked += slots;
     uint32_t next = uint32_t{pos} + slots;
     if (next >= size_) {
       next -= size_;
@@ -242,6 +262,7 @@ bool PackedDriver::InterruptExpected() {
   }
   used_checked_ = pos;
   used_checked_wrap_ = wrap;
+  checked_total_ += walked;
   const uint32_t old_lin = Linear(start, start_wrap, size_);
   const uint32_t new_lin = Linear(pos, wrap, size_);
   if (old_lin == new_lin) return false;

@@ -92,7 +92,8 @@ class SplitDriver {
   void DisableInterrupts();
   // True if what the device published since the previous call should
   // interrupt us, judged from the driver side: an independent check of the
-  // device's Publish() decision. Call once after each device Publish().
+  // device's Publish() decision. Call once after each device Publish(),
+  // before or after reaping.
   bool InterruptExpected();
 
   // Description of the first protocol violation by the device, or "".
@@ -175,6 +176,17 @@ class PackedDriver {
   bool avail_wrap_ = true;
   uint16_t kicked_avail_ = 0;  // position at the last Kick()
   bool kicked_wrap_ = true;
+  // Slots made available since the last Kick(); positions alone cannot tell
+  // "nothing added" from "a multiple of 2*size added".
+  uint64_t added_since_kick_ = 0;
+  // Ring slots of the used descriptor reaped at each position, so
+  // InterruptExpected() can step over buffers already reaped.
+  std::vector<uint16_t> reaped_slots_at_;
+  // Slots passed by Reap() and by InterruptExpected() since the start;
+  // unbounded counters, because ring positions cannot tell "a full ring
+  // ahead" from "a full ring behind".
+  uint64_t reaped_total_ = 0;
+  uint64_t checked_total_ = 0;
   uint16_t next_used_ = 0;
   bool used_wrap_ = true;
   // Device used position at the last InterruptExpected(), found by walking
