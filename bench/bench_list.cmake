@@ -2,3 +2,4 @@
 #   libvirtio_add_bench(<name> <src>...)   (sources use BENCHMARK_MAIN())
 #
 # libvirtio_add_bench(ring_bench ring_bench.cc)
+libvirtio_add_bench(ring_bench ring_bench.cc)

@@ -5,3 +5,5 @@
 # libvirtio_add_fuzzer(packed_queue_fuzzer packed_queue_fuzzer.cc)
 libvirtio_add_fuzzer(ring_fuzzer ring_fuzzer.cc)
 libvirtio_add_fuzzer(guest_memory_fuzzer guest_memory_fuzzer.cc)
+libvirtio_add_fuzzer(mmio_fuzzer mmio_fuzzer.cc)
+libvirtio_add_fuzzer(pci_fuzzer pci_fuzzer.cc)

@@ -128,6 +128,10 @@ class LayoutNames {
 TYPED_TEST_SUITE(DeviceCoreTest, Layouts, LayoutNames);
 
 TYPED_TEST(DeviceCoreTest, OffersRingFeaturesAndVersion1) {
+  EXPECT_EQ(this->dev_.device_id(), 0x1234u);
+  EXPECT_EQ(this->dev_.num_queues(), 2);
+  EXPECT_EQ(this->dev_.queue_max_size(1), 16u);
+  EXPECT_EQ(this->dev_.queue_max_size(2), 0u);
   const uint64_t f = this->dev_.device_features();
   EXPECT_TRUE(f & spec::Bit(spec::kFeatureVersion1));
   EXPECT_TRUE(f & spec::Bit(spec::kFeatureRingPacked));
@@ -271,7 +275,7 @@ TYPED_TEST(DeviceCoreTest, ResetReturnsToInitialState) {
   EXPECT_EQ(this->dev_.driver_features(), 0u);
   EXPECT_FALSE(this->dev_.queue_enabled(0));
   ASSERT_NE(this->dev_.queue_config(0), nullptr);
-  EXPECT_EQ(this->dev_.queue_config(0)->size, 0u);
+  EXPECT_EQ(this->dev_.queue_config(0)->size, 16u);  // back to the maximum
   // And it comes up again.
   this->BringUp();
   EXPECT_TRUE(this->dev_.queue_enabled(0));

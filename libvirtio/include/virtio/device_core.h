@@ -269,7 +269,8 @@ class DeviceCore {
     for (QueueSlot& slot : queues_) {
       slot.ring.template emplace<std::monostate>();
       slot.enabled = false;
-      slot.config = QueueConfig{};
+      // virtio-pci's queue_size reads the maximum after reset (§4.1.4.3).
+      slot.config = QueueConfig{.size = slot.max_size};
     }
     driver_features_ = 0;
     status_.store(0, std::memory_order_release);
@@ -280,7 +281,10 @@ class DeviceCore {
     const uint8_t old =
         status_.fetch_or(spec::kStatusDeviceNeedsReset, std::memory_order_acq_rel);
     if (!(old & spec::kStatusDeviceNeedsReset)) {
-      Logf(LogLevel::kError, "%s: device needs reset: %s", name_, why);
+      // Rate limited: a guest can loop reset -> bad setup forever.
+      if (guest_errors_.Allow()) {
+        Logf(LogLevel::kError, "%s: device needs reset: %s", name_, why);
+      }
       if (old & spec::kStatusDriverOk) interrupt_->SignalConfig();
     }
   }
@@ -307,6 +311,7 @@ class DeviceCore {
         queues_(queue_max_sizes.size()) {
     for (size_t i = 0; i < queue_max_sizes.size(); ++i) {
       queues_[i].max_size = queue_max_sizes[i];
+      queues_[i].config.size = queue_max_sizes[i];
     }
   }
   ~DeviceCore() = default;

@@ -146,7 +146,9 @@ class GuestMemoryMap {
   std::vector<GuestRegion> regions_;  // sorted by gpa, non-overlapping
   // Index of the region that answered the last lookup. Relaxed atomic: a
   // stale hint is only a cache miss, and queue threads may race on it.
-  mutable std::atomic<uint32_t> last_hit_{0};
+  // On its own cache line so hint updates do not bounce the line holding
+  // regions_, which every lookup reads.
+  alignas(64) mutable std::atomic<uint32_t> last_hit_{0};
 };
 
 static_assert(GuestMemory<GuestMemoryMap>);

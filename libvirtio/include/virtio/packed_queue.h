@@ -185,14 +185,22 @@ class PackedQueue {
   // Asks the driver to notify on new buffers. Returns true if buffers became
   // available in the meantime.
   bool EnableNotification() {
-    StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsEnable);
+    if (notify_mode_ != NotifyMode::kOn) {
+      StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsEnable);
+      notify_mode_ = NotifyMode::kOn;
+    }
     FullFence();
     return IsAvailable(LoadAcquire(&ring_[next_avail_].flags), avail_wrap_);
   }
 
   // Tells the driver that notifications are not needed.
   void DisableNotification() {
-    StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsDisable);
+    // Skip the store when nothing changes: the driver reads this line on
+    // every kick decision.
+    if (notify_mode_ != NotifyMode::kOff) {
+      StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsDisable);
+      notify_mode_ = NotifyMode::kOff;
+    }
   }
 
   RingError error() const { return error_; }
@@ -275,6 +283,10 @@ class PackedQueue {
   uint16_t batch_pos_ = 0;
   bool batch_wrap_ = true;
   uint16_t batch_flags_ = 0;
+  // What the device event suppression flags say now. Unknown at first (a
+  // resumed ring may hold a previous backend's value): the first call writes.
+  enum class NotifyMode : uint8_t { kUnknown, kOn, kOff };
+  NotifyMode notify_mode_ = NotifyMode::kUnknown;
   RingError error_ = RingError::kNone;
 };
 

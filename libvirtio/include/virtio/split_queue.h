@@ -140,9 +140,10 @@ class SplitQueue {
   bool EnableNotification() {
     if (event_idx_) {
       StoreRelaxed(avail_event_, next_avail_);
-    } else {
+    } else if (notify_mode_ != NotifyMode::kOn) {
       StoreRelaxed(&used_->flags, uint16_t{0});
     }
+    notify_mode_ = NotifyMode::kOn;
     FullFence();
     return LoadAcquire(&avail_->idx) != next_avail_;
   }
@@ -150,7 +151,12 @@ class SplitQueue {
   // Tells the driver that notifications are not needed (a hint; with
   // EVENT_IDX the driver stops on its own once it passes avail_event).
   void DisableNotification() {
-    if (!event_idx_) StoreRelaxed(&used_->flags, spec::kUsedFlagNoNotify);
+    // Skip the store when nothing changes: it would dirty a cache line the
+    // driver reads on every kick decision.
+    if (!event_idx_ && notify_mode_ != NotifyMode::kOff) {
+      StoreRelaxed(&used_->flags, spec::kUsedFlagNoNotify);
+    }
+    notify_mode_ = NotifyMode::kOff;
   }
 
   RingError error() const { return error_; }
@@ -245,6 +251,10 @@ class SplitQueue {
   uint16_t next_used_;       // next used ring slot to fill
   uint16_t used_published_;  // used->idx as last stored
   uint32_t in_flight_;
+  // What used->flags says now. Unknown at first (a resumed ring may hold a
+  // previous backend's value), so the first call always writes.
+  enum class NotifyMode : uint8_t { kUnknown, kOn, kOff };
+  NotifyMode notify_mode_ = NotifyMode::kUnknown;
   RingError error_ = RingError::kNone;
 };
 
