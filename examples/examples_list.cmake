@@ -2,3 +2,4 @@
 #   libvirtio_add_example(<name> <src>...)
 #
 # libvirtio_add_example(embed_split_queue embed_split_queue.cc)
+libvirtio_add_example(mmio_rng mmio_rng.cc)
