@@ -45,6 +45,7 @@ write_basic_package_version_file(
 install(FILES
   "${PROJECT_BINARY_DIR}/libvirtioConfig.cmake"
   "${PROJECT_BINARY_DIR}/libvirtioConfigVersion.cmake"
+  "${PROJECT_SOURCE_DIR}/cmake/FindLiburing.cmake"
   DESTINATION "${LIBVIRTIO_INSTALL_CMAKEDIR}")
 
 # pkg-config. The prefix is computed from ${pcfiledir} so the file stays

@@ -78,12 +78,21 @@ TEST(GuestMemoryCreateTest, AcceptsRegionsEndingExactlyAtTopOfSpace) {
   for (const GuestRegion r :
        {GuestRegion{.gpa = kTop, .size = 1, .host = FakeBase(0)},
         GuestRegion{.gpa = kTop - 99, .size = 100, .host = FakeBase(0)},
-        GuestRegion{.gpa = 1, .size = kTop, .host = FakeBase(0)}}) {
+        GuestRegion{.gpa = kTop - (1ull << 36) + 1, .size = 1ull << 36,
+                    .host = FakeBase(0)}}) {
     auto map = GuestMemoryMap::Create({&r, 1});
     ASSERT_TRUE(map.ok()) << map.status();
     EXPECT_EQ(Addr(map->TranslateContiguous(kTop, 1)),
               Addr(FakeBase(0)) + (kTop - r.gpa));
   }
+}
+
+TEST(GuestMemoryCreateTest, RejectsHostMappingThatWraps) {
+  // No real mapping can wrap the host address space; translating into one
+  // would overflow a pointer.
+  const GuestRegion r{.gpa = 1, .size = kTop, .host = FakeBase(0)};
+  auto map = GuestMemoryMap::Create({&r, 1});
+  EXPECT_EQ(map.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(GuestMemoryCreateTest, RejectsOverlaps) {

@@ -1,6 +1,7 @@
 #include "virtio/guest_memory.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "absl/strings/str_format.h"
 
@@ -17,6 +18,12 @@ absl::StatusOr<GuestMemoryMap> GuestMemoryMap::Create(
     if (r.host == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrFormat("guest region at 0x%x has no host mapping", r.gpa));
+    }
+    const auto host = reinterpret_cast<uintptr_t>(r.host);
+    if (host + (r.size - 1) < host) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "guest region at 0x%x: host mapping of 0x%x bytes wraps", r.gpa,
+          r.size));
     }
     if (r.gpa + (r.size - 1) < r.gpa) {
       return absl::InvalidArgumentError(absl::StrFormat(
