@@ -85,13 +85,7 @@ class BlkTransportTest : public ::testing::Test {
   static constexpr bool kPacked = std::is_same_v<Layout, testing::PackedLayout>;
 };
 using Layouts = ::testing::Types<testing::SplitLayout, testing::PackedLayout>;
-class LayoutNames {
- public:
-  template <typename T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
+using testing::LayoutNames;
 TYPED_TEST_SUITE(BlkTransportTest, Layouts, LayoutNames);
 
 TYPED_TEST(BlkTransportTest, MmioBringUpConfigAndIo) {

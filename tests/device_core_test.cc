@@ -9,6 +9,7 @@
 
 #include "gtest/gtest.h"
 #include "virtio/testing/driver.h"
+#include "virtio/testing/echo_device.h"
 #include "virtio/testing/recording_interrupt.h"
 #include "virtio/testing/test_memory.h"
 
@@ -20,56 +21,8 @@ using testing::RecordingInterrupt;
 using testing::TestGuestMemory;
 using testing::TestTraits;
 
-constexpr unsigned kEchoFeatureShout = 0;  // a device-specific feature bit
-
-// Copies each chain's readable bytes into its writable part.
-class EchoDevice : public DeviceCore<TestTraits, EchoDevice> {
- public:
-  static constexpr uint32_t kDeviceId = 0x1234;
-  static constexpr uint32_t kMaxSizes[2] = {16, 16};
-
-  EchoDevice(const GuestMemoryMap& mem, RecordingInterrupt& irq,
-             RingFeatureOptions ring = {})
-      : DeviceCore(mem, irq, "echo", spec::Bit(kEchoFeatureShout), kMaxSizes,
-                   ring) {}
-
-  uint32_t ConfigSize() const { return sizeof(config_); }
-  void ReadConfigBytes(uint32_t offset, void* data, uint32_t len) {
-    std::memcpy(data, config_ + offset, len);
-  }
-  void WriteConfigBytes(uint32_t offset, const void* data, uint32_t len) {
-    std::memcpy(config_ + offset, data, len);
-  }
-  bool AcceptFeatures(uint64_t) { return accept_features; }
-  void OnDriverOk() { ++driver_ok_calls; }
-  void OnReset() { ++reset_calls; }
-
-  template <VirtQueue Q>
-  void ProcessQueue(uint16_t index, Q& queue) {
-    while (queue.Pop(chain_) == PopStatus::kChain) {
-      uint32_t written = 0;
-      if (chain_.ok()) {
-        uint8_t buf[256];
-        const size_t n = chain_.CopyFromReadable(0, buf, sizeof buf);
-        written = static_cast<uint32_t>(chain_.CopyToWritable(0, buf, n));
-      }
-      queue.Push(chain_.token(), written);
-      ++processed;
-    }
-    if (queue.Publish()) interrupt().SignalQueue(index);
-  }
-
-  void ChangeConfig() { ConfigChanged(); }
-
-  bool accept_features = true;
-  int driver_ok_calls = 0;
-  int reset_calls = 0;
-  int processed = 0;
-
- private:
-  uint8_t config_[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-  DescriptorChain chain_;
-};
+using testing::kEchoFeatureShout;
+using EchoDevice = testing::EchoDevice<TestTraits>;
 
 template <typename Layout>
 class DeviceCoreTest : public ::testing::Test {
@@ -118,13 +71,7 @@ class DeviceCoreTest : public ::testing::Test {
 };
 
 using Layouts = ::testing::Types<testing::SplitLayout, testing::PackedLayout>;
-class LayoutNames {
- public:
-  template <typename T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
+using testing::LayoutNames;
 TYPED_TEST_SUITE(DeviceCoreTest, Layouts, LayoutNames);
 
 TYPED_TEST(DeviceCoreTest, OffersRingFeaturesAndVersion1) {

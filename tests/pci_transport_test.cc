@@ -14,6 +14,7 @@
 #include "virtio/device_core.h"
 #include "virtio/pci_interrupt.h"
 #include "virtio/testing/driver.h"
+#include "virtio/testing/echo_device.h"
 #include "virtio/testing/pci_driver.h"
 #include "virtio/testing/test_memory.h"
 
@@ -35,49 +36,8 @@ struct PciTraits {
 static_assert(HypervisorTraits<PciTraits>);
 static_assert(InterruptSink<Irq>);
 
-// Copies each chain's readable bytes into its writable part (as in
-// device_core_test.cc), with a selectable device ID for class-code checks.
 template <uint32_t Id>
-class Echo : public DeviceCore<PciTraits, Echo<Id>> {
-  using Base = DeviceCore<PciTraits, Echo<Id>>;
-
- public:
-  static constexpr uint32_t kDeviceId = Id;
-  static constexpr uint32_t kMaxSizes[2] = {16, 16};
-
-  Echo(const GuestMemoryMap& mem, Irq& irq) : Base(mem, irq, "echo", 1, kMaxSizes) {}
-
-  uint32_t ConfigSize() const { return sizeof(config_); }
-  void ReadConfigBytes(uint32_t offset, void* data, uint32_t len) {
-    std::memcpy(data, config_ + offset, len);
-  }
-  void WriteConfigBytes(uint32_t offset, const void* data, uint32_t len) {
-    std::memcpy(config_ + offset, data, len);
-  }
-  bool AcceptFeatures(uint64_t) { return true; }
-  void OnDriverOk() {}
-  void OnReset() {}
-
-  template <VirtQueue Q>
-  void ProcessQueue(uint16_t index, Q& queue) {
-    while (queue.Pop(chain_) == PopStatus::kChain) {
-      uint32_t written = 0;
-      if (chain_.ok()) {
-        uint8_t buf[256];
-        const size_t n = chain_.CopyFromReadable(0, buf, sizeof buf);
-        written = static_cast<uint32_t>(chain_.CopyToWritable(0, buf, n));
-      }
-      queue.Push(chain_.token(), written);
-    }
-    if (queue.Publish()) this->interrupt().SignalQueue(index);
-  }
-  void ChangeConfig() { this->ConfigChanged(); }
-
- private:
-  uint8_t config_[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-  DescriptorChain chain_;
-};
-
+using Echo = testing::EchoDevice<PciTraits, Id>;
 constexpr uint32_t kEchoId = 0x3f;  // highest ID with a 0x1040-based PCI ID
 using EchoDevice = Echo<kEchoId>;
 static_assert(PciDevice<EchoDevice>);
@@ -225,13 +185,7 @@ class PciLayoutTest : public PciTest {
 };
 
 using Layouts = ::testing::Types<testing::SplitLayout, testing::PackedLayout>;
-class LayoutNames {
- public:
-  template <typename T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
+using testing::LayoutNames;
 TYPED_TEST_SUITE(PciLayoutTest, Layouts, LayoutNames);
 
 TYPED_TEST(PciLayoutTest, EchoesWithPerQueueMsixVectors) {

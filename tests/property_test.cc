@@ -578,13 +578,7 @@ class PropertyTest : public ::testing::Test {
 };
 
 using Layouts = ::testing::Types<SplitLayout, PackedLayout>;
-class LayoutNames {
- public:
-  template <typename T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
+using testing::LayoutNames;
 TYPED_TEST_SUITE(PropertyTest, Layouts, LayoutNames);
 
 TYPED_TEST(PropertyTest, Plain) { TestFixture::RunAll(false, false); }

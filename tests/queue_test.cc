@@ -39,13 +39,7 @@ class QueueTest : public ::testing::Test {
 };
 
 using Layouts = ::testing::Types<SplitLayout, PackedLayout>;
-class LayoutNames {
- public:
-  template <typename T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
+using testing::LayoutNames;
 TYPED_TEST_SUITE(QueueTest, Layouts, LayoutNames);
 
 TYPED_TEST(QueueTest, EmptyQueuePopsNothing) {

@@ -65,13 +65,7 @@ class RngDeviceTest : public ::testing::Test {
 };
 
 using Layouts = ::testing::Types<testing::SplitLayout, testing::PackedLayout>;
-class LayoutNames {
- public:
-  template <typename T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
+using testing::LayoutNames;
 TYPED_TEST_SUITE(RngDeviceTest, Layouts, LayoutNames);
 
 TYPED_TEST(RngDeviceTest, IdentityAndEmptyConfig) {

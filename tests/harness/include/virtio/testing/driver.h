@@ -210,6 +210,15 @@ struct PackedLayout {
   static constexpr const char* kName = "packed";
 };
 
+// Names typed-test instances "split" / "packed":
+//   TYPED_TEST_SUITE(MyTest, Layouts, virtio::testing::LayoutNames);
+struct LayoutNames {
+  template <typename T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+
 }  // namespace virtio::testing
 
 #endif  // VIRTIO_TESTING_DRIVER_H_
