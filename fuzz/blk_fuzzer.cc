@@ -29,6 +29,7 @@
 #include "virtio/testing/driver.h"
 #include "virtio/testing/recording_interrupt.h"
 #include "virtio/testing/test_memory.h"
+#include "fuzz_check.h"
 
 namespace {
 
@@ -39,15 +40,6 @@ using virtio::testing::TestGuestMemory;
 using virtio::testing::TestTraits;
 namespace blk = virtio::blk;
 namespace spec = virtio::spec;
-
-#define FUZZ_CHECK(cond)                                                \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      std::fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, \
-                   __LINE__, #cond);                                    \
-      std::abort();                                                     \
-    }                                                                   \
-  } while (0)
 
 constexpr uint64_t kDiskBytes = 64 << 10;  // 128 sectors
 constexpr uint64_t kDiskSectors = kDiskBytes / 512;

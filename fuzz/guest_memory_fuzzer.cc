@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "virtio/guest_memory.h"
+#include "fuzz_check.h"
 
 namespace {
 
@@ -26,15 +27,6 @@ using virtio::GuestRegion;
 using virtio::ScatterResult;
 using virtio::TranslateStatus;
 using u128 = unsigned __int128;
-
-#define FUZZ_CHECK(cond)                                                \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      std::fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, \
-                   __LINE__, #cond);                                    \
-      std::abort();                                                     \
-    }                                                                   \
-  } while (0)
 
 constexpr uint32_t kMaxSegments = 16;
 

@@ -30,6 +30,7 @@
 #include "virtio/spec.h"
 #include "virtio/testing/mmio_driver.h"
 #include "virtio/testing/test_memory.h"
+#include "fuzz_check.h"
 
 namespace {
 
@@ -38,15 +39,6 @@ namespace mmio = virtio::mmio;
 using virtio::testing::RecordingIrqLine;
 using virtio::testing::TestGuestMemory;
 using Irq = virtio::MmioInterrupt<RecordingIrqLine>;
-
-#define FUZZ_CHECK(cond)                                                \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      std::fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, \
-                   __LINE__, #cond);                                    \
-      std::abort();                                                     \
-    }                                                                   \
-  } while (0)
 
 struct Traits {
   using Memory = virtio::GuestMemoryMap;

@@ -28,20 +28,12 @@
 #include "virtio/testing/driver.h"
 #include "virtio/testing/pci_driver.h"
 #include "virtio/testing/test_memory.h"
+#include "fuzz_check.h"
 
 namespace {
 
 namespace pci = virtio::pci;
 namespace spec = virtio::spec;
-
-#define FUZZ_CHECK(cond)                                                \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      std::fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, \
-                   __LINE__, #cond);                                    \
-      std::abort();                                                     \
-    }                                                                   \
-  } while (0)
 
 constexpr uint64_t kMemGpa = 0x10000;
 constexpr uint64_t kMemSize = 256 * 1024;

@@ -32,6 +32,7 @@
 #include "virtio/ring_error.h"
 #include "virtio/spec.h"
 #include "virtio/split_queue.h"
+#include "fuzz_check.h"
 
 namespace {
 
@@ -42,15 +43,6 @@ using virtio::QueueConfig;
 using virtio::QueueState;
 using virtio::UsedToken;
 namespace spec = virtio::spec;
-
-#define FUZZ_CHECK(cond)                                                  \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
-      std::fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__,   \
-                   __LINE__, #cond);                                      \
-      std::abort();                                                       \
-    }                                                                     \
-  } while (0)
 
 constexpr uint32_t kMaxRegionSize = 8192;
 // Bytes of segment data touched one by one per input; past it, only the
