@@ -32,6 +32,29 @@ done
 start=$SECONDS
 stage() { banner "$* [t+$((SECONDS - start))s]"; }
 
+# Totals over every ctest run, for the closing summary line.
+total_passed=0
+total_failed=0
+fuzzers_run=0
+# run_ctest <preset> [env...]: runs ctest, adds its counts to the totals.
+run_ctest() {
+  local preset=$1 log
+  log=$(mktemp)
+  local rc=0
+  ctest --preset "$preset" -j "$LIBVIRTIO_JOBS" 2>&1 | tee "$log" || rc=$?
+  local line
+  line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -1 || true)
+  rm -f "$log"
+  if [[ -n $line ]]; then
+    local failed total
+    failed=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/' <<<"$line")
+    total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+    total_passed=$((total_passed + total - failed))
+    total_failed=$((total_failed + failed))
+  fi
+  return "$rc"
+}
+
 stage "install dependencies"
 bash scripts/install-deps.sh
 
@@ -40,7 +63,7 @@ cmake --preset release -DLIBVIRTIO_WERROR=ON
 cmake --build --preset release -j "$LIBVIRTIO_JOBS"
 
 stage "release: ctest"
-ctest --preset release -j "$LIBVIRTIO_JOBS"
+run_ctest release
 
 if [[ $run_asan -eq 1 ]]; then
   stage "asan (clang++, -Werror, ASan+UBSan): configure + build"
@@ -48,9 +71,10 @@ if [[ $run_asan -eq 1 ]]; then
   cmake --build --preset asan -j "$LIBVIRTIO_JOBS"
 
   stage "asan: ctest"
+  # Prefix assignments reach the function's child processes (ctest) only.
   ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --preset asan -j "$LIBVIRTIO_JOBS"
+    run_ctest asan
 else
   stage "asan: skipped (--no-asan)"
 fi
@@ -68,6 +92,7 @@ if [[ $fuzz_seconds -gt 0 ]]; then
     stage "fuzz: no fuzzers declared in fuzz/fuzz_list.cmake yet; nothing to run"
   fi
   for fuzzer in "${fuzzers[@]}"; do
+    fuzzers_run=$((fuzzers_run + 1))
     name=$(basename "$fuzzer")
     corpus=build/fuzz/corpus/$name
     artifacts=build/fuzz/artifacts/$name
@@ -91,3 +116,4 @@ else
 fi
 
 stage "ALL TESTS PASSED"
+echo "tests (release + asan ctest; fuzzers: ${fuzzers_run} run clean): ${total_passed} passed, ${total_failed} failed"
