@@ -8,3 +8,8 @@ libvirtio_add_fuzzer(guest_memory_fuzzer guest_memory_fuzzer.cc)
 libvirtio_add_fuzzer(mmio_fuzzer mmio_fuzzer.cc)
 libvirtio_add_fuzzer(pci_fuzzer pci_fuzzer.cc)
 libvirtio_add_fuzzer(blk_fuzzer blk_fuzzer.cc)
+libvirtio_add_fuzzer(console_fuzzer console_fuzzer.cc)
+# glue/xen ioreq dispatch (self-contained: compiles the Xen simulator in).
+libvirtio_add_fuzzer(xen_ioreq_fuzzer xen_ioreq_fuzzer.cc)
+target_include_directories(xen_ioreq_fuzzer PRIVATE
+  "${PROJECT_SOURCE_DIR}/glue/xen/include" "${PROJECT_SOURCE_DIR}/glue/xen")
