@@ -4,3 +4,4 @@
 # libvirtio_add_bench(ring_bench ring_bench.cc)
 libvirtio_add_bench(ring_bench ring_bench.cc)
 libvirtio_add_bench(blk_bench blk_bench.cc)
+libvirtio_add_bench(net_bench net_bench.cc)

@@ -13,3 +13,4 @@ libvirtio_add_fuzzer(console_fuzzer console_fuzzer.cc)
 libvirtio_add_fuzzer(xen_ioreq_fuzzer xen_ioreq_fuzzer.cc)
 target_include_directories(xen_ioreq_fuzzer PRIVATE
   "${PROJECT_SOURCE_DIR}/glue/xen/include" "${PROJECT_SOURCE_DIR}/glue/xen")
+libvirtio_add_fuzzer(net_fuzzer net_fuzzer.cc)

@@ -1,0 +1,1074 @@
+// virtio/net_device.h — virtio-net (VIRTIO 1.2 §5.1) on any NetBackend.
+//
+// NetDevice<T, Backend> is a DeviceCore device (CRTP, no virtual calls):
+// transports drive it through DeviceCore's public API; it moves packets
+// between its virtqueues and a backend satisfying `NetBackend`
+// (virtio/net_backend.h): TapNet, LoopbackNet or your own.
+//
+// Queues. 2 * max_pairs + 1: receiveq(i) = 2i, transmitq(i) = 2i + 1, then
+// the control queue. As the spec numbers them, the control queue is queue
+// 2 * max_pairs when MQ is negotiated and queue 2 otherwise (then only pair
+// 0 exists for the driver).
+//
+// Features offered: MAC, STATUS, MRG_RXBUF, MTU (when options.mtu != 0),
+// CTRL_VQ with CTRL_RX, CTRL_RX_EXTRA, CTRL_VLAN, GUEST_ANNOUNCE,
+// CTRL_MAC_ADDR, CTRL_GUEST_OFFLOADS and (max_pairs > 1) MQ, and whichever of
+// CSUM, GUEST_CSUM, HOST_/GUEST_TSO4, TSO6, UFO, ECN the backend supports
+// (backend.offloads()). options.disable_features withholds any of them.
+// FEATURES_OK is refused when the driver breaks a dependency of §5.1.3.1
+// (e.g. HOST_TSO4 without CSUM, MQ without CTRL_VQ).
+//
+// Transmit. Each tx chain is one packet: the 12-byte header then the frame,
+// split across any number of descriptors (up to options.tx_segments host
+// segments). The header is copied out of guest memory once and validated
+// against the negotiated features (NEEDS_CSUM needs CSUM and csum_start +
+// csum_offset + 2 <= frame length; gso_type needs the matching HOST_*
+// feature, a non-zero gso_size and hdr_len <= frame length; ECN needs
+// HOST_ECN; DATA_VALID / RSC_INFO are driver errors); the frame must be
+// 14..65550 bytes (and, without GSO and with MTU negotiated, at most
+// mtu + 18). The validated copy and the frame's guest iovecs go to
+// backend.Send() — no copy of the payload here. A chain that is not ok()
+// (lies about addresses or lengths), has device-writable buffers, is too
+// short for the header, or fails validation is returned with length 0 and
+// counted in tx_malformed; the device goes on. Packets are sent in batches
+// (one backend Flush() and one Publish()/interrupt per batch of up to
+// options.tx_batch). A kBusy backend stalls the pair's transmit with the
+// packet held until ServiceBackend(). While the link is down, transmitted
+// packets are consumed and counted in tx_dropped.
+//
+// Receive. backend.Receive() offers packets; each is filtered (promiscuous
+// by default; with CTRL_RX: unicast to our MAC or the MAC table, broadcast
+// unless NOBCAST, multicast per ALLMULTI / NOMULTI / the table; with
+// CTRL_VLAN: tagged frames only for VLANs added), checked against the guest
+// offloads in force (a header needing one the driver did not accept is
+// dropped), and copied into rx chains. With MRG_RXBUF as many chains as the
+// packet needs are used and num_buffers in the first header says how many;
+// without it each chain must hold header + frame whole (65562 bytes if
+// GUEST_TSO/UFO were negotiated, else 1526 suffice for MTU-sized frames), and
+// a packet larger than the chain at hand is dropped and counted
+// (rx_dropped). When the guest has no rx buffers left the packet stays
+// pending in the backend (nothing is dropped): the device enables rx
+// notifications and carries on at the next rx kick. Chains popped for a
+// packet that is still incomplete are kept (not returned) until it
+// completes. A packet that could not fit even if every descriptor of the
+// ring were its buffer is dropped. Unusable rx chains (not ok(), readable
+// parts, shorter than the header) are returned with length 0
+// (rx_bad_buffers).
+//
+// Control queue. [class, command, data...][ack], acked kCtrlOk / kCtrlErr:
+// RX (PROMISC, ALLMULTI; ALLUNI, NOMULTI, NOUNI, NOBCAST with CTRL_RX_EXTRA),
+// MAC (TABLE_SET with up to 64 unicast and 64 multicast entries — more
+// switch that class to accept-all, as QEMU does; ADDR_SET with
+// CTRL_MAC_ADDR), VLAN (ADD / DEL), ANNOUNCE (ACK), MQ (VQ_PAIRS_SET, 1..
+// max_pairs, passed on to backend.SetActivePairs) and GUEST_OFFLOADS (SET,
+// a subset of the negotiated guest offloads, passed on to
+// backend.SetOffloads). Commands of features not negotiated, wrong data
+// lengths and unknown commands get kCtrlErr.
+//
+// Link and announce. SetLinkUp(bool) flips the config status LINK_UP bit,
+// bumps the configuration generation and sends a configuration-change
+// interrupt. Announce() sets ANNOUNCE (with GUEST_ANNOUNCE negotiated) the
+// same way; the driver's ANNOUNCE_ACK clears it.
+//
+// Threads and the glue. Each queue pair is served by one thread: its
+// rx / tx kicks (Notify) and ServiceBackend(pair), called when
+// backend.pair(pair).fd() is readable (or writable while tx_blocked(pair)),
+// must not run concurrently. The control queue may run on another thread;
+// the receive filter it updates is guarded by a mutex taken per received
+// packet only when the filter is not promiscuous. Reset must not race with
+// any of them (as device_core.h says). Allocation happens at construction
+// only; per pair the device keeps one tx chain, options.queue_size rx chains
+// (options.rx_segments segments each) and an iovec array.
+//
+// Example:
+//   auto tap = virtio::TapNet::Open({.name = "vm0", .num_pairs = 2});
+//   auto net = virtio::NetDevice<MyTraits, virtio::TapNet>::Create(
+//       memory, interrupt, **tap, {.max_pairs = 2, .mac = {...}});
+//   virtio::PciTransport<virtio::NetDevice<MyTraits, virtio::TapNet>> pci(**net);
+//   // kicks -> net->Notify(q); (*tap)->pair(i).fd() readable ->
+//   // net->ServiceBackend(i); link change -> net->SetLinkUp(false).
+#ifndef VIRTIO_NET_DEVICE_H_
+#define VIRTIO_NET_DEVICE_H_
+
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "virtio/descriptor_chain.h"
+#include "virtio/device_core.h"
+#include "virtio/hypervisor.h"
+#include "virtio/net_backend.h"
+#include "virtio/net_spec.h"
+#include "virtio/queue.h"
+#include "virtio/spec.h"
+
+namespace virtio {
+
+struct NetDeviceOptions {
+  std::string name = "net";
+  std::array<uint8_t, 6> mac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+  // Queue pairs (MQ is offered when > 1); at most the backend's num_pairs().
+  uint16_t max_pairs = 1;
+  // Maximum size of each rx / tx virtqueue.
+  uint32_t queue_size = 256;
+  uint32_t ctrl_queue_size = 64;
+  // Offer MTU with this value; 0: not offered.
+  uint16_t mtu = 0;
+  bool link_up = true;
+  // Offer CTRL_VQ and the features that need it.
+  bool ctrl_vq = true;
+  // Net feature bits not to offer (e.g. spec::Bit(net::kFeatureMrgRxbuf)).
+  uint64_t disable_features = 0;
+  // Packets per batch (one Flush / Publish each).
+  uint32_t tx_batch = 256;
+  uint32_t rx_batch = 256;
+  // Host segments a tx chain may have (after the header is split off, plus
+  // one for it: a writev of at most 1024) and an rx chain may have.
+  uint32_t tx_segments = 1023;
+  uint32_t rx_segments = 64;
+  RingFeatureOptions ring = {};
+};
+
+// Per-pair counters, maintained by the pair's thread.
+struct NetPairStats {
+  uint64_t tx_packets = 0;
+  uint64_t tx_bytes = 0;  // frame bytes, headers excluded
+  // Chains not ok(), with writable parts, too short, or failing header /
+  // length validation: dropped, returned with length 0.
+  uint64_t tx_malformed = 0;
+  // Dropped by the backend, or while the link was down.
+  uint64_t tx_dropped = 0;
+  // Times transmit stalled on a busy backend.
+  uint64_t tx_busy = 0;
+  uint64_t rx_packets = 0;
+  uint64_t rx_bytes = 0;
+  // Too big for the guest's buffers, link down, bad length, or needing an
+  // offload the guest did not accept.
+  uint64_t rx_dropped = 0;
+  // Rejected by the MAC / VLAN filter.
+  uint64_t rx_filtered = 0;
+  // Unusable rx chains returned with length 0.
+  uint64_t rx_bad_buffers = 0;
+  // Times receive waited for the guest to post buffers.
+  uint64_t rx_stalls = 0;
+};
+
+template <HypervisorTraits T, NetBackend Backend>
+class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
+  using Core = DeviceCore<T, NetDevice<T, Backend>>;
+  friend Core;
+
+ public:
+  static constexpr uint32_t kDeviceId = spec::kDeviceIdNet;
+  static constexpr uint16_t kMaxPairs = 1024;
+  static constexpr uint32_t kMacTableEntries = 64;
+
+  static absl::StatusOr<std::unique_ptr<NetDevice>> Create(
+      const typename Core::Memory& memory, typename Core::Interrupt& interrupt,
+      Backend& backend, const NetDeviceOptions& options) {
+    if (options.max_pairs == 0 || options.max_pairs > backend.num_pairs() ||
+        options.max_pairs > kMaxPairs) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: max_pairs %u not in 1..%u (the backend's pairs, at most %u)",
+          options.name, options.max_pairs, backend.num_pairs(), kMaxPairs));
+    }
+    if (options.queue_size < 2 || options.queue_size > spec::kMaxQueueSize ||
+        options.ctrl_queue_size < 1 ||
+        options.ctrl_queue_size > spec::kMaxQueueSize) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: queue sizes %u / %u not in 2..%u", options.name,
+          options.queue_size, options.ctrl_queue_size, spec::kMaxQueueSize));
+    }
+    if (options.mtu != 0 && options.mtu < 68) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: mtu %u below 68", options.name, options.mtu));
+    }
+    if (options.tx_segments < 1 || options.tx_segments > 1023 ||
+        options.rx_segments < 1 || options.rx_segments > 1024 ||
+        options.tx_batch == 0 || options.rx_batch == 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: tx_segments (1..1023), rx_segments (1..1024), tx_batch and "
+          "rx_batch (>= 1) out of range",
+          options.name));
+    }
+    if (options.max_pairs > 1 && !options.ctrl_vq) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: max_pairs > 1 needs the control queue (MQ)", options.name));
+    }
+    return std::unique_ptr<NetDevice>(
+        new NetDevice(memory, interrupt, backend, options));
+  }
+
+  ~NetDevice() = default;
+
+  // --- Queue layout -------------------------------------------------------------
+  static constexpr uint16_t rx_queue(uint16_t pair) { return 2 * pair; }
+  static constexpr uint16_t tx_queue(uint16_t pair) { return 2 * pair + 1; }
+  uint16_t max_pairs() const { return options_.max_pairs; }
+  // Index of the control queue as the driver sees it (valid with CTRL_VQ).
+  uint16_t ctrl_queue() const {
+    return (negotiated_ & spec::Bit(net::kFeatureMq)) ? 2 * options_.max_pairs
+                                                       : 2;
+  }
+  // Pairs in use (VQ_PAIRS_SET; 1 without MQ).
+  uint16_t active_pairs() const {
+    return active_pairs_.load(std::memory_order_relaxed);
+  }
+
+  // --- For the glue -------------------------------------------------------------
+
+  // Link state (config status LINK_UP); a change interrupts the driver.
+  void SetLinkUp(bool up) {
+    const uint16_t old = status_.load(std::memory_order_relaxed);
+    const uint16_t now =
+        up ? (old | net::kStatusLinkUp) : (old & ~net::kStatusLinkUp);
+    if (old == now) return;
+    status_.store(now, std::memory_order_release);
+    this->ConfigChanged();
+  }
+  bool link_up() const {
+    return status_.load(std::memory_order_acquire) & net::kStatusLinkUp;
+  }
+
+  // Asks the driver to announce itself (gratuitous ARP etc., e.g. after
+  // migration). False unless GUEST_ANNOUNCE was negotiated and the device
+  // is live.
+  bool Announce() {
+    if (!(negotiated_ & spec::Bit(net::kFeatureGuestAnnounce)) || !Live()) {
+      return false;
+    }
+    status_.fetch_or(net::kStatusAnnounce, std::memory_order_acq_rel);
+    this->ConfigChanged();
+    return true;
+  }
+  bool announce_pending() const {
+    return status_.load(std::memory_order_acquire) & net::kStatusAnnounce;
+  }
+
+  // The backend's pair `pair` has packets to receive, or room to send:
+  // retries a held tx packet, then delivers pending packets to the guest.
+  void ServiceBackend(uint16_t pair) {
+    if (!PairExists(pair) || !Live()) return;
+    this->WithQueue(tx_queue(pair), [&](uint16_t q, auto& ring) {
+      if (pairs_[pair].tx_held) RunTx(pair, q, ring);
+      CheckRing(q, ring);
+    });
+    this->WithQueue(rx_queue(pair), [&](uint16_t q, auto& ring) {
+      RunRx(pair, q, ring);
+      CheckRing(q, ring);
+    });
+  }
+
+  // True while pair `pair`'s transmit waits for the backend (poll its fd
+  // for POLLOUT, then call ServiceBackend).
+  bool tx_blocked(uint16_t pair) const {
+    return pair < pairs_.size() && pairs_[pair].tx_held;
+  }
+  // rx chains popped and held for a packet not yet complete.
+  uint32_t rx_held(uint16_t pair) const {
+    return pair < pairs_.size() ? pairs_[pair].rx_count : 0;
+  }
+  const NetPairStats& stats(uint16_t pair) const { return pairs_[pair].stats; }
+  NetPairStats total_stats() const {
+    NetPairStats t;
+    for (const PairState& p : pairs_) {
+      const NetPairStats& s = p.stats;
+      t.tx_packets += s.tx_packets;
+      t.tx_bytes += s.tx_bytes;
+      t.tx_malformed += s.tx_malformed;
+      t.tx_dropped += s.tx_dropped;
+      t.tx_busy += s.tx_busy;
+      t.rx_packets += s.rx_packets;
+      t.rx_bytes += s.rx_bytes;
+      t.rx_dropped += s.rx_dropped;
+      t.rx_filtered += s.rx_filtered;
+      t.rx_bad_buffers += s.rx_bad_buffers;
+      t.rx_stalls += s.rx_stalls;
+    }
+    return t;
+  }
+  uint64_t ctrl_commands() const { return ctrl_commands_; }
+  uint64_t ctrl_errors() const { return ctrl_errors_; }
+  // Guest offloads (GUEST_* feature bits) currently in force.
+  uint64_t guest_offloads() const {
+    return guest_offloads_.load(std::memory_order_relaxed);
+  }
+  std::array<uint8_t, 6> mac() const {
+    std::lock_guard<std::mutex> l(filter_mu_);
+    std::array<uint8_t, 6> m;
+    std::memcpy(m.data(), filter_.mac, 6);
+    return m;
+  }
+  bool promisc() const { return promisc_.load(std::memory_order_relaxed); }
+  bool allmulti() const {
+    std::lock_guard<std::mutex> l(filter_mu_);
+    return filter_.allmulti;
+  }
+  bool vlan_allowed(uint16_t vid) const {
+    std::lock_guard<std::mutex> l(filter_mu_);
+    return VlanAllowed(vid);
+  }
+  Backend& backend() { return *backend_; }
+
+  // --- Used by DeviceCore ---------------------------------------------------
+  uint32_t ConfigSize() const { return sizeof(net::Config); }
+
+  void ReadConfigBytes(uint32_t offset, void* data, uint32_t len) {
+    net::Config c{};
+    {
+      std::lock_guard<std::mutex> l(filter_mu_);
+      std::memcpy(c.mac, filter_.mac, 6);
+    }
+    c.status = status_.load(std::memory_order_acquire);
+    c.max_virtqueue_pairs = options_.max_pairs;
+    c.mtu = options_.mtu;
+    c.speed = 0xffffffff;
+    c.duplex = 0xff;
+    std::memcpy(data, reinterpret_cast<const uint8_t*>(&c) + offset, len);
+  }
+
+  void WriteConfigBytes(uint32_t offset, const void*, uint32_t len) {
+    // Modern devices have a read-only config (the MAC is changed with
+    // CTRL_MAC_ADDR); legacy drivers writing it are not supported.
+    this->GuestError(absl::StrFormat(
+        "config write of %u bytes at %u (read-only); ignored", len, offset));
+  }
+
+  bool AcceptFeatures(uint64_t f) {
+    auto has = [&](unsigned bit) { return (f & spec::Bit(bit)) != 0; };
+    const char* broken = nullptr;
+    if ((has(net::kFeatureGuestTso4) || has(net::kFeatureGuestTso6) ||
+         has(net::kFeatureGuestUfo)) &&
+        !has(net::kFeatureGuestCsum)) {
+      broken = "GUEST_TSO4/6/UFO without GUEST_CSUM";
+    } else if (has(net::kFeatureGuestEcn) && !has(net::kFeatureGuestTso4) &&
+               !has(net::kFeatureGuestTso6)) {
+      broken = "GUEST_ECN without GUEST_TSO4/6";
+    } else if ((has(net::kFeatureHostTso4) || has(net::kFeatureHostTso6) ||
+                has(net::kFeatureHostUfo)) &&
+               !has(net::kFeatureCsum)) {
+      broken = "HOST_TSO4/6/UFO without CSUM";
+    } else if (has(net::kFeatureHostEcn) && !has(net::kFeatureHostTso4) &&
+               !has(net::kFeatureHostTso6)) {
+      broken = "HOST_ECN without HOST_TSO4/6";
+    } else if ((has(net::kFeatureCtrlRx) || has(net::kFeatureCtrlVlan) ||
+                has(net::kFeatureGuestAnnounce) || has(net::kFeatureMq) ||
+                has(net::kFeatureCtrlMacAddr) ||
+                has(net::kFeatureCtrlGuestOffloads)) &&
+               !has(net::kFeatureCtrlVq)) {
+      broken = "control-queue features without CTRL_VQ";
+    } else if (has(net::kFeatureCtrlRxExtra) && !has(net::kFeatureCtrlRx)) {
+      broken = "CTRL_RX_EXTRA without CTRL_RX";
+    } else if (has(net::kFeatureGuestAnnounce) && !has(net::kFeatureStatus)) {
+      broken = "GUEST_ANNOUNCE without STATUS";
+    }
+    if (broken != nullptr) {
+      this->GuestError(absl::StrFormat("feature dependency broken: %s", broken));
+      return false;
+    }
+    negotiated_ = f;
+    mrg_rxbuf_ = has(net::kFeatureMrgRxbuf);
+    std::lock_guard<std::mutex> l(filter_mu_);
+    // Without CTRL_VLAN nothing is filtered by VLAN (QEMU's behaviour).
+    filter_.vlan_filter = has(net::kFeatureCtrlVlan);
+    return true;
+  }
+
+  void OnDriverOk() {
+    const uint64_t guest = negotiated_ & net::kGuestOffloadFeatures;
+    if (!backend_->SetOffloads(guest)) {
+      Logf(LogLevel::kWarning, "%s: backend refused guest offloads 0x%x",
+           this->name(), guest);
+    }
+    guest_offloads_.store(guest, std::memory_order_relaxed);
+    active_pairs_.store(1, std::memory_order_relaxed);
+    backend_->SetActivePairs(1);
+  }
+
+  void OnReset() {
+    for (PairState& p : pairs_) {
+      p.tx_held = false;
+      p.rx_head = p.rx_count = 0;
+    }
+    {
+      std::lock_guard<std::mutex> l(filter_mu_);
+      const Filter fresh{};
+      std::array<uint8_t, 6> mac;
+      std::memcpy(mac.data(), options_.mac.data(), 6);
+      filter_ = fresh;
+      std::memcpy(filter_.mac, mac.data(), 6);
+      promisc_.store(true, std::memory_order_relaxed);
+    }
+    status_.fetch_and(static_cast<uint16_t>(~net::kStatusAnnounce),
+                      std::memory_order_acq_rel);
+    if (guest_offloads_.exchange(0, std::memory_order_relaxed) != 0) {
+      backend_->SetOffloads(0);
+    }
+    if (active_pairs_.exchange(1, std::memory_order_relaxed) != 1) {
+      backend_->SetActivePairs(1);
+    }
+    negotiated_ = 0;
+    mrg_rxbuf_ = false;
+  }
+
+  template <VirtQueue Q>
+  void ProcessQueue(uint16_t index, Q& ring) {
+    if (HasCtrl() && index == ctrl_queue()) {
+      RunCtrl(index, ring);
+      return;
+    }
+    const uint16_t pair = index / 2;
+    if (!PairExists(pair)) return;
+    if (index % 2 == 0) {
+      RunRx(pair, index, ring);
+    } else {
+      RunTx(pair, index, ring);
+    }
+  }
+
+ private:
+  struct PairState {
+    PairState(uint32_t tx_segments, uint32_t rx_segments, uint32_t rx_chains)
+        : tx_chain(tx_segments), tx_iov(new iovec[tx_segments + 1]) {
+      rx.reserve(rx_chains);
+      for (uint32_t i = 0; i < rx_chains; ++i) rx.emplace_back(rx_segments);
+    }
+    PairState(PairState&&) = default;
+
+    DescriptorChain tx_chain;
+    std::unique_ptr<iovec[]> tx_iov;
+    net::Header tx_hdr{};
+    bool tx_held = false;
+    // rx chains popped and not yet used: rx[(rx_head + i) % rx.size()] for
+    // i < rx_count.
+    std::vector<DescriptorChain> rx;
+    uint32_t rx_head = 0;
+    uint32_t rx_count = 0;
+    NetPairStats stats;
+  };
+
+  struct Filter {
+    uint8_t mac[6] = {};
+    bool allmulti = false;
+    bool alluni = false;
+    bool nomulti = false;
+    bool nouni = false;
+    bool nobcast = false;
+    bool uni_overflow = false;
+    bool multi_overflow = false;
+    bool vlan_filter = false;
+    uint32_t n_uni = 0;
+    uint32_t n_multi = 0;
+    uint8_t uni[kMacTableEntries][6] = {};
+    uint8_t multi[kMacTableEntries][6] = {};
+    uint64_t vlans[(net::kMaxVlanId + 1) / 64] = {};
+  };
+
+  enum class RxOutcome { kConsumed, kNoBuffers };
+
+  NetDevice(const typename Core::Memory& memory,
+            typename Core::Interrupt& interrupt, Backend& backend,
+            const NetDeviceOptions& options)
+      : Core(memory, interrupt, options.name, Offered(backend, options),
+             QueueSizes(options), options.ring),
+        backend_(&backend),
+        options_(options) {
+    pairs_.reserve(options_.max_pairs);
+    for (uint16_t i = 0; i < options_.max_pairs; ++i) {
+      pairs_.emplace_back(options_.tx_segments, options_.rx_segments,
+                          options_.queue_size);
+    }
+    std::memcpy(filter_.mac, options_.mac.data(), 6);
+    status_.store(options_.link_up ? net::kStatusLinkUp : 0);
+  }
+
+  static uint64_t Offered(const Backend& backend, const NetDeviceOptions& o) {
+    uint64_t f = spec::Bit(net::kFeatureMac) | spec::Bit(net::kFeatureStatus) |
+                 spec::Bit(net::kFeatureMrgRxbuf) |
+                 (backend.offloads() & net::kOffloadFeatures);
+    if (o.mtu != 0) f |= spec::Bit(net::kFeatureMtu);
+    if (o.ctrl_vq) {
+      f |= spec::Bit(net::kFeatureCtrlVq) | spec::Bit(net::kFeatureCtrlRx) |
+           spec::Bit(net::kFeatureCtrlRxExtra) |
+           spec::Bit(net::kFeatureCtrlVlan) |
+           spec::Bit(net::kFeatureGuestAnnounce) |
+           spec::Bit(net::kFeatureCtrlMacAddr);
+      if (f & net::kGuestOffloadFeatures) {
+        f |= spec::Bit(net::kFeatureCtrlGuestOffloads);
+      }
+      if (o.max_pairs > 1) f |= spec::Bit(net::kFeatureMq);
+    }
+    return f & ~o.disable_features;
+  }
+
+  static std::vector<uint32_t> QueueSizes(const NetDeviceOptions& o) {
+    std::vector<uint32_t> sizes(2u * o.max_pairs, o.queue_size);
+    if (o.ctrl_vq) sizes.push_back(o.ctrl_queue_size);
+    return sizes;
+  }
+
+  bool HasCtrl() const { return negotiated_ & spec::Bit(net::kFeatureCtrlVq); }
+  bool PairExists(uint16_t pair) const {
+    if (pair >= options_.max_pairs) return false;
+    // Without MQ only pair 0 exists for the driver (queue 2 is control).
+    return pair == 0 || (negotiated_ & spec::Bit(net::kFeatureMq));
+  }
+  bool Live() const {
+    const uint8_t s = this->status();
+    return (s & spec::kStatusDriverOk) &&
+           !(s & (spec::kStatusDeviceNeedsReset | spec::kStatusFailed));
+  }
+  template <typename Q>
+  void CheckRing(uint16_t q, Q& ring) {
+    if (ring.error() != RingError::kNone) {
+      this->SetNeedsReset(
+          absl::StrFormat("queue %u: %s", q, RingErrorName(ring.error())));
+    }
+  }
+
+  // --- Transmit -------------------------------------------------------------------
+
+  template <VirtQueue Q>
+  void RunTx(uint16_t pair, uint16_t index, Q& ring) {
+    PairState& ps = pairs_[pair];
+    auto& bp = backend_->pair(pair);
+    for (;;) {
+      ring.DisableNotification();
+      uint32_t n = 0;
+      bool busy = false;
+      while (n < options_.tx_batch) {
+        if (!ps.tx_held && ring.Pop(ps.tx_chain) != PopStatus::kChain) break;
+        if (!TransmitOne(ps, bp)) {
+          ps.tx_held = true;
+          ++ps.stats.tx_busy;
+          busy = true;
+          break;
+        }
+        ps.tx_held = false;
+        ring.Push(ps.tx_chain.token(), 0);
+        ++n;
+      }
+      bp.Flush();
+      if (ring.Publish()) this->interrupt().SignalQueue(index);
+      if (busy || ring.error() != RingError::kNone) return;
+      if (n == options_.tx_batch) continue;
+      if (!ring.EnableNotification()) return;
+    }
+  }
+
+  // Sends ps.tx_chain. False if the backend was busy (nothing consumed).
+  bool TransmitOne(PairState& ps, typename Backend::Pair& bp) {
+    const DescriptorChain& c = ps.tx_chain;
+    if (!c.ok() || c.writable_bytes() != 0 ||
+        c.readable_bytes() < net::kHeaderSize) {
+      ++ps.stats.tx_malformed;
+      return true;
+    }
+    const uint64_t frame_len = c.readable_bytes() - net::kHeaderSize;
+    net::Header& h = ps.tx_hdr;
+    c.CopyFromReadable(0, &h, sizeof h);
+    if (frame_len < net::kEthHeaderLen || frame_len > net::kMaxFrameSize ||
+        !ValidTxHeader(h, static_cast<uint32_t>(frame_len))) {
+      ++ps.stats.tx_malformed;
+      return true;
+    }
+    if (!link_up()) {
+      ++ps.stats.tx_dropped;
+      return true;
+    }
+    h.num_buffers = 0;
+    iovec* iov = ps.tx_iov.get();
+    iov[0] = {&h, sizeof h};
+    uint32_t n = 1;
+    uint64_t skip = net::kHeaderSize;
+    for (const iovec& seg : c.readable()) {
+      if (skip >= seg.iov_len) {
+        skip -= seg.iov_len;
+        continue;
+      }
+      iov[n].iov_base = static_cast<uint8_t*>(seg.iov_base) + skip;
+      iov[n].iov_len = seg.iov_len - skip;
+      skip = 0;
+      ++n;
+    }
+    switch (bp.Send(h, iov, n, static_cast<uint32_t>(frame_len))) {
+      case NetSendStatus::kSent:
+        ++ps.stats.tx_packets;
+        ps.stats.tx_bytes += frame_len;
+        return true;
+      case NetSendStatus::kDropped:
+        ++ps.stats.tx_dropped;
+        return true;
+      case NetSendStatus::kBusy:
+        return false;
+    }
+    return true;
+  }
+
+  bool ValidTxHeader(const net::Header& h, uint32_t frame_len) const {
+    auto has = [&](unsigned bit) {
+      return (negotiated_ & spec::Bit(bit)) != 0;
+    };
+    if (h.flags & ~net::kHdrFlagNeedsCsum) return false;
+    if (h.flags & net::kHdrFlagNeedsCsum) {
+      if (!has(net::kFeatureCsum)) return false;
+      if (uint32_t{h.csum_start} + h.csum_offset + 2 > frame_len) return false;
+    }
+    const uint8_t gso = h.gso_type & ~net::kGsoEcn;
+    switch (gso) {
+      case net::kGsoNone:
+        if (h.gso_type & net::kGsoEcn) return false;
+        if ((negotiated_ & spec::Bit(net::kFeatureMtu)) &&
+            frame_len > uint32_t{options_.mtu} + net::kEthHeaderLen +
+                            net::kVlanHeaderLen) {
+          return false;
+        }
+        return true;
+      case net::kGsoTcpV4:
+        if (!has(net::kFeatureHostTso4)) return false;
+        break;
+      case net::kGsoTcpV6:
+        if (!has(net::kFeatureHostTso6)) return false;
+        break;
+      case net::kGsoUdp:
+        if (!has(net::kFeatureHostUfo)) return false;
+        break;
+      default:
+        return false;
+    }
+    if ((h.gso_type & net::kGsoEcn) && !has(net::kFeatureHostEcn)) return false;
+    return h.gso_size != 0 && h.hdr_len <= frame_len;
+  }
+
+  // --- Receive ----------------------------------------------------------------------
+
+  template <VirtQueue Q>
+  void RunRx(uint16_t pair, uint16_t index, Q& ring) {
+    PairState& ps = pairs_[pair];
+    auto& bp = backend_->pair(pair);
+    ring.DisableNotification();
+    // Bounded so one flooding pair cannot monopolise its thread: a pending
+    // backend stays readable and the glue calls again.
+    for (int round = 0; round < 4; ++round) {
+      uint32_t budget = options_.rx_batch;
+      bool need_buffers = false;
+      bp.Receive([&](const NetRxPacket& p) {
+        if (budget == 0) return false;
+        if (DeliverOne(ps, ring, p) == RxOutcome::kNoBuffers) {
+          need_buffers = true;
+          return false;
+        }
+        --budget;
+        return true;
+      });
+      if (ring.Publish()) this->interrupt().SignalQueue(index);
+      if (ring.error() != RingError::kNone) return;
+      if (need_buffers) {
+        ++ps.stats.rx_stalls;
+        // Buffers posted meanwhile: try again; else wait for the kick.
+        if (ring.EnableNotification()) {
+          ring.DisableNotification();
+          continue;
+        }
+        return;
+      }
+      if (budget != 0) return;  // backend drained
+    }
+  }
+
+  // Accept-or-drop checks that need no guest buffers.
+  bool Deliverable(PairState& ps, const NetRxPacket& p, net::Header& h) {
+    if (!link_up() || p.frame_len < net::kEthHeaderLen ||
+        p.frame_len > net::kMaxFrameSize) {
+      ++ps.stats.rx_dropped;
+      return false;
+    }
+    h = p.header != nullptr ? *p.header : net::Header{};
+    const uint64_t g = guest_offloads_.load(std::memory_order_relaxed);
+    auto on = [&](unsigned bit) { return (g & spec::Bit(bit)) != 0; };
+    bool ok = true;
+    if ((h.flags & net::kHdrFlagNeedsCsum) && !on(net::kFeatureGuestCsum)) {
+      ok = false;
+    }
+    switch (h.gso_type & ~net::kGsoEcn) {
+      case net::kGsoNone:
+        if (h.gso_type & net::kGsoEcn) ok = false;
+        break;
+      case net::kGsoTcpV4:
+        ok = ok && on(net::kFeatureGuestTso4);
+        break;
+      case net::kGsoTcpV6:
+        ok = ok && on(net::kFeatureGuestTso6);
+        break;
+      case net::kGsoUdp:
+        ok = ok && on(net::kFeatureGuestUfo);
+        break;
+      default:
+        ok = false;
+    }
+    if ((h.gso_type & net::kGsoEcn) && !on(net::kFeatureGuestEcn)) ok = false;
+    if (!ok) {
+      ++ps.stats.rx_dropped;
+      return false;
+    }
+    // DATA_VALID only means something to a driver that accepted GUEST_CSUM.
+    h.flags &= on(net::kFeatureGuestCsum)
+                   ? (net::kHdrFlagNeedsCsum | net::kHdrFlagDataValid)
+                   : 0;
+    if (!promisc_.load(std::memory_order_relaxed)) {
+      uint8_t eth[net::kEthHeaderLen + net::kVlanHeaderLen] = {};
+      Gather(p, eth, std::min<uint32_t>(sizeof eth, p.frame_len));
+      std::lock_guard<std::mutex> l(filter_mu_);
+      if (!Accept(eth, p.frame_len)) {
+        ++ps.stats.rx_filtered;
+        return false;
+      }
+    }
+    return true;
+  }
+
+  static void Gather(const NetRxPacket& p, uint8_t* out, uint32_t n) {
+    for (uint32_t i = 0; i < p.iovcnt && n > 0; ++i) {
+      const uint32_t take =
+          static_cast<uint32_t>(std::min<size_t>(p.iov[i].iov_len, n));
+      std::memcpy(out, p.iov[i].iov_base, take);
+      out += take;
+      n -= take;
+    }
+  }
+
+  // Pops the next rx chain into the stash. kChain: stashed; kEmpty / kBroken
+  // as Pop(). Unusable chains are returned at once and skipped.
+  template <VirtQueue Q>
+  PopStatus PopRx(PairState& ps, Q& ring) {
+    for (;;) {
+      if (ps.rx_count == ps.rx.size()) return PopStatus::kEmpty;
+      DescriptorChain& c = ps.rx[(ps.rx_head + ps.rx_count) % ps.rx.size()];
+      const PopStatus st = ring.Pop(c);
+      if (st != PopStatus::kChain) return st;
+      if (!c.ok() || c.readable_bytes() != 0 ||
+          c.writable_bytes() < net::kHeaderSize) {
+        ++ps.stats.rx_bad_buffers;
+        ring.Push(c.token(), 0);
+        continue;
+      }
+      ++ps.rx_count;
+      return PopStatus::kChain;
+    }
+  }
+
+  DescriptorChain& Stashed(PairState& ps, uint32_t i) {
+    return ps.rx[(ps.rx_head + i) % ps.rx.size()];
+  }
+
+  template <VirtQueue Q>
+  RxOutcome DeliverOne(PairState& ps, Q& ring, const NetRxPacket& p) {
+    net::Header h;
+    if (!Deliverable(ps, p, h)) return RxOutcome::kConsumed;
+    const uint64_t need = uint64_t{net::kHeaderSize} + p.frame_len;
+    uint32_t used = 0;  // chains this packet takes
+    if (mrg_rxbuf_) {
+      uint64_t have = 0;
+      uint64_t slots = 0;
+      while (have < need) {
+        if (used == ps.rx_count) {
+          // Every descriptor of the ring already waits here: the packet
+          // can never fit.
+          if (slots >= ring.size()) {
+            ++ps.stats.rx_dropped;
+            return RxOutcome::kConsumed;
+          }
+          if (PopRx(ps, ring) != PopStatus::kChain) {
+            return RxOutcome::kNoBuffers;
+          }
+        }
+        const DescriptorChain& c = Stashed(ps, used);
+        have += c.writable_bytes();
+        slots += c.token().ring_slots != 0 ? c.token().ring_slots
+                                           : std::max(1u, c.descriptor_count());
+        ++used;
+      }
+    } else {
+      if (ps.rx_count == 0 && PopRx(ps, ring) != PopStatus::kChain) {
+        return RxOutcome::kNoBuffers;
+      }
+      if (Stashed(ps, 0).writable_bytes() < need) {
+        ++ps.stats.rx_dropped;  // the chain stays for the next packet
+        return RxOutcome::kConsumed;
+      }
+      used = 1;
+    }
+    h.num_buffers = static_cast<uint16_t>(used);
+    // Copy header + frame across the chains, returning each as it fills.
+    Source src(h, p);
+    uint64_t left = need;
+    for (uint32_t i = 0; i < used; ++i) {
+      DescriptorChain& c = Stashed(ps, i);
+      const uint64_t n = std::min<uint64_t>(c.writable_bytes(), left);
+      uint64_t todo = n;
+      for (const iovec& seg : c.writable()) {
+        if (todo == 0) break;
+        const size_t take = static_cast<size_t>(std::min<uint64_t>(seg.iov_len, todo));
+        src.Copy(static_cast<uint8_t*>(seg.iov_base), take);
+        todo -= take;
+      }
+      ring.Push(c.token(), static_cast<uint32_t>(n));
+      left -= n;
+    }
+    ps.rx_head = static_cast<uint32_t>((ps.rx_head + used) % ps.rx.size());
+    ps.rx_count -= used;
+    ++ps.stats.rx_packets;
+    ps.stats.rx_bytes += p.frame_len;
+    return RxOutcome::kConsumed;
+  }
+
+  // Reads the 12-byte header, then the packet's segments, in order.
+  class Source {
+   public:
+    Source(const net::Header& h, const NetRxPacket& p) : hdr_(h), p_(p) {}
+    void Copy(uint8_t* dst, size_t n) {
+      while (n > 0) {
+        const uint8_t* base;
+        size_t len;
+        if (idx_ == 0) {
+          base = reinterpret_cast<const uint8_t*>(&hdr_);
+          len = sizeof hdr_;
+        } else {
+          if (idx_ > p_.iovcnt) return;  // backend's iovecs shorter than said
+          base = static_cast<const uint8_t*>(p_.iov[idx_ - 1].iov_base);
+          len = p_.iov[idx_ - 1].iov_len;
+        }
+        const size_t take = std::min(len - off_, n);
+        std::memcpy(dst, base + off_, take);
+        dst += take;
+        n -= take;
+        off_ += take;
+        if (off_ == len) {
+          ++idx_;
+          off_ = 0;
+        }
+      }
+    }
+
+   private:
+    const net::Header& hdr_;
+    const NetRxPacket& p_;
+    uint32_t idx_ = 0;
+    size_t off_ = 0;
+  };
+
+  // --- Receive filter (filter_mu_ held) --------------------------------------------
+
+  bool VlanAllowed(uint16_t vid) const {
+    if (!filter_.vlan_filter) return true;
+    return vid <= net::kMaxVlanId &&
+           ((filter_.vlans[vid / 64] >> (vid % 64)) & 1);
+  }
+
+  bool Accept(const uint8_t* eth, uint32_t frame_len) const {
+    if (frame_len >= net::kEthHeaderLen + net::kVlanHeaderLen &&
+        eth[12] == (net::kEtherTypeVlan >> 8) &&
+        eth[13] == (net::kEtherTypeVlan & 0xff)) {
+      const uint16_t vid = static_cast<uint16_t>(((eth[14] << 8) | eth[15]) & 0xfff);
+      if (!VlanAllowed(vid)) return false;
+    }
+    const uint8_t* dst = eth;
+    if (dst[0] & 1) {
+      static constexpr uint8_t kBcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+      if (std::memcmp(dst, kBcast, 6) == 0) return !filter_.nobcast;
+      if (filter_.nomulti) return false;
+      if (filter_.allmulti || filter_.multi_overflow) return true;
+      for (uint32_t i = 0; i < filter_.n_multi; ++i) {
+        if (std::memcmp(dst, filter_.multi[i], 6) == 0) return true;
+      }
+      return false;
+    }
+    if (filter_.nouni) return false;
+    if (filter_.alluni || filter_.uni_overflow) return true;
+    if (std::memcmp(dst, filter_.mac, 6) == 0) return true;
+    for (uint32_t i = 0; i < filter_.n_uni; ++i) {
+      if (std::memcmp(dst, filter_.uni[i], 6) == 0) return true;
+    }
+    return false;
+  }
+
+  // --- Control queue ------------------------------------------------------------------
+
+  template <VirtQueue Q>
+  void RunCtrl(uint16_t index, Q& ring) {
+    do {
+      ring.DisableNotification();
+      while (ring.Pop(ctrl_chain_) == PopStatus::kChain) {
+        const uint8_t ack = HandleCtrl(ctrl_chain_);
+        ++ctrl_commands_;
+        if (ack != net::kCtrlOk) ++ctrl_errors_;
+        uint32_t len = 0;
+        if (ctrl_chain_.ok() && ctrl_chain_.writable_bytes() >= 1) {
+          len = static_cast<uint32_t>(ctrl_chain_.CopyToWritable(0, &ack, 1));
+        }
+        ring.Push(ctrl_chain_.token(), len);
+      }
+      if (ring.Publish()) this->interrupt().SignalQueue(index);
+    } while (ring.error() == RingError::kNone && ring.EnableNotification());
+  }
+
+  uint8_t HandleCtrl(const DescriptorChain& c) {
+    net::CtrlHeader h;
+    if (!c.ok() || c.writable_bytes() < 1 ||
+        c.CopyFromReadable(0, &h, sizeof h) != sizeof h) {
+      this->GuestError("malformed control command");
+      return net::kCtrlErr;
+    }
+    const uint64_t data_len = c.readable_bytes() - sizeof h;
+    auto has = [&](unsigned bit) { return (negotiated_ & spec::Bit(bit)) != 0; };
+    // Reads a fixed-size command argument; false unless exactly that long.
+    auto arg = [&](void* out, size_t n) {
+      return data_len == n && c.CopyFromReadable(sizeof h, out, n) == n;
+    };
+    switch (h.cls) {
+      case net::kCtrlRx: {
+        uint8_t on;
+        if (!has(net::kFeatureCtrlRx) || !arg(&on, 1)) break;
+        if (h.command > net::kCtrlRxPromisc + 1 && !has(net::kFeatureCtrlRxExtra)) {
+          break;
+        }
+        std::lock_guard<std::mutex> l(filter_mu_);
+        switch (h.command) {
+          case net::kCtrlRxPromisc:
+            promisc_.store(on != 0, std::memory_order_relaxed);
+            return net::kCtrlOk;
+          case net::kCtrlRxAllMulti: filter_.allmulti = on; return net::kCtrlOk;
+          case net::kCtrlRxAllUni: filter_.alluni = on; return net::kCtrlOk;
+          case net::kCtrlRxNoMulti: filter_.nomulti = on; return net::kCtrlOk;
+          case net::kCtrlRxNoUni: filter_.nouni = on; return net::kCtrlOk;
+          case net::kCtrlRxNoBcast: filter_.nobcast = on; return net::kCtrlOk;
+          default: break;
+        }
+        break;
+      }
+      case net::kCtrlMac:
+        if (h.command == net::kCtrlMacAddrSet) {
+          uint8_t mac[6];
+          if (!has(net::kFeatureCtrlMacAddr) || !arg(mac, 6)) break;
+          std::lock_guard<std::mutex> l(filter_mu_);
+          std::memcpy(filter_.mac, mac, 6);
+          return net::kCtrlOk;
+        }
+        if (h.command == net::kCtrlMacTableSet && has(net::kFeatureCtrlRx)) {
+          return MacTableSet(c, sizeof h, data_len) ? net::kCtrlOk : net::kCtrlErr;
+        }
+        break;
+      case net::kCtrlVlan: {
+        uint16_t vid;
+        if (!has(net::kFeatureCtrlVlan) || !arg(&vid, 2) ||
+            vid > net::kMaxVlanId) {
+          break;
+        }
+        std::lock_guard<std::mutex> l(filter_mu_);
+        const uint64_t bit = uint64_t{1} << (vid % 64);
+        if (h.command == net::kCtrlVlanAdd) {
+          filter_.vlans[vid / 64] |= bit;
+          return net::kCtrlOk;
+        }
+        if (h.command == net::kCtrlVlanDel) {
+          filter_.vlans[vid / 64] &= ~bit;
+          return net::kCtrlOk;
+        }
+        break;
+      }
+      case net::kCtrlAnnounce:
+        if (!has(net::kFeatureGuestAnnounce) ||
+            h.command != net::kCtrlAnnounceAck || data_len != 0) {
+          break;
+        }
+        status_.fetch_and(static_cast<uint16_t>(~net::kStatusAnnounce),
+                          std::memory_order_acq_rel);
+        return net::kCtrlOk;
+      case net::kCtrlMq: {
+        uint16_t n;
+        if (!has(net::kFeatureMq) || h.command != net::kCtrlMqVqPairsSet ||
+            !arg(&n, 2) || n < net::kMinVqPairs || n > options_.max_pairs) {
+          break;
+        }
+        if (!backend_->SetActivePairs(n)) break;
+        active_pairs_.store(n, std::memory_order_relaxed);
+        return net::kCtrlOk;
+      }
+      case net::kCtrlGuestOffloads: {
+        uint64_t g;
+        if (!has(net::kFeatureCtrlGuestOffloads) ||
+            h.command != net::kCtrlGuestOffloadsSet || !arg(&g, 8) ||
+            (g & ~(negotiated_ & net::kGuestOffloadFeatures)) != 0) {
+          break;
+        }
+        if (!backend_->SetOffloads(g)) break;
+        guest_offloads_.store(g, std::memory_order_relaxed);
+        return net::kCtrlOk;
+      }
+      default:
+        break;
+    }
+    return net::kCtrlErr;
+  }
+
+  // [u32 n][n MACs] unicast, then [u32 n][n MACs] multicast, nothing after.
+  bool MacTableSet(const DescriptorChain& c, uint64_t at, uint64_t len) {
+    uint32_t counts[2];
+    uint64_t offs[2];
+    uint64_t pos = 0;
+    for (int t = 0; t < 2; ++t) {
+      if (len - pos < 4 || c.CopyFromReadable(at + pos, &counts[t], 4) != 4) {
+        return false;
+      }
+      pos += 4;
+      offs[t] = pos;
+      if (uint64_t{counts[t]} * 6 > len - pos) return false;
+      pos += uint64_t{counts[t]} * 6;
+    }
+    if (pos != len) return false;
+    std::lock_guard<std::mutex> l(filter_mu_);
+    uint8_t (*tables[2])[6] = {filter_.uni, filter_.multi};
+    uint32_t* sizes[2] = {&filter_.n_uni, &filter_.n_multi};
+    bool* overflow[2] = {&filter_.uni_overflow, &filter_.multi_overflow};
+    for (int t = 0; t < 2; ++t) {
+      *overflow[t] = counts[t] > kMacTableEntries;
+      *sizes[t] = *overflow[t] ? 0 : counts[t];
+      for (uint32_t i = 0; i < *sizes[t]; ++i) {
+        c.CopyFromReadable(at + offs[t] + 6ull * i, tables[t][i], 6);
+      }
+    }
+    return true;
+  }
+
+  Backend* backend_;
+  NetDeviceOptions options_;
+  std::vector<PairState> pairs_;
+  DescriptorChain ctrl_chain_{64};
+  // Negotiated features (set at FEATURES_OK, cleared at reset).
+  uint64_t negotiated_ = 0;
+  bool mrg_rxbuf_ = false;
+  std::atomic<uint16_t> status_{0};
+  std::atomic<uint16_t> active_pairs_{1};
+  std::atomic<uint64_t> guest_offloads_{0};
+  std::atomic<bool> promisc_{true};
+  mutable std::mutex filter_mu_;
+  Filter filter_;
+  uint64_t ctrl_commands_ = 0;
+  uint64_t ctrl_errors_ = 0;
+};
+
+}  // namespace virtio
+
+#endif  // VIRTIO_NET_DEVICE_H_
