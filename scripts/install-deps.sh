@@ -8,6 +8,7 @@ packages=(
   clang clang-14 libclang-rt-14-dev   # clang++ (asan/tsan/fuzz presets), sanitizer + libFuzzer runtimes
   cmake ninja-build pkg-config
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev liburing-dev
+  libxen-dev                          # glue/xen: xendevicemodel, xenforeignmemory, xenevtchn, xengnttab
   clang-format clang-tidy
 )
 

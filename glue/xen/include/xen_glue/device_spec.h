@@ -1,0 +1,77 @@
+// xen_glue/device_spec.h — the command line of xen-virtio-backend.
+//
+//   xen-virtio-backend --domid N --device SPEC [--device SPEC ...]
+//                      [--arch arm|x86] [--ram GPA:SIZE ...]
+//                      [--claims-dir DIR] [--print-placement]
+//   SPEC: blk,path=FILE[,id=NAME][,readonly=on][,addr=A][,irq=I]
+//         rng[,id=NAME][,addr=A][,irq=I]
+//   addr: an MMIO base (0x2000000) for virtio-mmio, or a PCI
+//         [seg:]bus:slot.fn (00:05.0) for virtio-pci (x86 only).
+//   irq:  the SPI (Arm, 32..) or ISA IRQ (x86 virtio-mmio, 0..15).
+// Unpinned devices get the next free MMIO slot from 0x02000000 in 0x200
+// steps (libxl's GUEST_VIRTIO_MMIO_BASE) and SPI from 33 (Arm) or ISA IRQ
+// 5/7/10/11 (x86); --print-placement shows the result to pin next time.
+#ifndef XEN_GLUE_DEVICE_SPEC_H_
+#define XEN_GLUE_DEVICE_SPEC_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "xen_glue/abi.h"
+#include "xen_glue/foreign_memory.h"
+
+namespace virtio::xg {
+
+enum class DeviceType { kBlk, kRng };
+enum class GuestArch { kArm, kX86 };
+
+struct PciAddr {
+  uint16_t seg = 0;
+  uint8_t bus = 0;
+  uint8_t dev = 0;
+  uint8_t fn = 0;
+  bool operator==(const PciAddr&) const = default;
+};
+
+struct DeviceSpec {
+  DeviceType type = DeviceType::kRng;
+  std::string id;
+  std::string path;
+  bool readonly = false;
+  bool pci = false;                   // virtio-pci (else virtio-mmio)
+  std::optional<uint64_t> mmio_base;  // virtio-mmio
+  std::optional<PciAddr> pci_addr;    // virtio-pci
+  std::optional<unsigned> irq;        // virtio-mmio line
+};
+
+inline constexpr uint64_t kVirtioMmioBase = 0x02000000;   // GUEST_VIRTIO_MMIO_BASE
+inline constexpr uint64_t kVirtioMmioWindow = 0x00100000;
+inline constexpr uint64_t kVirtioMmioSize = 0x200;
+inline constexpr unsigned kFirstVirtioSpi = 33;           // GUEST_VIRTIO_MMIO_SPI_FIRST
+
+struct BackendArgs {
+  bool help = false;
+  std::optional<DomId> domid;
+  GuestArch arch = GuestArch::kX86;
+  std::vector<DeviceSpec> devices;
+  std::vector<GuestRamBank> ram;
+  std::string claims_dir = "/run/xen-virtio-backend";
+  bool print_placement = false;
+};
+
+absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec);
+absl::StatusOr<BackendArgs> ParseArgs(int argc, const char* const* argv);
+std::string Usage();
+// Fills in addr/irq of unpinned devices, checks pinned ones.
+absl::Status ResolvePlacement(GuestArch arch, std::vector<DeviceSpec>& devices);
+// One line per device: "blk0 virtio-mmio 0x2000000-0x20001ff irq 33".
+std::string PlacementString(const std::vector<DeviceSpec>& devices);
+absl::StatusOr<uint64_t> ParseSize(std::string_view s);
+
+}  // namespace virtio::xg
+
+#endif  // XEN_GLUE_DEVICE_SPEC_H_

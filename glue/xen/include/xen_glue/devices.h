@@ -1,0 +1,116 @@
+// xen_glue/devices.h — libvirtio transports and interrupt sinks on Xen.
+//
+//   MmioTransportDevice / PciTransportDevice: IoDevice adapters that hand
+//     ioreq accesses to MmioTransport (Read/Write) and PciTransport
+//     (ConfigRead/ConfigWrite/BarRead/BarWrite, BAR window tracking).
+//   XenIrqLine<DM>: the virtio-mmio line. Arm: set_irq_level on an SPI
+//     (libxl describes virtio-mmio SPIs as edge-rising; we pass the level
+//     through, which is what QEMU's xenpvh does and is harmless for edge).
+//     x86: set_isa_irq_level (level-triggered ISA line).
+//   XenPciSink<DM>: virtio-pci MSI-X messages via inject_msi, INTA# via
+//     set_pci_intx_level (x86).
+#ifndef XEN_GLUE_DEVICES_H_
+#define XEN_GLUE_DEVICES_H_
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <utility>
+
+#include "virtio/log.h"
+#include "xen_glue/ioreq_server.h"
+#include "xen_glue/ports.h"
+
+namespace virtio::xg {
+
+template <typename Transport>
+class MmioTransportDevice final : public IoDevice {
+ public:
+  explicit MmioTransportDevice(Transport& t) : t_(t) {}
+  uint64_t MmioRead(uint64_t offset, uint32_t size) override {
+    return t_.Read(offset, size);
+  }
+  void MmioWrite(uint64_t offset, uint32_t size, uint64_t value) override {
+    t_.Write(offset, size, static_cast<uint32_t>(value));
+  }
+
+ private:
+  Transport& t_;
+};
+
+template <typename Transport>
+class PciTransportDevice final : public IoDevice {
+ public:
+  explicit PciTransportDevice(Transport& t) : t_(t) {}
+  uint64_t MmioRead(uint64_t offset, uint32_t size) override {
+    return t_.BarRead(offset, size);
+  }
+  void MmioWrite(uint64_t offset, uint32_t size, uint64_t value) override {
+    t_.BarWrite(offset, size, value);
+  }
+  uint32_t ConfigRead(uint32_t reg, uint32_t size) override {
+    return t_.ConfigRead(reg, size);
+  }
+  void ConfigWrite(uint32_t reg, uint32_t size, uint32_t value) override {
+    t_.ConfigWrite(reg, size, value);
+  }
+  std::optional<std::pair<uint64_t, uint64_t>> BarWindow() const override {
+    if (!t_.memory_enabled()) return std::nullopt;
+    const uint64_t base = t_.bar_address();
+    const uint64_t size = t_.bar_size();
+    if (base == 0 || base + size - 1 < base) return std::nullopt;
+    return std::make_pair(base, base + size - 1);
+  }
+
+ private:
+  Transport& t_;
+};
+
+enum class IrqKind { kArmSpi, kX86Isa };
+
+template <DeviceModelPort DM>
+struct XenIrqLine {
+  DM* dm = nullptr;
+  DomId domid = 0;
+  IrqKind kind = IrqKind::kArmSpi;
+  unsigned irq = 0;
+
+  void Set(bool asserted) {
+    const unsigned level = asserted ? 1 : 0;
+    const int r = kind == IrqKind::kArmSpi
+                      ? dm->set_irq_level(domid, irq, level)
+                      : dm->set_isa_irq_level(domid, static_cast<uint8_t>(irq), level);
+    if (r != 0) {
+      Logf(LogLevel::kError, "xen: %s(%u, %u) failed: %s",
+           kind == IrqKind::kArmSpi ? "set_irq_level" : "set_isa_irq_level",
+           irq, level, std::strerror(errno));
+    }
+  }
+};
+
+template <DeviceModelPort DM>
+struct XenPciSink {
+  DM* dm = nullptr;
+  DomId domid = 0;
+  uint16_t seg = 0;
+  uint8_t bus = 0;
+  uint8_t dev = 0;
+
+  void SendMsi(uint64_t address, uint32_t data) {
+    if (dm->inject_msi(domid, address, data) != 0) {
+      Logf(LogLevel::kError, "xen: inject_msi(0x%x, 0x%x) failed: %s", address,
+           data, std::strerror(errno));
+    }
+  }
+  void SetIntx(bool asserted) {
+    if (dm->set_pci_intx_level(domid, seg, bus, dev, 0, asserted ? 1 : 0) != 0) {
+      Logf(LogLevel::kError, "xen: set_pci_intx_level failed: %s",
+           std::strerror(errno));
+    }
+  }
+};
+
+}  // namespace virtio::xg
+
+#endif  // XEN_GLUE_DEVICES_H_

@@ -1,0 +1,353 @@
+// src/device_spec.cc — see xen_glue/device_spec.h.
+#include "xen_glue/device_spec.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+
+namespace virtio::xg {
+
+namespace {
+
+absl::StatusOr<uint64_t> ParseNumber(std::string_view s, std::string_view what) {
+  uint64_t v = 0;
+  std::string str(s);
+  char* end = nullptr;
+  errno = 0;
+  v = std::strtoull(str.c_str(), &end, 0);
+  if (str.empty() || errno != 0 || end == nullptr || *end != '\0' || str[0] == '-') {
+    return absl::InvalidArgumentError(absl::StrFormat("bad %s '%s'", what, s));
+  }
+  return v;
+}
+
+absl::StatusOr<PciAddr> ParsePci(std::string_view s) {
+  // [seg:]bus:slot.fn, hex
+  std::vector<std::string> parts = absl::StrSplit(std::string(s), ':');
+  if (parts.size() < 2 || parts.size() > 3) {
+    return absl::InvalidArgumentError(absl::StrFormat("bad PCI address '%s'", s));
+  }
+  PciAddr a;
+  size_t i = 0;
+  auto hex = [&](std::string_view h, uint32_t max, const char* what) -> absl::StatusOr<uint32_t> {
+    uint32_t v = 0;
+    if (h.empty() || !absl::SimpleHexAtoi(absl::string_view(h.data(), h.size()), &v) || v > max) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("bad PCI %s '%s' in '%s'", what, h, s));
+    }
+    return v;
+  };
+  if (parts.size() == 3) {
+    auto seg = hex(parts[0], 0xffff, "segment");
+    if (!seg.ok()) return seg.status();
+    a.seg = static_cast<uint16_t>(*seg);
+    i = 1;
+  }
+  auto bus = hex(parts[i], 0xff, "bus");
+  if (!bus.ok()) return bus.status();
+  a.bus = static_cast<uint8_t>(*bus);
+  std::vector<std::string> df = absl::StrSplit(parts[i + 1], '.');
+  if (df.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrFormat("bad PCI address '%s' (slot.fn)", s));
+  }
+  auto dev = hex(df[0], 0x1f, "slot");
+  if (!dev.ok()) return dev.status();
+  auto fn = hex(df[1], 7, "function");
+  if (!fn.ok()) return fn.status();
+  a.dev = static_cast<uint8_t>(*dev);
+  a.fn = static_cast<uint8_t>(*fn);
+  return a;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ParseSize(std::string_view s) {
+  if (s.empty()) return absl::InvalidArgumentError("empty size");
+  uint64_t mult = 1;
+  const char last = s.back();
+  if (last == 'K' || last == 'k') mult = 1ull << 10;
+  if (last == 'M' || last == 'm') mult = 1ull << 20;
+  if (last == 'G' || last == 'g') mult = 1ull << 30;
+  if (mult != 1) s.remove_suffix(1);
+  auto v = ParseNumber(s, "size");
+  if (!v.ok()) return v.status();
+  if (*v > ~uint64_t{0} / mult) return absl::InvalidArgumentError("size overflows");
+  return *v * mult;
+}
+
+absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
+  std::vector<std::string> parts = absl::StrSplit(std::string(spec), ',');
+  DeviceSpec d;
+  if (parts[0] == "blk") {
+    d.type = DeviceType::kBlk;
+  } else if (parts[0] == "rng") {
+    d.type = DeviceType::kRng;
+  } else {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--device %s: unknown device type '%s' (blk, rng)", spec, parts[0]));
+  }
+  for (size_t i = 1; i < parts.size(); ++i) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(parts[i], absl::MaxSplits('=', 1));
+    const std::string& k = kv.first;
+    const std::string& v = kv.second;
+    if (k == "id") {
+      d.id = v;
+    } else if (k == "path" && d.type == DeviceType::kBlk) {
+      d.path = v;
+    } else if (k == "readonly" && d.type == DeviceType::kBlk) {
+      if (v != "on" && v != "off") {
+        return absl::InvalidArgumentError(absl::StrFormat("--device %s: readonly=on|off", spec));
+      }
+      d.readonly = v == "on";
+    } else if (k == "addr") {
+      if (v.find(':') != std::string::npos) {
+        auto a = ParsePci(v);
+        if (!a.ok()) return absl::InvalidArgumentError(absl::StrCat("--device ", std::string(spec), ": ", a.status().message()));
+        d.pci = true;
+        d.pci_addr = *a;
+      } else {
+        auto a = ParseNumber(v, "addr");
+        if (!a.ok()) return absl::InvalidArgumentError(absl::StrCat("--device ", std::string(spec), ": ", a.status().message()));
+        d.mmio_base = *a;
+      }
+    } else if (k == "irq") {
+      auto n = ParseNumber(v, "irq");
+      if (!n.ok() || *n > 1023) {
+        return absl::InvalidArgumentError(absl::StrFormat("--device %s: bad irq '%s'", spec, v));
+      }
+      d.irq = static_cast<unsigned>(*n);
+    } else if (k == "transport") {
+      if (v != "mmio" && v != "pci") {
+        return absl::InvalidArgumentError(absl::StrFormat("--device %s: transport=mmio|pci", spec));
+      }
+      d.pci = v == "pci";
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--device %s: unknown option '%s'", spec, k));
+    }
+  }
+  if (d.type == DeviceType::kBlk && d.path.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat("--device %s: blk needs path=", spec));
+  }
+  if (d.pci && d.mmio_base) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--device %s: an MMIO addr= needs transport=mmio", spec));
+  }
+  if (d.pci && d.irq) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--device %s: irq= is for virtio-mmio; virtio-pci uses MSI-X/INTx", spec));
+  }
+  return d;
+}
+
+std::string Usage() {
+  return "usage: xen-virtio-backend --domid N --device SPEC [--device SPEC ...]\n"
+         "                          [--arch arm|x86] [--ram GPA:SIZE ...]\n"
+         "                          [--claims-dir DIR] [--print-placement]\n"
+         "\n"
+         "Serves libvirtio devices to Xen guest N as an ioreq server (no QEMU).\n"
+         "\n"
+         "  --device blk,path=FILE[,id=NAME][,readonly=on][,addr=A][,irq=I]\n"
+         "  --device rng[,id=NAME][,addr=A][,irq=I]\n"
+         "      addr: MMIO base (0x2000000) for virtio-mmio, or PCI\n"
+         "            [seg:]bus:slot.fn (00:05.0) for virtio-pci (x86)\n"
+         "      irq:  SPI (Arm, >= 32) or ISA IRQ (x86 virtio-mmio, 0-15)\n"
+         "      unpinned devices get the next free MMIO slot from 0x2000000\n"
+         "      (0x200 each) and SPI from 33 / ISA IRQ 5,7,10,11\n"
+         "  --arch arm|x86        guest architecture (default: the host's)\n"
+         "  --ram GPA:SIZE        a guest RAM bank for foreign mapping (repeat;\n"
+         "                        default Arm 0x40000000:3G, x86 0:3G)\n"
+         "  --claims-dir DIR      placement claims shared by every backend of\n"
+         "                        the domain (default /run/xen-virtio-backend)\n"
+         "  --print-placement     print the resolved addr/irq of every device\n"
+         "  --help                this text\n"
+         "\n"
+         "Several backends may serve one domain; each claims only its own\n"
+         "devices' ranges, and a conflicting claim is refused. SIGTERM/SIGINT\n"
+         "tear the ioreq server down cleanly.\n";
+}
+
+absl::StatusOr<BackendArgs> ParseArgs(int argc, const char* const* argv) {
+  BackendArgs a;
+#if defined(__aarch64__) || defined(__arm__)
+  a.arch = GuestArch::kArm;
+#else
+  a.arch = GuestArch::kX86;
+#endif
+  bool ram_given = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&]() -> absl::StatusOr<std::string_view> {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrFormat("%s needs a value", arg));
+      }
+      return std::string_view(argv[++i]);
+    };
+    if (arg == "--help" || arg == "-h") {
+      a.help = true;
+      return a;
+    } else if (arg == "--domid") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      auto n = ParseNumber(*v, "--domid");
+      if (!n.ok() || *n >= 0x7ff0) {
+        return absl::InvalidArgumentError(absl::StrFormat("bad --domid '%s'", *v));
+      }
+      a.domid = static_cast<DomId>(*n);
+    } else if (arg == "--device") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      auto d = ParseDeviceSpec(*v);
+      if (!d.ok()) return d.status();
+      a.devices.push_back(*d);
+    } else if (arg == "--arch") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (*v == "arm") {
+        a.arch = GuestArch::kArm;
+      } else if (*v == "x86") {
+        a.arch = GuestArch::kX86;
+      } else {
+        return absl::InvalidArgumentError("--arch arm|x86");
+      }
+    } else if (arg == "--ram") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      std::pair<std::string, std::string> gs = absl::StrSplit(std::string(*v), absl::MaxSplits(':', 1));
+      auto gpa = ParseNumber(gs.first, "--ram GPA");
+      auto size = ParseSize(gs.second);
+      if (!gpa.ok() || !size.ok() || *size == 0) {
+        return absl::InvalidArgumentError(absl::StrFormat("bad --ram '%s' (GPA:SIZE)", *v));
+      }
+      a.ram.push_back({*gpa, *size});
+      ram_given = true;
+    } else if (arg == "--claims-dir") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      a.claims_dir = std::string(*v);
+    } else if (arg == "--print-placement") {
+      a.print_placement = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrFormat("unknown argument '%s' (see --help)", arg));
+    }
+  }
+  if (!a.domid) return absl::InvalidArgumentError("--domid N is required (see --help)");
+  if (a.devices.empty()) return absl::InvalidArgumentError("no --device given (see --help)");
+  if (!ram_given) {
+    if (a.arch == GuestArch::kArm) {
+      a.ram.push_back({0x40000000, 3ull << 30});
+    } else {
+      a.ram.push_back({0, 3ull << 30});
+    }
+  }
+  return a;
+}
+
+absl::Status ResolvePlacement(GuestArch arch, std::vector<DeviceSpec>& devices) {
+  std::set<uint64_t> bases;
+  std::set<unsigned> irqs;
+  std::set<uint32_t> sbdfs;
+  int n_blk = 0, n_rng = 0;
+  for (DeviceSpec& d : devices) {
+    if (d.id.empty()) {
+      d.id = d.type == DeviceType::kBlk ? absl::StrCat("blk", n_blk++)
+                                        : absl::StrCat("rng", n_rng++);
+    }
+    if (d.pci && arch == GuestArch::kArm) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: virtio-pci needs an x86 guest (Xen on Arm routes no PCI config "
+          "accesses to ioreq servers)", d.id));
+    }
+    if (d.mmio_base) {
+      if (*d.mmio_base % kVirtioMmioSize != 0) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: addr=0x%x is not 0x200-aligned", d.id, *d.mmio_base));
+      }
+      for (uint64_t b : bases) {
+        if (b == *d.mmio_base) {
+          return absl::AlreadyExistsError(absl::StrFormat(
+              "%s: addr=0x%x used twice", d.id, *d.mmio_base));
+        }
+      }
+      bases.insert(*d.mmio_base);
+    }
+    if (d.irq) {
+      if (arch == GuestArch::kArm && *d.irq < 32) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: irq=%u is not an SPI (Arm: 32 and up)", d.id, *d.irq));
+      }
+      if (arch == GuestArch::kX86 && *d.irq > 15) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: irq=%u is not an ISA IRQ (x86: 0-15)", d.id, *d.irq));
+      }
+      if (!irqs.insert(*d.irq).second) {
+        return absl::AlreadyExistsError(absl::StrFormat("%s: irq=%u used twice", d.id, *d.irq));
+      }
+    }
+    if (d.pci_addr) {
+      const uint32_t s = PciSbdf(d.pci_addr->seg, d.pci_addr->bus, d.pci_addr->dev, d.pci_addr->fn);
+      if (!sbdfs.insert(s).second) {
+        return absl::AlreadyExistsError(absl::StrFormat("%s: PCI address used twice", d.id));
+      }
+    }
+  }
+  uint64_t next_base = kVirtioMmioBase;
+  unsigned next_spi = kFirstVirtioSpi;
+  const unsigned isa[] = {5, 7, 10, 11};
+  size_t next_isa = 0;
+  uint8_t next_slot = 0x10;
+  for (DeviceSpec& d : devices) {
+    if (d.pci) {
+      while (!d.pci_addr) {
+        if (next_slot > 0x1f) return absl::ResourceExhaustedError("no free PCI slot");
+        const uint32_t s = PciSbdf(0, 0, next_slot, 0);
+        if (sbdfs.insert(s).second) d.pci_addr = PciAddr{0, 0, next_slot, 0};
+        ++next_slot;
+      }
+      continue;
+    }
+    while (!d.mmio_base) {
+      if (next_base >= kVirtioMmioBase + kVirtioMmioWindow) {
+        return absl::ResourceExhaustedError("virtio-mmio window 0x2000000+1M is full");
+      }
+      if (bases.insert(next_base).second) d.mmio_base = next_base;
+      next_base += kVirtioMmioSize;
+    }
+    while (!d.irq) {
+      if (arch == GuestArch::kArm) {
+        if (irqs.insert(next_spi).second) d.irq = next_spi;
+        ++next_spi;
+      } else {
+        if (next_isa >= std::size(isa)) {
+          return absl::ResourceExhaustedError("no free ISA IRQ; pin irq=");
+        }
+        if (irqs.insert(isa[next_isa]).second) d.irq = isa[next_isa];
+        ++next_isa;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string PlacementString(const std::vector<DeviceSpec>& devices) {
+  std::string out;
+  for (const DeviceSpec& d : devices) {
+    if (d.pci && d.pci_addr) {
+      absl::StrAppendFormat(&out, "%s virtio-pci %04x:%02x:%02x.%x\n", d.id,
+                            d.pci_addr->seg, d.pci_addr->bus, d.pci_addr->dev,
+                            d.pci_addr->fn);
+    } else if (d.mmio_base) {
+      absl::StrAppendFormat(&out, "%s virtio-mmio addr=0x%x irq=%u\n", d.id,
+                            *d.mmio_base, d.irq.value_or(0));
+    }
+  }
+  return out;
+}
+
+}  // namespace virtio::xg

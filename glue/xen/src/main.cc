@@ -1,0 +1,93 @@
+// xen-virtio-backend: serves libvirtio devices to a Xen guest as an ioreq
+// server (no QEMU). See --help and glue/xen/include/xen_glue/backend.h.
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "virtio/log.h"
+#include "xen_glue/backend.h"
+#include "xen_glue/device_spec.h"
+#include "xen_glue/real_ports.h"
+
+namespace virtio::xg {
+bool CheckIoreqBitfields();  // abi_check.cc
+}
+
+namespace {
+
+using virtio::xg::Backend;
+using virtio::xg::RealDeviceModel;
+using virtio::xg::RealEventChannel;
+using virtio::xg::RealForeignMemory;
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "xen-virtio-backend: %s\n", msg.c_str());
+  return 1;
+}
+
+// libxen* report failures through a xentoollog logger; route them to ours.
+void LogVmessage(xentoollog_logger*, xentoollog_level level, int errnoval,
+                 const char* context, const char* format, va_list al) {
+  char buf[512];
+  std::vsnprintf(buf, sizeof buf, format, al);
+  virtio::Logf(level >= XTL_ERROR ? virtio::LogLevel::kError : virtio::LogLevel::kInfo,
+               "%s: %s%s%s", context ? context : "xen", buf, errnoval >= 0 ? ": " : "",
+               errnoval >= 0 ? std::strerror(errnoval) : "");
+}
+void LogProgress(xentoollog_logger*, const char*, const char*, int, unsigned long,
+                 unsigned long) {}
+void LogDestroy(xentoollog_logger*) {}
+xentoollog_logger g_logger{LogVmessage, LogProgress, LogDestroy};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto args = virtio::xg::ParseArgs(argc, argv);
+  if (!args.ok()) return Fail(std::string(args.status().message()));
+  if (args->help) {
+    std::fputs(virtio::xg::Usage().c_str(), stdout);
+    return 0;
+  }
+  if (!virtio::xg::CheckIoreqBitfields()) {
+    return Fail("ioreq_t bitfield layout differs from the one this build assumes");
+  }
+  struct stat st;
+  if (stat("/dev/xen", &st) != 0) return Fail("no /dev/xen: not running under Xen");
+
+  // Block the stop signals before any thread exists; read them via signalfd.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop, nullptr);
+  const int sfd = signalfd(-1, &stop, SFD_CLOEXEC);
+  if (sfd < 0) return Fail(std::string("signalfd: ") + std::strerror(errno));
+
+  // Handles are not fork-safe: open them here, in the serving process.
+  RealDeviceModel dm(&g_logger);
+  RealForeignMemory fm(&g_logger);
+  RealEventChannel ev(&g_logger);
+  if (!dm.ok() || !fm.ok() || !ev.ok()) {
+    return Fail(std::string("cannot open the Xen device-model/foreign-memory/"
+                            "event-channel interfaces: ") +
+                std::strerror(errno) + " (dom0 or a privileged driver domain needed)");
+  }
+  Backend<RealDeviceModel, RealForeignMemory, RealEventChannel> backend(dm, fm, ev,
+                                                                        *args);
+  if (absl::Status s = backend.Start(); !s.ok()) return Fail(std::string(s.message()));
+  if (args->print_placement) std::fputs(backend.Placement().c_str(), stdout);
+  std::fflush(stdout);
+  virtio::Logf(virtio::LogLevel::kInfo, "serving domain %u with ioreq server %u",
+               *args->domid, backend.server()->id());
+  backend.Run(sfd);
+  virtio::Log(virtio::LogLevel::kInfo, "stopping: tearing the ioreq server down");
+  backend.Stop();
+  close(sfd);
+  return 0;
+}
