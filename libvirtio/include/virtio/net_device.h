@@ -74,11 +74,12 @@
 // rx / tx kicks (Notify) and ServiceBackend(pair), called when
 // backend.pair(pair).fd() is readable (or writable while tx_blocked(pair)),
 // must not run concurrently. The control queue may run on another thread;
-// the receive filter it updates is guarded by a mutex taken per received
-// packet only when the filter is not promiscuous. Reset must not race with
-// any of them (as device_core.h says). Allocation happens at construction
-// only; per pair the device keeps one tx chain, options.queue_size rx chains
-// (options.rx_segments segments each) and an iovec array.
+// the receive filter it updates (virtio/net_rx_filter.h) is guarded by a
+// mutex taken per received packet only when the filter is not promiscuous.
+// Reset must not race with any of them (as device_core.h says). Allocation
+// happens at construction only; per pair the device keeps one tx chain,
+// options.queue_size rx chains (options.rx_segments segments each) and an
+// iovec array.
 //
 // Example:
 //   auto tap = virtio::TapNet::Open({.name = "vm0", .num_pairs = 2});
@@ -99,7 +100,6 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -110,6 +110,7 @@
 #include "virtio/device_core.h"
 #include "virtio/hypervisor.h"
 #include "virtio/net_backend.h"
+#include "virtio/net_rx_filter.h"
 #include "virtio/net_spec.h"
 #include "virtio/queue.h"
 #include "virtio/spec.h"
@@ -173,7 +174,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
  public:
   static constexpr uint32_t kDeviceId = spec::kDeviceIdNet;
   static constexpr uint16_t kMaxPairs = 1024;
-  static constexpr uint32_t kMacTableEntries = 64;
+  static constexpr uint32_t kMacTableEntries = NetRxFilter::kMacTableEntries;
 
   static absl::StatusOr<std::unique_ptr<NetDevice>> Create(
       const typename Core::Memory& memory, typename Core::Interrupt& interrupt,
@@ -305,21 +306,10 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   uint64_t guest_offloads() const {
     return guest_offloads_.load(std::memory_order_relaxed);
   }
-  std::array<uint8_t, 6> mac() const {
-    std::lock_guard<std::mutex> l(filter_mu_);
-    std::array<uint8_t, 6> m;
-    std::memcpy(m.data(), filter_.mac, 6);
-    return m;
-  }
-  bool promisc() const { return promisc_.load(std::memory_order_relaxed); }
-  bool allmulti() const {
-    std::lock_guard<std::mutex> l(filter_mu_);
-    return filter_.allmulti;
-  }
-  bool vlan_allowed(uint16_t vid) const {
-    std::lock_guard<std::mutex> l(filter_mu_);
-    return VlanAllowed(vid);
-  }
+  std::array<uint8_t, 6> mac() const { return filter_.mac(); }
+  bool promisc() const { return filter_.promisc(); }
+  bool allmulti() const { return filter_.allmulti(); }
+  bool vlan_allowed(uint16_t vid) const { return filter_.vlan_allowed(vid); }
   Backend& backend() { return *backend_; }
 
   // --- Used by DeviceCore ---------------------------------------------------
@@ -328,8 +318,8 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   void ReadConfigBytes(uint32_t offset, void* data, uint32_t len) {
     net::Config c{};
     {
-      std::lock_guard<std::mutex> l(filter_mu_);
-      std::memcpy(c.mac, filter_.mac, 6);
+      const std::array<uint8_t, 6> mac = filter_.mac();
+      std::memcpy(c.mac, mac.data(), 6);
     }
     c.status = status_.load(std::memory_order_acquire);
     c.max_virtqueue_pairs = options_.max_pairs;
@@ -380,9 +370,8 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     }
     negotiated_ = f;
     mrg_rxbuf_ = has(net::kFeatureMrgRxbuf);
-    std::lock_guard<std::mutex> l(filter_mu_);
     // Without CTRL_VLAN nothing is filtered by VLAN (QEMU's behaviour).
-    filter_.vlan_filter = has(net::kFeatureCtrlVlan);
+    filter_.SetVlanFiltering(has(net::kFeatureCtrlVlan));
     return true;
   }
 
@@ -402,15 +391,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
       p.tx_held = false;
       p.rx_head = p.rx_count = 0;
     }
-    {
-      std::lock_guard<std::mutex> l(filter_mu_);
-      const Filter fresh{};
-      std::array<uint8_t, 6> mac;
-      std::memcpy(mac.data(), options_.mac.data(), 6);
-      filter_ = fresh;
-      std::memcpy(filter_.mac, mac.data(), 6);
-      promisc_.store(true, std::memory_order_relaxed);
-    }
+    filter_.Reset(options_.mac);
     status_.fetch_and(static_cast<uint16_t>(~net::kStatusAnnounce),
                       std::memory_order_acq_rel);
     if (guest_offloads_.exchange(0, std::memory_order_relaxed) != 0) {
@@ -459,23 +440,6 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     NetPairStats stats;
   };
 
-  struct Filter {
-    uint8_t mac[6] = {};
-    bool allmulti = false;
-    bool alluni = false;
-    bool nomulti = false;
-    bool nouni = false;
-    bool nobcast = false;
-    bool uni_overflow = false;
-    bool multi_overflow = false;
-    bool vlan_filter = false;
-    uint32_t n_uni = 0;
-    uint32_t n_multi = 0;
-    uint8_t uni[kMacTableEntries][6] = {};
-    uint8_t multi[kMacTableEntries][6] = {};
-    uint64_t vlans[(net::kMaxVlanId + 1) / 64] = {};
-  };
-
   enum class RxOutcome { kConsumed, kNoBuffers };
 
   NetDevice(const typename Core::Memory& memory,
@@ -484,13 +448,13 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
       : Core(memory, interrupt, options.name, Offered(backend, options),
              QueueSizes(options), options.ring),
         backend_(&backend),
-        options_(options) {
+        options_(options),
+        filter_(options.mac) {
     pairs_.reserve(options_.max_pairs);
     for (uint16_t i = 0; i < options_.max_pairs; ++i) {
       pairs_.emplace_back(options_.tx_segments, options_.rx_segments,
                           options_.queue_size);
     }
-    std::memcpy(filter_.mac, options_.mac.data(), 6);
     status_.store(options_.link_up ? net::kStatusLinkUp : 0);
   }
 
@@ -727,11 +691,10 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     h.flags &= on(net::kFeatureGuestCsum)
                    ? (net::kHdrFlagNeedsCsum | net::kHdrFlagDataValid)
                    : 0;
-    if (!promisc_.load(std::memory_order_relaxed)) {
+    if (!filter_.promisc()) {
       uint8_t eth[net::kEthHeaderLen + net::kVlanHeaderLen] = {};
       Gather(p, eth, std::min<uint32_t>(sizeof eth, p.frame_len));
-      std::lock_guard<std::mutex> l(filter_mu_);
-      if (!Accept(eth, p.frame_len)) {
+      if (!filter_.Accept(eth, p.frame_len)) {
         ++ps.stats.rx_filtered;
         return false;
       }
@@ -869,41 +832,6 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     size_t off_ = 0;
   };
 
-  // --- Receive filter (filter_mu_ held) --------------------------------------------
-
-  bool VlanAllowed(uint16_t vid) const {
-    if (!filter_.vlan_filter) return true;
-    return vid <= net::kMaxVlanId &&
-           ((filter_.vlans[vid / 64] >> (vid % 64)) & 1);
-  }
-
-  bool Accept(const uint8_t* eth, uint32_t frame_len) const {
-    if (frame_len >= net::kEthHeaderLen + net::kVlanHeaderLen &&
-        eth[12] == (net::kEtherTypeVlan >> 8) &&
-        eth[13] == (net::kEtherTypeVlan & 0xff)) {
-      const uint16_t vid = static_cast<uint16_t>(((eth[14] << 8) | eth[15]) & 0xfff);
-      if (!VlanAllowed(vid)) return false;
-    }
-    const uint8_t* dst = eth;
-    if (dst[0] & 1) {
-      static constexpr uint8_t kBcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-      if (std::memcmp(dst, kBcast, 6) == 0) return !filter_.nobcast;
-      if (filter_.nomulti) return false;
-      if (filter_.allmulti || filter_.multi_overflow) return true;
-      for (uint32_t i = 0; i < filter_.n_multi; ++i) {
-        if (std::memcmp(dst, filter_.multi[i], 6) == 0) return true;
-      }
-      return false;
-    }
-    if (filter_.nouni) return false;
-    if (filter_.alluni || filter_.uni_overflow) return true;
-    if (std::memcmp(dst, filter_.mac, 6) == 0) return true;
-    for (uint32_t i = 0; i < filter_.n_uni; ++i) {
-      if (std::memcmp(dst, filter_.uni[i], 6) == 0) return true;
-    }
-    return false;
-  }
-
   // --- Control queue ------------------------------------------------------------------
 
   template <VirtQueue Q>
@@ -937,57 +865,10 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     auto arg = [&](void* out, size_t n) {
       return data_len == n && c.CopyFromReadable(sizeof h, out, n) == n;
     };
+    if (NetRxFilter::IsFilterCommand(h.cls)) {
+      return filter_.HandleCtrl(h, c, negotiated_);
+    }
     switch (h.cls) {
-      case net::kCtrlRx: {
-        uint8_t on;
-        if (!has(net::kFeatureCtrlRx) || !arg(&on, 1)) break;
-        if (h.command > net::kCtrlRxPromisc + 1 && !has(net::kFeatureCtrlRxExtra)) {
-          break;
-        }
-        std::lock_guard<std::mutex> l(filter_mu_);
-        switch (h.command) {
-          case net::kCtrlRxPromisc:
-            promisc_.store(on != 0, std::memory_order_relaxed);
-            return net::kCtrlOk;
-          case net::kCtrlRxAllMulti: filter_.allmulti = on; return net::kCtrlOk;
-          case net::kCtrlRxAllUni: filter_.alluni = on; return net::kCtrlOk;
-          case net::kCtrlRxNoMulti: filter_.nomulti = on; return net::kCtrlOk;
-          case net::kCtrlRxNoUni: filter_.nouni = on; return net::kCtrlOk;
-          case net::kCtrlRxNoBcast: filter_.nobcast = on; return net::kCtrlOk;
-          default: break;
-        }
-        break;
-      }
-      case net::kCtrlMac:
-        if (h.command == net::kCtrlMacAddrSet) {
-          uint8_t mac[6];
-          if (!has(net::kFeatureCtrlMacAddr) || !arg(mac, 6)) break;
-          std::lock_guard<std::mutex> l(filter_mu_);
-          std::memcpy(filter_.mac, mac, 6);
-          return net::kCtrlOk;
-        }
-        if (h.command == net::kCtrlMacTableSet && has(net::kFeatureCtrlRx)) {
-          return MacTableSet(c, sizeof h, data_len) ? net::kCtrlOk : net::kCtrlErr;
-        }
-        break;
-      case net::kCtrlVlan: {
-        uint16_t vid;
-        if (!has(net::kFeatureCtrlVlan) || !arg(&vid, 2) ||
-            vid > net::kMaxVlanId) {
-          break;
-        }
-        std::lock_guard<std::mutex> l(filter_mu_);
-        const uint64_t bit = uint64_t{1} << (vid % 64);
-        if (h.command == net::kCtrlVlanAdd) {
-          filter_.vlans[vid / 64] |= bit;
-          return net::kCtrlOk;
-        }
-        if (h.command == net::kCtrlVlanDel) {
-          filter_.vlans[vid / 64] &= ~bit;
-          return net::kCtrlOk;
-        }
-        break;
-      }
       case net::kCtrlAnnounce:
         if (!has(net::kFeatureGuestAnnounce) ||
             h.command != net::kCtrlAnnounceAck || data_len != 0) {
@@ -1023,35 +904,6 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     return net::kCtrlErr;
   }
 
-  // [u32 n][n MACs] unicast, then [u32 n][n MACs] multicast, nothing after.
-  bool MacTableSet(const DescriptorChain& c, uint64_t at, uint64_t len) {
-    uint32_t counts[2];
-    uint64_t offs[2];
-    uint64_t pos = 0;
-    for (int t = 0; t < 2; ++t) {
-      if (len - pos < 4 || c.CopyFromReadable(at + pos, &counts[t], 4) != 4) {
-        return false;
-      }
-      pos += 4;
-      offs[t] = pos;
-      if (uint64_t{counts[t]} * 6 > len - pos) return false;
-      pos += uint64_t{counts[t]} * 6;
-    }
-    if (pos != len) return false;
-    std::lock_guard<std::mutex> l(filter_mu_);
-    uint8_t (*tables[2])[6] = {filter_.uni, filter_.multi};
-    uint32_t* sizes[2] = {&filter_.n_uni, &filter_.n_multi};
-    bool* overflow[2] = {&filter_.uni_overflow, &filter_.multi_overflow};
-    for (int t = 0; t < 2; ++t) {
-      *overflow[t] = counts[t] > kMacTableEntries;
-      *sizes[t] = *overflow[t] ? 0 : counts[t];
-      for (uint32_t i = 0; i < *sizes[t]; ++i) {
-        c.CopyFromReadable(at + offs[t] + 6ull * i, tables[t][i], 6);
-      }
-    }
-    return true;
-  }
-
   Backend* backend_;
   NetDeviceOptions options_;
   std::vector<PairState> pairs_;
@@ -1062,9 +914,8 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   std::atomic<uint16_t> status_{0};
   std::atomic<uint16_t> active_pairs_{1};
   std::atomic<uint64_t> guest_offloads_{0};
-  std::atomic<bool> promisc_{true};
-  mutable std::mutex filter_mu_;
-  Filter filter_;
+  // MAC / VLAN filter, updated by the control queue (its own mutex).
+  NetRxFilter filter_;
   uint64_t ctrl_commands_ = 0;
   uint64_t ctrl_errors_ = 0;
 };

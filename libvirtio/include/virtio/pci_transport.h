@@ -49,6 +49,12 @@
 // with naturally aligned 1/2/4 bytes. Space 0x100..0xfff reads as 0 (no
 // extended capabilities).
 //
+// The configuration space itself — header, BAR sizing and placement,
+// capability list, MSI-X capability registers — is a PciConfigSpace
+// (virtio/pci_config_space.h); this file adds the virtio parts: the virtio
+// capabilities, common configuration, notifications, ISR, device
+// configuration and the PCI_CFG window, and routes accesses to them.
+//
 // Threads: register accesses must be serialised by the glue (one vCPU at a
 // time per function, e.g. a per-device mutex). Queue threads may signal the
 // PciInterrupt concurrently; a kick may come from BarWrite or from an
@@ -69,7 +75,6 @@
 #include <bit>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -77,6 +82,7 @@
 
 #include "absl/strings/str_format.h"
 #include "virtio/log.h"
+#include "virtio/pci_config_space.h"
 #include "virtio/pci_interrupt.h"
 #include "virtio/queue.h"
 #include "virtio/spec.h"
@@ -90,40 +96,6 @@ inline constexpr uint16_t kDeviceIdBase = 0x1040;  // + virtio device ID
 inline constexpr uint8_t kRevision = 1;            // modern-only (§4.1.2.1)
 inline constexpr uint16_t kSubsystemIdQemu = 0x1100;
 
-inline constexpr uint32_t kConfigSpaceSize = 256;
-inline constexpr uint32_t kExtendedConfigSpaceSize = 4096;
-
-// Type-0 header registers.
-inline constexpr uint32_t kCfgVendorId = 0x00;
-inline constexpr uint32_t kCfgDeviceId = 0x02;
-inline constexpr uint32_t kCfgCommand = 0x04;
-inline constexpr uint32_t kCfgStatus = 0x06;
-inline constexpr uint32_t kCfgRevision = 0x08;
-inline constexpr uint32_t kCfgClassCode = 0x09;  // 3 bytes: prog-if, sub, base
-inline constexpr uint32_t kCfgCacheLineSize = 0x0c;
-inline constexpr uint32_t kCfgHeaderType = 0x0e;
-inline constexpr uint32_t kCfgBar0 = 0x10;
-inline constexpr uint32_t kCfgBar1 = 0x14;
-inline constexpr uint32_t kCfgSubsystemVendorId = 0x2c;
-inline constexpr uint32_t kCfgSubsystemId = 0x2e;
-inline constexpr uint32_t kCfgRomAddress = 0x30;
-inline constexpr uint32_t kCfgCapabilityPointer = 0x34;
-inline constexpr uint32_t kCfgInterruptLine = 0x3c;
-inline constexpr uint32_t kCfgInterruptPin = 0x3d;
-
-inline constexpr uint16_t kCommandIoSpace = 1 << 0;
-inline constexpr uint16_t kCommandMemorySpace = 1 << 1;
-inline constexpr uint16_t kCommandBusMaster = 1 << 2;
-inline constexpr uint16_t kCommandIntxDisable = 1 << 10;
-inline constexpr uint16_t kStatusInterrupt = 1 << 3;
-inline constexpr uint16_t kStatusCapabilityList = 1 << 4;
-
-inline constexpr uint32_t kBarMemory64 = 0x4;  // BAR type bits 2:1 = 10b
-inline constexpr uint32_t kBarPrefetchable = 0x8;
-
-inline constexpr uint8_t kCapIdVendor = 0x09;
-inline constexpr uint8_t kCapIdMsix = 0x11;
-
 // struct virtio_pci_cap (§4.1.4) and its cfg_type values.
 enum CfgType : uint8_t {
   kCapCommonCfg = 1,
@@ -132,8 +104,8 @@ enum CfgType : uint8_t {
   kCapDeviceCfg = 4,
   kCapPciCfg = 5,
 };
-inline constexpr uint32_t kCapVndr = 0;
-inline constexpr uint32_t kCapNext = 1;
+// kCapVndr and kCapNext, the generic capability header, are in
+// virtio/pci_config_space.h.
 inline constexpr uint32_t kCapLen = 2;
 inline constexpr uint32_t kCapCfgType = 3;
 inline constexpr uint32_t kCapBar = 4;
@@ -147,15 +119,6 @@ inline constexpr uint32_t kCapNotifyMultiplier = 16;
 inline constexpr uint32_t kCapPciCfgData = 16;
 inline constexpr uint32_t kCapNotifySize = 20;
 inline constexpr uint32_t kCapPciCfgSize = 20;
-
-// MSI-X capability (PCI 3.0 §6.8.2).
-inline constexpr uint32_t kMsixControl = 2;
-inline constexpr uint32_t kMsixTable = 4;
-inline constexpr uint32_t kMsixPba = 8;
-inline constexpr uint32_t kMsixCapSize = 12;
-inline constexpr uint16_t kMsixControlEnable = 1 << 15;
-inline constexpr uint16_t kMsixControlFunctionMask = 1 << 14;
-inline constexpr uint16_t kMsixControlTableSizeMask = 0x7ff;
 
 // Where this transport puts its capabilities in configuration space.
 inline constexpr uint32_t kCapCommonAt = 0x40;
@@ -303,7 +266,7 @@ class PciTransport {
   // --- Configuration space -------------------------------------------------
   // `size` is 1, 2 or 4 and `offset` aligned to it, below 4096.
   uint32_t ConfigRead(uint32_t offset, uint32_t size) {
-    if (!ConfigAccessOk(offset, size)) {
+    if (!PciConfigSpace::AccessOk(offset, size)) {
       GuestError("config read of %u bytes at 0x%x: bad size or alignment",
                  size, offset);
       return 0;
@@ -312,15 +275,11 @@ class PciTransport {
     if (Overlaps(offset, size, pci::kCapPciCfgAt + pci::kCapPciCfgData, 4)) {
       WindowRead();
     }
-    uint32_t v = 0;
-    for (uint32_t i = 0; i < size; ++i) {
-      v |= uint32_t{CfgByte(offset + i)} << (8 * i);
-    }
-    return v;
+    return config_.Read(offset, size, irq_.intx_pending());
   }
 
   void ConfigWrite(uint32_t offset, uint32_t size, uint32_t value) {
-    if (!ConfigAccessOk(offset, size)) {
+    if (!PciConfigSpace::AccessOk(offset, size)) {
       GuestError("config write of %u bytes at 0x%x: bad size or alignment",
                  size, offset);
       return;
@@ -330,30 +289,18 @@ class PciTransport {
                  offset);
       return;
     }
-    bool writable = false;
-    for (uint32_t i = 0; i < size; ++i) {
-      const uint8_t m = wmask_[offset + i];
-      const uint8_t b = static_cast<uint8_t>(value >> (8 * i));
-      cfg_[offset + i] = static_cast<uint8_t>((cfg_[offset + i] & ~m) | (b & m));
-      writable |= m != 0;
-    }
     // Firmware sizes every BAR and writes status to clear error bits; only
     // other read-only registers are worth a log line.
-    const bool probe = Overlaps(offset, size, pci::kCfgStatus, 2) ||
-                       Overlaps(offset, size, pci::kCfgBar0, 24) ||
-                       Overlaps(offset, size, pci::kCfgRomAddress, 4);
-    if (!writable && !probe) {
+    if (!config_.Write(offset, size, value)) {
       GuestError("config write to read-only register at 0x%x", offset);
     }
     if (Overlaps(offset, size, pci::kCfgCommand, 2)) {
-      const uint16_t cmd = Cfg16(pci::kCfgCommand);
-      irq_.SetIntxDisabled(cmd & pci::kCommandIntxDisable);
-      irq_.SetBusMaster(cmd & pci::kCommandBusMaster);
+      irq_.SetIntxDisabled(config_.intx_disabled());
+      irq_.SetBusMaster(config_.bus_master_enabled());
     }
     if (Overlaps(offset, size, pci::kCapMsixAt + pci::kMsixControl, 2)) {
-      const uint16_t ctl = Cfg16(pci::kCapMsixAt + pci::kMsixControl);
-      irq_.SetMsixControl(ctl & pci::kMsixControlEnable,
-                          ctl & pci::kMsixControlFunctionMask);
+      irq_.SetMsixControl(config_.msix_enabled(),
+                          config_.msix_function_masked());
     }
     if (Overlaps(offset, size, pci::kCapPciCfgAt + pci::kCapPciCfgData, 4)) {
       WindowWrite();
@@ -428,24 +375,12 @@ class PciTransport {
   uint64_t bar_size() const { return layout_.bar_size; }
   // As the guest or firmware programmed BAR0/BAR1 (or SetBarAddress). Only
   // meaningful while memory_enabled(): during sizing it holds the mask.
-  uint64_t bar_address() const {
-    return (Cfg32(pci::kCfgBar0) & ~uint64_t{0xf}) |
-           (uint64_t{Cfg32(pci::kCfgBar1)} << 32);
-  }
+  uint64_t bar_address() const { return config_.bar_address(); }
   // For a VMM that places the BAR itself (no firmware). Rounded down to the
   // BAR's natural alignment, as the hardware would.
-  void SetBarAddress(uint64_t address) {
-    address &= ~(layout_.bar_size - 1);
-    SetCfg32(pci::kCfgBar0, static_cast<uint32_t>(address) | BarTypeBits());
-    SetCfg32(pci::kCfgBar1, static_cast<uint32_t>(address >> 32));
-    std::memcpy(init_cfg_ + pci::kCfgBar0, cfg_ + pci::kCfgBar0, 8);
-  }
-  bool memory_enabled() const {
-    return Cfg16(pci::kCfgCommand) & pci::kCommandMemorySpace;
-  }
-  bool bus_master_enabled() const {
-    return Cfg16(pci::kCfgCommand) & pci::kCommandBusMaster;
-  }
+  void SetBarAddress(uint64_t address) { config_.SetBarAddress(address); }
+  bool memory_enabled() const { return config_.memory_enabled(); }
+  bool bus_master_enabled() const { return config_.bus_master_enabled(); }
   // Offset in the BAR of queue `queue`'s notification register (for an
   // ioeventfd at bar_address() + NotifyAddress(q), 2 or 4 bytes, any value).
   uint64_t NotifyAddress(uint16_t queue) const {
@@ -457,7 +392,7 @@ class PciTransport {
   // configuration space returns to its power-on contents (BAR address back
   // to PciTransportOptions::bar_address or the last SetBarAddress).
   void Reset() {
-    std::memcpy(cfg_, init_cfg_, sizeof cfg_);
+    config_.Reset();
     irq_.ResetFunction();
     ResetDeviceState();
   }
@@ -511,87 +446,59 @@ class PciTransport {
     l.bar_size = std::bit_ceil(at);
   }
 
-  uint32_t BarTypeBits() const {
-    return pci::kBarMemory64 |
-           (options_.bar_prefetchable ? pci::kBarPrefetchable : 0);
-  }
-
   void BuildConfigSpace() {
-    std::memset(cfg_, 0, sizeof cfg_);
-    std::memset(wmask_, 0, sizeof wmask_);
+    config_.Clear();
     const uint32_t id = device_.device_id();
-    SetCfg16(pci::kCfgVendorId, pci::kVendorId);
-    SetCfg16(pci::kCfgDeviceId, static_cast<uint16_t>(pci::kDeviceIdBase + id));
-    SetCfg16(pci::kCfgStatus, pci::kStatusCapabilityList);
-    cfg_[pci::kCfgRevision] = pci::kRevision;
-    const uint32_t cls = options_.class_code.value_or(pci::PciClassCode(id));
-    cfg_[pci::kCfgClassCode] = static_cast<uint8_t>(cls);
-    cfg_[pci::kCfgClassCode + 1] = static_cast<uint8_t>(cls >> 8);
-    cfg_[pci::kCfgClassCode + 2] = static_cast<uint8_t>(cls >> 16);
-    cfg_[pci::kCfgHeaderType] = 0;  // type 0, single function
-    SetCfg16(pci::kCfgSubsystemVendorId, options_.subsystem_vendor_id);
-    SetCfg16(pci::kCfgSubsystemId, options_.subsystem_id);
-    cfg_[pci::kCfgCapabilityPointer] = pci::kCapCommonAt;
-    cfg_[pci::kCfgInterruptLine] = options_.interrupt_line;
-    cfg_[pci::kCfgInterruptPin] = 1;  // INTA#
+    config_.InitType0({
+        .vendor_id = pci::kVendorId,
+        .device_id = static_cast<uint16_t>(pci::kDeviceIdBase + id),
+        .revision = pci::kRevision,
+        .class_code = options_.class_code.value_or(pci::PciClassCode(id)),
+        .subsystem_vendor_id = options_.subsystem_vendor_id,
+        .subsystem_id = options_.subsystem_id,
+        .interrupt_line = options_.interrupt_line,
+        .interrupt_pin = 1,  // INTA#
+    });
+    config_.InitBar64(layout_.bar_size, options_.bar_prefetchable);
+    config_.SetBarAddress(options_.bar_address);
 
-    SetMask16(pci::kCfgCommand, pci::kCommandMemorySpace | pci::kCommandBusMaster |
-                                    pci::kCommandIntxDisable);
-    wmask_[pci::kCfgCacheLineSize] = 0xff;  // no effect, but must be RW
-    wmask_[pci::kCfgInterruptLine] = 0xff;
-    // The low address bits a BAR of this size decodes are hardwired 0: that
-    // is what makes the all-ones sizing write read back the size.
-    SetMask32(pci::kCfgBar0,
-              static_cast<uint32_t>(~(layout_.bar_size - 1)) & ~uint32_t{0xf});
-    SetMask32(pci::kCfgBar1, 0xffffffff);
-    SetBarAddress(options_.bar_address);
-
+    // Capabilities, linked in this order.
     const pci::BarLayout& l = layout_;
-    const bool has_device = l.device_size != 0;
-    AddVirtioCap(pci::kCapCommonAt, pci::kCapIsrAt, pci::kCapSize,
-                 pci::kCapCommonCfg, l.common, pci::kCommonCfgSize);
-    AddVirtioCap(pci::kCapIsrAt, has_device ? pci::kCapDeviceAt : pci::kCapNotifyAt,
-                 pci::kCapSize, pci::kCapIsrCfg, l.isr, 1);
-    if (has_device) {
-      AddVirtioCap(pci::kCapDeviceAt, pci::kCapNotifyAt, pci::kCapSize,
-                   pci::kCapDeviceCfg, l.device, l.device_size);
+    AddVirtioCap(pci::kCapCommonAt, pci::kCapSize, pci::kCapCommonCfg, l.common,
+                 pci::kCommonCfgSize);
+    AddVirtioCap(pci::kCapIsrAt, pci::kCapSize, pci::kCapIsrCfg, l.isr, 1);
+    if (l.device_size != 0) {
+      AddVirtioCap(pci::kCapDeviceAt, pci::kCapSize, pci::kCapDeviceCfg,
+                   l.device, l.device_size);
     }
-    AddVirtioCap(pci::kCapNotifyAt, pci::kCapPciCfgAt, pci::kCapNotifySize,
-                 pci::kCapNotifyCfg, l.notify, l.notify_size);
-    SetCfg32(pci::kCapNotifyAt + pci::kCapNotifyMultiplier,
-             pci::kNotifyOffMultiplier);
+    AddVirtioCap(pci::kCapNotifyAt, pci::kCapNotifySize, pci::kCapNotifyCfg,
+                 l.notify, l.notify_size);
+    config_.Set32(pci::kCapNotifyAt + pci::kCapNotifyMultiplier,
+                  pci::kNotifyOffMultiplier);
     // The access window's bar/offset/length/data start at 0 and are all RW
     // for the driver (§4.1.4.9).
-    AddVirtioCap(pci::kCapPciCfgAt, pci::kCapMsixAt, pci::kCapPciCfgSize,
-                 pci::kCapPciCfg, 0, 0);
-    wmask_[pci::kCapPciCfgAt + pci::kCapBar] = 0xff;
-    SetMask32(pci::kCapPciCfgAt + pci::kCapOffset, 0xffffffff);
-    SetMask32(pci::kCapPciCfgAt + pci::kCapLength, 0xffffffff);
-    SetMask32(pci::kCapPciCfgAt + pci::kCapPciCfgData, 0xffffffff);
+    AddVirtioCap(pci::kCapPciCfgAt, pci::kCapPciCfgSize, pci::kCapPciCfg, 0, 0);
+    config_.SetWriteMask8(pci::kCapPciCfgAt + pci::kCapBar, 0xff);
+    config_.SetWriteMask32(pci::kCapPciCfgAt + pci::kCapOffset, 0xffffffff);
+    config_.SetWriteMask32(pci::kCapPciCfgAt + pci::kCapLength, 0xffffffff);
+    config_.SetWriteMask32(pci::kCapPciCfgAt + pci::kCapPciCfgData, 0xffffffff);
+    config_.AddMsixCapability(pci::kCapMsixAt, irq_.table_size(),
+                              static_cast<uint32_t>(l.msix_table),
+                              static_cast<uint32_t>(l.msix_pba));
 
-    const uint32_t m = pci::kCapMsixAt;
-    cfg_[m + pci::kCapVndr] = pci::kCapIdMsix;
-    cfg_[m + pci::kCapNext] = 0;
-    SetCfg16(m + pci::kMsixControl,
-             static_cast<uint16_t>(irq_.table_size() - 1));
-    SetMask16(m + pci::kMsixControl,
-              pci::kMsixControlEnable | pci::kMsixControlFunctionMask);
-    SetCfg32(m + pci::kMsixTable, static_cast<uint32_t>(l.msix_table));  // BIR 0
-    SetCfg32(m + pci::kMsixPba, static_cast<uint32_t>(l.msix_pba));
-
-    std::memcpy(init_cfg_, cfg_, sizeof cfg_);
+    config_.SavePowerOn();
   }
 
-  void AddVirtioCap(uint32_t at, uint8_t next, uint8_t len, uint8_t type,
-                    uint64_t offset, uint32_t length) {
-    cfg_[at + pci::kCapVndr] = pci::kCapIdVendor;
-    cfg_[at + pci::kCapNext] = next;
-    cfg_[at + pci::kCapLen] = len;
-    cfg_[at + pci::kCapCfgType] = type;
-    cfg_[at + pci::kCapBar] = 0;
-    cfg_[at + pci::kCapId] = 0;
-    SetCfg32(at + pci::kCapOffset, static_cast<uint32_t>(offset));
-    SetCfg32(at + pci::kCapLength, length);
+  // A struct virtio_pci_cap (§4.1.4) at `at`, for BAR0.
+  void AddVirtioCap(uint32_t at, uint8_t len, uint8_t type, uint64_t offset,
+                    uint32_t length) {
+    config_.AddCapability(at, pci::kCapIdVendor);
+    config_.Set8(at + pci::kCapLen, len);
+    config_.Set8(at + pci::kCapCfgType, type);
+    config_.Set8(at + pci::kCapBar, 0);
+    config_.Set8(at + pci::kCapId, 0);
+    config_.Set32(at + pci::kCapOffset, static_cast<uint32_t>(offset));
+    config_.Set32(at + pci::kCapLength, length);
   }
 
   // What a virtio reset (device_status = 0) clears besides DeviceCore.
@@ -609,13 +516,9 @@ class PciTransport {
     }
   }
 
-  // ---- config space helpers ----
-  static bool ConfigAccessOk(uint32_t offset, uint32_t size) {
-    return (size == 1 || size == 2 || size == 4) && offset % size == 0 &&
-           offset <= pci::kExtendedConfigSpaceSize - size;
-  }
+  // ---- access helpers ----
   static bool Overlaps(uint64_t off, uint64_t size, uint64_t start, uint64_t len) {
-    return off < start + len && start < off + size;
+    return PciConfigSpace::Overlaps(off, size, start, len);
   }
   // [off, off+size) lies inside [start, start+len).
   static bool In(uint64_t off, uint64_t size, uint64_t start, uint64_t len) {
@@ -627,34 +530,6 @@ class PciTransport {
            size <= layout_.bar_size - offset;
   }
 
-  uint8_t CfgByte(uint32_t at) const {
-    uint8_t b = cfg_[at];
-    // Interrupt Status is live: the INTx request, whether or not disabled.
-    if (at == pci::kCfgStatus && irq_.intx_pending()) b |= pci::kStatusInterrupt;
-    return b;
-  }
-  uint16_t Cfg16(uint32_t at) const {
-    return static_cast<uint16_t>(cfg_[at] | (cfg_[at + 1] << 8));
-  }
-  uint32_t Cfg32(uint32_t at) const {
-    return uint32_t{cfg_[at]} | (uint32_t{cfg_[at + 1]} << 8) |
-           (uint32_t{cfg_[at + 2]} << 16) | (uint32_t{cfg_[at + 3]} << 24);
-  }
-  void SetCfg16(uint32_t at, uint16_t v) {
-    cfg_[at] = static_cast<uint8_t>(v);
-    cfg_[at + 1] = static_cast<uint8_t>(v >> 8);
-  }
-  void SetCfg32(uint32_t at, uint32_t v) {
-    for (uint32_t i = 0; i < 4; ++i) cfg_[at + i] = static_cast<uint8_t>(v >> (8 * i));
-  }
-  void SetMask16(uint32_t at, uint16_t m) {
-    wmask_[at] = static_cast<uint8_t>(m);
-    wmask_[at + 1] = static_cast<uint8_t>(m >> 8);
-  }
-  void SetMask32(uint32_t at, uint32_t m) {
-    for (uint32_t i = 0; i < 4; ++i) wmask_[at + i] = static_cast<uint8_t>(m >> (8 * i));
-  }
-
   // ---- VIRTIO_PCI_CAP_PCI_CFG window (§4.1.4.9) ----
   // The window lets firmware reach the BAR without mapping it; it names a
   // BAR, an offset and a 1/2/4-byte length, and pci_cfg_data carries the
@@ -662,9 +537,9 @@ class PciTransport {
   // the BAR.
   bool WindowTarget(uint64_t* offset, uint32_t* len) {
     const uint32_t at = pci::kCapPciCfgAt;
-    const uint8_t bar = cfg_[at + pci::kCapBar];
-    *offset = Cfg32(at + pci::kCapOffset);
-    *len = Cfg32(at + pci::kCapLength);
+    const uint8_t bar = config_.Get8(at + pci::kCapBar);
+    *offset = config_.Get32(at + pci::kCapOffset);
+    *len = config_.Get32(at + pci::kCapLength);
     if (bar != 0 || !(*len == 1 || *len == 2 || *len == 4) ||
         *offset % *len != 0) {
       GuestError("PCI_CFG window bar=%u offset=0x%x length=%u is invalid", bar,
@@ -679,15 +554,15 @@ class PciTransport {
     if (!WindowTarget(&offset, &len)) return;
     const uint64_t v = BarRead(offset, len);
     for (uint32_t i = 0; i < len; ++i) {
-      cfg_[pci::kCapPciCfgAt + pci::kCapPciCfgData + i] =
-          static_cast<uint8_t>(v >> (8 * i));
+      config_.Set8(pci::kCapPciCfgAt + pci::kCapPciCfgData + i,
+                   static_cast<uint8_t>(v >> (8 * i)));
     }
   }
   void WindowWrite() {
     uint64_t offset;
     uint32_t len;
     if (!WindowTarget(&offset, &len)) return;
-    const uint64_t v = Cfg32(pci::kCapPciCfgAt + pci::kCapPciCfgData);
+    const uint64_t v = config_.Get32(pci::kCapPciCfgAt + pci::kCapPciCfgData);
     BarWrite(offset, len, v);
   }
 
@@ -904,9 +779,7 @@ class PciTransport {
   Interrupt& irq_;
   const PciTransportOptions options_;
   pci::BarLayout layout_;
-  uint8_t cfg_[pci::kConfigSpaceSize];
-  uint8_t wmask_[pci::kConfigSpaceSize];    // per byte: guest-writable bits
-  uint8_t init_cfg_[pci::kConfigSpaceSize];  // power-on contents
+  PciConfigSpace config_;
   uint32_t device_feature_select_ = 0;
   uint32_t driver_feature_select_ = 0;
   uint16_t queue_select_ = 0;
