@@ -15,6 +15,7 @@
 //   void OnDriverOk();
 //   void OnReset();              // finish or cancel every in-flight request
 //   template <VirtQueue Q> void ProcessQueue(uint16_t index, Q& queue);
+//   void OnQueueDisabled(uint16_t index);   // optional, see DisableQueue()
 //
 // The driver's view, as the spec orders it: reset (status 0), ACKNOWLEDGE,
 // DRIVER, read device features, write driver features, FEATURES_OK (the
@@ -38,6 +39,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -157,7 +159,13 @@ class DeviceCore {
 
   // Validates queue `q`'s configuration against guest memory and creates its
   // ring on the negotiated layout. On failure the device enters NEEDS_RESET.
-  bool EnableQueue(uint16_t q) {
+  bool EnableQueue(uint16_t q) { return EnableQueue(q, QueueState{}); }
+
+  // As EnableQueue(q), resuming the ring at `state` instead of at its start
+  // (vhost-user SET_VRING_BASE, a restarted backend). A state the ring
+  // rejects (more chains in flight than its size, a packed offset outside
+  // the ring) puts the device in NEEDS_RESET like a bad ring address.
+  bool EnableQueue(uint16_t q, const QueueState& state) {
     if (q >= queues_.size()) {
       GuestError(absl::StrFormat("enable of nonexistent queue %u", q));
       return false;
@@ -177,11 +185,11 @@ class DeviceCore {
     slot.config.indirect = Negotiated(spec::kFeatureIndirectDesc);
     absl::Status status;
     if (Negotiated(spec::kFeatureRingPacked)) {
-      auto ring = Packed::Create(*memory_, slot.config);
+      auto ring = Packed::Create(*memory_, slot.config, state);
       if (ring.ok()) slot.ring.template emplace<Packed>(*std::move(ring));
       status = ring.status();
     } else {
-      auto ring = Split::Create(*memory_, slot.config);
+      auto ring = Split::Create(*memory_, slot.config, state);
       if (ring.ok()) slot.ring.template emplace<Split>(*std::move(ring));
       status = ring.status();
     }
@@ -191,6 +199,35 @@ class DeviceCore {
     }
     slot.enabled = true;
     return true;
+  }
+
+  // Stops queue `q` without resetting the device (vhost-user GET_VRING_BASE
+  // or a disabled ring; a memory table about to change): drops its ring and
+  // returns the position it had reached, which EnableQueue(q, state) resumes
+  // from. The queue's configuration is kept. nullopt if `q` was not enabled.
+  // The caller first finishes the queue's in-flight requests (for devices
+  // with asynchronous backends) and must not race with Notify(q).
+  std::optional<QueueState> DisableQueue(uint16_t q) {
+    if (q >= queues_.size() || !queues_[q].enabled) return std::nullopt;
+    // Devices that hold popped chains across kicks (paced console output,
+    // net rx buffers waiting for a packet) must let go of them first: the
+    // ring, and possibly the memory behind it, is about to go away.
+    if constexpr (requires(Derived& d) { d.OnQueueDisabled(q); }) {
+      derived().OnQueueDisabled(q);
+    }
+    QueueSlot& slot = queues_[q];
+    std::optional<QueueState> state;
+    std::visit(
+        [&](auto& ring) {
+          using R = std::decay_t<decltype(ring)>;
+          if constexpr (!std::is_same_v<R, std::monostate>) {
+            state = ring.state();
+          }
+        },
+        slot.ring);
+    slot.ring.template emplace<std::monostate>();
+    slot.enabled = false;
+    return state;
   }
 
   // A queue notification (kick). Processes queue `q` if the device is live;

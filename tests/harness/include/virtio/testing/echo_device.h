@@ -56,6 +56,7 @@ class EchoDevice : public DeviceCore<T, EchoDevice<T, Id>> {
   bool accept_features = true;
   int driver_ok_calls = 0;
   int reset_calls = 0;
+  int queue_disabled_calls = 0;
   std::atomic<int> processed{0};
 
  private:
@@ -69,6 +70,7 @@ class EchoDevice : public DeviceCore<T, EchoDevice<T, Id>> {
   bool AcceptFeatures(uint64_t) { return accept_features; }
   void OnDriverOk() { ++driver_ok_calls; }
   void OnReset() { ++reset_calls; }
+  void OnQueueDisabled(uint16_t) { ++queue_disabled_calls; }
 
   template <VirtQueue Q>
   void ProcessQueue(uint16_t index, Q& queue) {

@@ -1,0 +1,488 @@
+#include "backend.h"
+
+#include <fcntl.h>
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "virtio/log.h"
+#include "virtio/ring_access.h"
+#include "virtio/spec.h"
+
+namespace vhost_user {
+namespace {
+
+namespace spec = virtio::spec;
+
+absl::Status Protocol(const Message& m, absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s: %s", RequestName(m.request()), what));
+}
+
+void SetNonBlocking(int fd) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+constexpr uint64_t kDescSize = 16;
+
+}  // namespace
+
+Backend::Backend(VhostDevice& device, BackendOptions options)
+    : dev_(device),
+      options_(std::move(options)),
+      vrings_(device.num_queues()) {
+  options_.protocol_features &= kImplementedProtocolFeatures;
+}
+
+Backend::~Backend() { Disconnect(); }
+
+int Backend::kick_fd(uint16_t q) const {
+  if (q >= vrings_.size() || !dev_.queue_running(q)) return -1;
+  return vrings_[q].kick.get();
+}
+
+bool Backend::polled(uint16_t q) const {
+  return q < vrings_.size() && dev_.queue_running(q) && !vrings_[q].kick;
+}
+
+bool Backend::packed() const {
+  return (acked_features_ & spec::Bit(spec::kFeatureRingPacked)) != 0;
+}
+
+bool Backend::ShouldRun(const Vring& v) const {
+  const bool enabled =
+      (acked_features_ & Bit(kFeatureProtocolFeatures)) ? v.enabled : true;
+  return v.started && enabled;
+}
+
+absl::Status Backend::NeedProtocol(unsigned bit, const Message& m) const {
+  if (protocol_features_ & Bit(bit)) return absl::OkStatus();
+  return Protocol(m, absl::StrFormat("protocol feature %u not negotiated", bit));
+}
+
+absl::StatusOr<uint16_t> Backend::QueueIndex(uint64_t index,
+                                             const Message& m) const {
+  if (index >= vrings_.size()) {
+    return Protocol(m, absl::StrFormat("queue %u does not exist (%u queues)",
+                                       index, vrings_.size()));
+  }
+  return static_cast<uint16_t>(index);
+}
+
+uint32_t Backend::EncodeBase(const virtio::QueueState& s) const {
+  if (!packed()) return s.next_avail;
+  return uint32_t{s.next_avail} | (uint32_t{s.avail_wrap} << 15) |
+         (uint32_t{s.next_used} << 16) | (uint32_t{s.used_wrap} << 31);
+}
+
+void Backend::Stop(uint16_t q) {
+  if (!dev_.queue_running(q)) return;
+  std::optional<virtio::QueueState> s = dev_.StopQueue(q);
+  if (s) vrings_[q].base = EncodeBase(*s);
+  ++generation_;
+}
+
+void Backend::StopAll() {
+  for (uint16_t q = 0; q < vrings_.size(); ++q) Stop(q);
+}
+
+absl::Status Backend::Sync(uint16_t q) {
+  Vring& v = vrings_[q];
+  const bool want = ShouldRun(v);
+  if (want == dev_.queue_running(q)) return absl::OkStatus();
+  if (!want) {
+    Stop(q);
+    return absl::OkStatus();
+  }
+  auto fail = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("queue %u cannot start: %s", q, what));
+  };
+  if (!features_set_) return fail("SET_FEATURES was not sent");
+  if (v.num == 0) return fail("SET_VRING_NUM was not sent");
+  if (!v.addr) return fail("SET_VRING_ADDR was not sent");
+  if (!dev_.Negotiate()) {
+    return fail(absl::StrFormat("the device refused features 0x%x",
+                                acked_features_));
+  }
+  const uint64_t n = v.num;
+  uint64_t desc_len, avail_len, used_len;
+  if (packed()) {
+    desc_len = kDescSize * n;
+    avail_len = used_len = sizeof(spec::PackedEventSuppress);
+  } else {
+    desc_len = spec::SplitDescTableSize(static_cast<uint32_t>(n));
+    avail_len = spec::SplitAvailRingSize(static_cast<uint32_t>(n));
+    used_len = spec::SplitUsedRingSize(static_cast<uint32_t>(n));
+  }
+  const MemoryTable& mem = dev_.memory();
+  auto desc = mem.UserToGuest(v.addr->desc_user_addr, desc_len);
+  auto avail = mem.UserToGuest(v.addr->avail_user_addr, avail_len);
+  auto used = mem.UserToGuest(v.addr->used_user_addr, used_len);
+  if (!desc || !avail || !used) {
+    return fail(absl::StrFormat(
+        "ring addresses desc 0x%x avail 0x%x used 0x%x (front-end virtual) "
+        "are not inside the memory table",
+        v.addr->desc_user_addr, v.addr->avail_user_addr,
+        v.addr->used_user_addr));
+  }
+  virtio::QueueConfig cfg{.size = v.num,
+                          .desc_addr = *desc,
+                          .driver_addr = *avail,
+                          .device_addr = *used};
+  virtio::QueueState state;
+  if (packed()) {
+    state.next_avail = static_cast<uint16_t>(v.base & 0x7fff);
+    state.avail_wrap = (v.base >> 15) & 1;
+    state.next_used = static_cast<uint16_t>((v.base >> 16) & 0x7fff);
+    state.used_wrap = (v.base >> 31) & 1;
+  } else {
+    state.next_avail = static_cast<uint16_t>(v.base);
+    // The used index lives in the ring; resume from it.
+    const uint8_t* p = mem.TranslateContiguous(*used + 2, 2);
+    if (p == nullptr || reinterpret_cast<uintptr_t>(p) % 2 != 0) {
+      return fail("used ring not mapped or misaligned");
+    }
+    state.next_used = virtio::LoadAcquire(reinterpret_cast<const uint16_t*>(p));
+    const uint16_t lost = static_cast<uint16_t>(state.next_avail - state.next_used);
+    if (lost != 0 && lost <= n) {
+      virtio::Logf(virtio::LogLevel::kWarning,
+                   "%s: queue %u resumes with %u requests the previous back-end "
+                   "took but never completed",
+                   options_.name, q, lost);
+    }
+  }
+  absl::Status s = dev_.StartQueue(q, cfg, state);
+  if (!s.ok()) return fail(s.message());
+  ++generation_;
+  return absl::OkStatus();
+}
+
+absl::Status Backend::SyncAll() {
+  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+    absl::Status s = Sync(q);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+void Backend::ResetRings() {
+  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+    dev_.SetCallFd(q, -1);
+    dev_.SetErrFd(q, -1);
+    vrings_[q] = Vring{};
+  }
+  ++generation_;
+}
+
+void Backend::Disconnect() {
+  StopAll();
+  dev_.Reset();
+  ResetRings();
+  dev_.SetConfigChannel(-1);
+  backend_req_.reset();
+  dev_.memory().Clear();
+  owner_ = false;
+  features_set_ = false;
+  acked_features_ = 0;
+  protocol_features_ = 0;
+  frontend_status_ = 0;
+}
+
+absl::Status Backend::ChangeMemory(Message& m) {
+  // Rings point into the old mappings: stop them, swap, restart where they
+  // were.
+  StopAll();
+  absl::Status s;
+  if (m.request() == kSetMemTable) {
+    const uint32_t n = m.As<uint32_t>();
+    std::vector<MemoryRegion> regions(n);
+    if (n > 0) {
+      std::memcpy(regions.data(), m.payload.data() + kMemTableHeaderSize,
+                  n * sizeof(MemoryRegion));
+    }
+    s = dev_.memory().Replace(regions, std::move(m.fds));
+  } else {
+    const auto r = m.As<SingleMemoryRegion>();
+    if (m.request() == kAddMemReg) {
+      s = dev_.memory().Add(r.region, std::move(m.fds[0]));
+    } else {
+      s = dev_.memory().Remove(r.region);
+    }
+  }
+  m.fds.clear();
+  if (!s.ok()) return Protocol(m, s.message());
+  return SyncAll();
+}
+
+absl::Status Backend::Handle(Message m, std::optional<Message>* reply) {
+  reply->reset();
+  const uint32_t request = m.request();
+  const bool ack = m.need_reply() && (protocol_features_ & Bit(kProtocolReplyAck));
+  uint64_t ack_value = 0;
+  absl::Status s;
+  std::string bad = ValidateShape(m);
+  if (!bad.empty()) {
+    s = absl::InvalidArgumentError(bad);
+  } else {
+    s = Dispatch(m, reply);
+    if (absl::IsFailedPrecondition(s)) {
+      // Refused but harmless: answer failure and keep the connection.
+      virtio::Logf(virtio::LogLevel::kWarning, "%s: %s: %s", options_.name,
+                   RequestName(request), s.message());
+      ack_value = 1;
+      s = absl::OkStatus();
+    }
+  }
+  if (!s.ok()) {
+    if (ack) *reply = MakeReply(request, uint64_t{1});
+    return s;
+  }
+  if (ack && !reply->has_value()) *reply = MakeReply(request, ack_value);
+  return absl::OkStatus();
+}
+
+absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
+  const uint64_t offered_features =
+      dev_.features() |
+      (options_.protocol_features ? Bit(kFeatureProtocolFeatures) : 0);
+  switch (m.request()) {
+    case kGetFeatures:
+      *reply = MakeReply(m.request(), offered_features);
+      return absl::OkStatus();
+    case kSetFeatures: {
+      const uint64_t f = m.As<uint64_t>();
+      if (f & ~offered_features) {
+        return Protocol(m, absl::StrFormat("features 0x%x were not offered",
+                                           f & ~offered_features));
+      }
+      const uint64_t virtio_bits = f & ~Bit(kFeatureProtocolFeatures);
+      bool running = false;
+      for (uint16_t q = 0; q < vrings_.size(); ++q) {
+        running |= dev_.queue_running(q);
+      }
+      const uint64_t old_bits = acked_features_ & ~Bit(kFeatureProtocolFeatures);
+      if (running && features_set_ && virtio_bits != old_bits) {
+        return Protocol(m, "features changed while rings are running");
+      }
+      if (!running && dev_.status() != 0 &&
+          (!features_set_ || virtio_bits != old_bits)) {
+        dev_.Reset();  // renegotiation
+      }
+      acked_features_ = f;
+      features_set_ = true;
+      dev_.SetDriverFeatures(virtio_bits);
+      return absl::OkStatus();
+    }
+    case kSetOwner:
+      owner_ = true;
+      return absl::OkStatus();
+    case kResetOwner:
+      StopAll();
+      dev_.Reset();
+      ResetRings();
+      features_set_ = false;
+      acked_features_ = 0;
+      owner_ = false;
+      return absl::OkStatus();
+    case kSetMemTable:
+      return ChangeMemory(m);
+    case kGetMaxMemSlots:
+      if (auto s = NeedProtocol(kProtocolConfigureMemSlots, m); !s.ok()) return s;
+      *reply = MakeReply(m.request(), uint64_t{MemoryTable::kMaxRegions});
+      return absl::OkStatus();
+    case kAddMemReg:
+    case kRemMemReg:
+      if (auto s = NeedProtocol(kProtocolConfigureMemSlots, m); !s.ok()) return s;
+      return ChangeMemory(m);
+    case kGetProtocolFeatures:
+      *reply = MakeReply(m.request(), options_.protocol_features);
+      return absl::OkStatus();
+    case kSetProtocolFeatures: {
+      const uint64_t f = m.As<uint64_t>();
+      if (f & ~options_.protocol_features) {
+        return Protocol(m, absl::StrFormat(
+                               "protocol features 0x%x were not offered",
+                               f & ~options_.protocol_features));
+      }
+      protocol_features_ = f;
+      return absl::OkStatus();
+    }
+    case kGetQueueNum:
+      *reply = MakeReply(m.request(), uint64_t{dev_.num_queues()});
+      return absl::OkStatus();
+    case kSetVringNum: {
+      const auto st = m.As<VringState>();
+      auto q = QueueIndex(st.index, m);
+      if (!q.ok()) return q.status();
+      if (dev_.queue_running(*q)) return Protocol(m, "queue is running");
+      const uint32_t max = dev_.queue_max_size(*q);
+      if (st.num == 0 || st.num > max) {
+        return Protocol(m, absl::StrFormat("size %u not in 1..%u", st.num, max));
+      }
+      if (!packed() && (st.num & (st.num - 1)) != 0) {
+        return Protocol(m, absl::StrFormat(
+                               "split ring size %u is not a power of two",
+                               st.num));
+      }
+      vrings_[*q].num = st.num;
+      return absl::OkStatus();
+    }
+    case kSetVringAddr: {
+      const auto a = m.As<VringAddr>();
+      auto q = QueueIndex(a.index, m);
+      if (!q.ok()) return q.status();
+      if (a.flags & ~1u) {
+        return Protocol(m, absl::StrFormat("unknown flags 0x%x", a.flags));
+      }
+      if (dev_.queue_running(*q)) return Protocol(m, "queue is running");
+      vrings_[*q].addr = a;
+      return absl::OkStatus();
+    }
+    case kSetVringBase: {
+      const auto st = m.As<VringState>();
+      auto q = QueueIndex(st.index, m);
+      if (!q.ok()) return q.status();
+      if (dev_.queue_running(*q)) return Protocol(m, "queue is running");
+      if (!packed() && st.num > 0xffff) {
+        return Protocol(m, absl::StrFormat("split ring base 0x%x above 0xffff",
+                                           st.num));
+      }
+      vrings_[*q].base = st.num;
+      return absl::OkStatus();
+    }
+    case kGetVringBase: {
+      const auto st = m.As<VringState>();
+      auto q = QueueIndex(st.index, m);
+      if (!q.ok()) return q.status();
+      Stop(*q);
+      Vring& v = vrings_[*q];
+      v.started = false;
+      v.kick.reset();
+      ++generation_;
+      *reply = MakeReply(m.request(), VringState{st.index, v.base});
+      return absl::OkStatus();
+    }
+    case kSetVringKick:
+    case kSetVringCall:
+    case kSetVringErr: {
+      const uint64_t v = m.As<uint64_t>();
+      if (v & ~(kVringIndexMask | kVringNoFdMask)) {
+        return Protocol(m, absl::StrFormat("unknown bits in 0x%x", v));
+      }
+      auto q = QueueIndex(v & kVringIndexMask, m);
+      if (!q.ok()) return q.status();
+      UniqueFd fd;
+      if (!(v & kVringNoFdMask)) {
+        fd = std::move(m.fds[0]);
+        SetNonBlocking(fd.get());
+      }
+      Vring& ring = vrings_[*q];
+      if (m.request() == kSetVringKick) {
+        Stop(*q);  // the loop must not watch the old fd any more
+        ring.kick = std::move(fd);
+        ring.started = true;
+        ++generation_;
+        return Sync(*q);
+      }
+      if (m.request() == kSetVringCall) {
+        dev_.SetCallFd(*q, fd.get());
+        ring.call = std::move(fd);
+      } else {
+        dev_.SetErrFd(*q, fd.get());
+        ring.err = std::move(fd);
+      }
+      return absl::OkStatus();
+    }
+    case kSetVringEnable: {
+      const auto st = m.As<VringState>();
+      auto q = QueueIndex(st.index, m);
+      if (!q.ok()) return q.status();
+      if (st.num > 1) {
+        return Protocol(m, absl::StrFormat("enable value %u not 0 or 1", st.num));
+      }
+      vrings_[*q].enabled = st.num == 1;
+      return Sync(*q);
+    }
+    case kSetBackendReqFd:
+      if (auto s = NeedProtocol(kProtocolBackendReq, m); !s.ok()) return s;
+      backend_req_ = std::move(m.fds[0]);
+      dev_.SetConfigChannel(backend_req_.get());
+      return absl::OkStatus();
+    case kGetConfig: {
+      if (auto s = NeedProtocol(kProtocolConfig, m); !s.ok()) return s;
+      const auto h = m.As<ConfigHeader>();
+      Message r;
+      r.header = {m.request(), kVersion | kFlagReply, 0};
+      r.payload.assign(sizeof h + h.size, 0);
+      std::memcpy(r.payload.data(), &h, sizeof h);
+      const uint32_t size = dev_.config_size();
+      if (h.offset <= size) {
+        // Bytes past the device's config space read as zero (front-ends
+        // may ask for their own, larger, struct).
+        const uint32_t n = std::min(h.size, size - h.offset);
+        if (n > 0) dev_.ReadConfig(h.offset, r.payload.data() + sizeof h, n);
+        *reply = std::move(r);
+        return absl::OkStatus();
+      }
+      // An empty reply says "failed" (spec).
+      r.payload.clear();
+      *reply = std::move(r);
+      return absl::OkStatus();
+    }
+    case kSetConfig: {
+      if (auto s = NeedProtocol(kProtocolConfig, m); !s.ok()) return s;
+      const auto h = m.As<ConfigHeader>();
+      if (h.flags > 1) {
+        return Protocol(m, absl::StrFormat("unknown flags 0x%x", h.flags));
+      }
+      if (!dev_.WriteConfig(h.offset, m.payload.data() + sizeof h, h.size)) {
+        // Refused, not fatal: a failure REPLY_ACK (if asked for).
+        return absl::FailedPreconditionError("config write refused");
+      }
+      return absl::OkStatus();
+    }
+    case kResetDevice:
+      if (auto s = NeedProtocol(kProtocolResetDevice, m); !s.ok()) return s;
+      StopAll();
+      dev_.Reset();
+      for (uint16_t q = 0; q < vrings_.size(); ++q) {
+        Vring& v = vrings_[q];
+        v.started = v.enabled = false;
+        v.kick.reset();
+        v.num = 0;
+        v.addr.reset();
+        v.base = 0;
+      }
+      ++generation_;
+      features_set_ = false;
+      acked_features_ = 0;
+      frontend_status_ = 0;
+      return absl::OkStatus();
+    case kSetStatus: {
+      if (auto s = NeedProtocol(kProtocolStatus, m); !s.ok()) return s;
+      const uint64_t v = m.As<uint64_t>();
+      if (v > 0xff) return Protocol(m, absl::StrFormat("status 0x%x", v));
+      frontend_status_ = static_cast<uint8_t>(v);
+      if ((v & spec::kStatusFeaturesOk) && features_set_) dev_.Negotiate();
+      return absl::OkStatus();
+    }
+    case kGetStatus: {
+      if (auto s = NeedProtocol(kProtocolStatus, m); !s.ok()) return s;
+      uint8_t v = frontend_status_;
+      const uint8_t d = dev_.status();
+      if ((v & spec::kStatusFeaturesOk) && !(d & spec::kStatusFeaturesOk)) {
+        v &= static_cast<uint8_t>(~spec::kStatusFeaturesOk);
+      }
+      v |= d & spec::kStatusDeviceNeedsReset;
+      *reply = MakeReply(m.request(), uint64_t{v});
+      return absl::OkStatus();
+    }
+    default:
+      return Protocol(m, "unsupported request");
+  }
+}
+
+}  // namespace vhost_user

@@ -1,0 +1,118 @@
+// vhost-user/backend.h — the back-end side of the vhost-user protocol: one
+// front-end connection's state machine over a VhostDevice.
+//
+// Handle() takes each message the front-end sends, validates it completely
+// (payload size and fd count per request, negotiation state, queue index,
+// ring size, addresses, memory regions) and applies it; any violation is an
+// error after which the caller closes the connection (Handle() may still
+// hand back a failure REPLY_ACK to send first). Disconnect() returns the
+// device to its initial state and frees everything the front-end gave:
+// rings are stopped, the device reset, memory unmapped, fds closed.
+//
+// Driving the device (vhost-user has no status register unless STATUS is
+// negotiated): SET_FEATURES stores the front-end's choice; the first ring
+// start (or SET_STATUS with FEATURES_OK) completes negotiation as a driver
+// would (ACKNOWLEDGE, DRIVER, features, FEATURES_OK), and the first running
+// ring sets DRIVER_OK. A ring runs while it is started (it has a kick fd, or
+// the no-fd flag meaning "poll me") and enabled (always, unless
+// PROTOCOL_FEATURES was negotiated; then by SET_VRING_ENABLE). It stops at
+// GET_VRING_BASE (which answers its position), when disabled, and, to be
+// restarted at the same position, around memory table changes.
+//
+// Ring positions (SET/GET_VRING_BASE): split rings use the 16-bit last
+// avail index (the used index is read from the ring); packed rings use bits
+// 0-14 avail offset, 15 avail wrap counter, 16-30 used offset, 31 used wrap
+// counter.
+#ifndef VHOST_USER_BACKEND_H_
+#define VHOST_USER_BACKEND_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "device.h"
+#include "message.h"
+#include "unique_fd.h"
+
+namespace vhost_user {
+
+// Protocol features this library implements.
+inline constexpr uint64_t kImplementedProtocolFeatures =
+    Bit(kProtocolMq) | Bit(kProtocolReplyAck) | Bit(kProtocolConfig) |
+    Bit(kProtocolBackendReq) | Bit(kProtocolResetDevice) |
+    Bit(kProtocolConfigureMemSlots) | Bit(kProtocolStatus);
+
+struct BackendOptions {
+  std::string name = "vhost-user";
+  // Protocol features to offer; masked with kImplementedProtocolFeatures.
+  uint64_t protocol_features = kImplementedProtocolFeatures;
+};
+
+class Backend {
+ public:
+  explicit Backend(VhostDevice& device, BackendOptions options = {});
+  ~Backend();
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  // Handles one message. On success `*reply` holds the reply to send, if
+  // any. On error the connection must be closed (after sending `*reply`, a
+  // failure REPLY_ACK, if set).
+  absl::Status Handle(Message m, std::optional<Message>* reply);
+
+  // Forgets the front-end: stops rings, resets the device, unmaps memory,
+  // closes fds. Handle() may be used again afterwards (a new connection).
+  void Disconnect();
+
+  // --- For the event loop ---
+  // The kick fd of queue `q` if it is running with one, else -1.
+  int kick_fd(uint16_t q) const;
+  // True if queue `q` runs without a kick fd (the loop must poll it).
+  bool polled(uint16_t q) const;
+  // Changes whenever the set of fds to watch may have changed.
+  uint64_t generation() const { return generation_; }
+  uint64_t protocol_features() const { return protocol_features_; }
+  uint64_t acked_features() const { return acked_features_; }
+
+ private:
+  struct Vring {
+    uint32_t num = 0;
+    std::optional<VringAddr> addr;
+    uint32_t base = 0;  // SET_VRING_BASE value (see above)
+    UniqueFd kick, call, err;
+    bool started = false;  // kick fd (or no-fd flag) received
+    bool enabled = false;  // SET_VRING_ENABLE
+  };
+
+  absl::Status Dispatch(Message& m, std::optional<Message>* reply);
+  absl::Status NeedProtocol(unsigned bit, const Message& m) const;
+  absl::StatusOr<uint16_t> QueueIndex(uint64_t index, const Message& m) const;
+  bool packed() const;
+  bool ShouldRun(const Vring& v) const;
+  // Starts or stops queue `q` to match its vring state.
+  absl::Status Sync(uint16_t q);
+  absl::Status SyncAll();
+  // Stops queue `q` if running, saving its position in base.
+  void Stop(uint16_t q);
+  void StopAll();
+  uint32_t EncodeBase(const virtio::QueueState& s) const;
+  absl::Status ChangeMemory(Message& m);
+  void ResetRings();
+
+  VhostDevice& dev_;
+  BackendOptions options_;
+  std::vector<Vring> vrings_;
+  bool owner_ = false;
+  bool features_set_ = false;
+  uint64_t acked_features_ = 0;
+  uint64_t protocol_features_ = 0;
+  uint8_t frontend_status_ = 0;
+  UniqueFd backend_req_;
+  uint64_t generation_ = 0;
+};
+
+}  // namespace vhost_user
+
+#endif  // VHOST_USER_BACKEND_H_

@@ -1,0 +1,78 @@
+// vhost-user/device.h — what the protocol handler (Backend) needs from the
+// device it serves. Control plane only (virtual calls are fine here); the
+// data path is the device's own templates. DeviceAdapter<D>
+// (device_adapter.h) implements it for any virtio::DeviceCore device; the
+// fuzzer and tests bring fakes.
+#ifndef VHOST_USER_DEVICE_H_
+#define VHOST_USER_DEVICE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "memory_table.h"
+#include "virtio/queue.h"
+
+namespace vhost_user {
+
+class VhostDevice {
+ public:
+  virtual ~VhostDevice() = default;
+
+  // The guest memory the device's rings and buffers live in; the Backend
+  // fills it from SET_MEM_TABLE / ADD_MEM_REG while no queue is running.
+  virtual MemoryTable& memory() = 0;
+
+  // Virtio feature bits offered (without the vhost-user protocol bit).
+  virtual uint64_t features() const = 0;
+  virtual uint16_t num_queues() const = 0;
+  virtual uint32_t queue_max_size(uint16_t q) const = 0;
+  virtual uint32_t config_size() const = 0;
+  // False if [offset, offset+len) is outside the config space.
+  virtual bool ReadConfig(uint32_t offset, void* data, uint32_t len) = 0;
+  virtual bool WriteConfig(uint32_t offset, const void* data,
+                           uint32_t len) = 0;
+
+  // The front-end's feature choice (a subset of features()). Takes effect
+  // when the first queue starts or on Negotiate().
+  virtual void SetDriverFeatures(uint64_t features) = 0;
+  // Completes feature negotiation now (FEATURES_OK). False if the device
+  // refuses the features.
+  virtual bool Negotiate() = 0;
+  // The device's virtio status byte.
+  virtual uint8_t status() const = 0;
+
+  // Starts queue `q` on `config` (guest-physical addresses) at `state`.
+  virtual absl::Status StartQueue(uint16_t q, const virtio::QueueConfig& config,
+                                  const virtio::QueueState& state) = 0;
+  // Stops queue `q` after finishing its in-flight requests; its position,
+  // or nullopt if it was not running.
+  virtual std::optional<virtio::QueueState> StopQueue(uint16_t q) = 0;
+  virtual bool queue_running(uint16_t q) const = 0;
+  // Resets the device (all queues stopped, features forgotten).
+  virtual void Reset() = 0;
+
+  // Where interrupts go: the queue's call fd (-1: none), its error fd, and
+  // the back-end request channel for config-change messages (-1: none).
+  // The fds stay owned by the caller, which clears them before closing.
+  virtual void SetCallFd(uint16_t q, int fd) = 0;
+  virtual void SetErrFd(uint16_t q, int fd) = 0;
+  virtual void SetConfigChannel(int fd) = 0;
+
+  // --- Data path events (the connection's event loop) ---
+  // A kick on queue `q`.
+  virtual void Kick(uint16_t q) = 0;
+  // An fd that becomes readable when queue `q` has backend completions
+  // (-1: none), and what to do then.
+  virtual int completion_fd(uint16_t q) const = 0;
+  virtual void Complete(uint16_t q) = 0;
+  // When to kick queue `q` again on its own (a rate limit), if at all.
+  virtual std::optional<std::chrono::nanoseconds> RetryAfter() const {
+    return std::nullopt;
+  }
+};
+
+}  // namespace vhost_user
+
+#endif  // VHOST_USER_DEVICE_H_
