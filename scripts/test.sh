@@ -3,7 +3,8 @@
 #   1. install dependencies
 #   2. release preset (g++) with -Werror: build, ctest
 #   3. asan preset (clang++, ASan+UBSan): build, ctest        (skip: --no-asan)
-#   4. fuzz preset (clang++, libFuzzer+ASan+UBSan): build, run every fuzzer
+#   4. tsan preset (clang++, TSan): the threaded tests only
+#   5. fuzz preset (clang++, libFuzzer+ASan+UBSan): build, run every fuzzer
 #      for N seconds                                     (--fuzz-seconds N, 0 skips)
 # Exits non-zero on the first failure.
 #
@@ -78,6 +79,19 @@ if [[ $run_asan -eq 1 ]]; then
     run_ctest asan -LE real_client  # real clients (QEMU, UML, DPDK) run once, in release
 else
   stage "asan: skipped (--no-asan)"
+fi
+
+if [[ $run_asan -eq 1 ]]; then
+  # The threaded tests (the Xen simulator's vCPU threads against the ioreq
+  # server) also run under ThreadSanitizer; only their target is built.
+  stage "tsan (clang++, -Werror): threaded tests"
+  cmake --preset tsan -DLIBVIRTIO_WERROR=ON
+  if cmake --build --preset tsan -j "$LIBVIRTIO_JOBS" --target help | grep -q xen_threaded_test; then
+    cmake --build --preset tsan -j "$LIBVIRTIO_JOBS" --target xen_threaded_test
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_ctest tsan -L xen_threaded
+  else
+    echo "no threaded test targets in this configuration"
+  fi
 fi
 
 if [[ $fuzz_seconds -gt 0 ]]; then
