@@ -24,6 +24,13 @@
 //     page's offset so foreign mappings alias the guest's real pages.
 //   * dm_op error codes (ESRCH, ENOENT, EPERM, ENOSPC, EINVAL, EEXIST,
 //     EOPNOTSUPP per arch) and a recording interrupt controller.
+//   * a grant table owned by the guest (grant-based virtio DMA): the guest
+//     grants gfns to a domain (GrantAccess / GrantRange, consecutive refs
+//     as grant-dma allocates them) and ends access (EndAccess fails while
+//     the backend has the ref mapped: Linux's "still in use"); gntdev-style
+//     map_grant_refs aliases the granted memfd pages and enforces the
+//     granted domain and read-only flag, failing with EINVAL and the GNTST
+//     code Xen would give (last_gntst()).
 //   * fault injection: failed map_resource (drives the legacy fallback),
 //     failed pages, failing create (no ioreq support), spurious events,
 //     pending() errors, lost requests of a killed backend.
@@ -145,6 +152,20 @@ class SimXen {
   void WriteGuest(uint64_t gpa, const void* src, uint64_t len);
   void ReadGuest(uint64_t gpa, void* dst, uint64_t len);
 
+  // --- the guest's grant table ------------------------------------------------
+  // Grants `gfn` to domain `to` (default: the emulator); returns the ref.
+  uint32_t GrantAccess(XenPfn gfn, bool readonly, DomId to = 0);
+  // Grants `pages` consecutive gfns from `gfn` as consecutive refs; returns
+  // the first. DMA address of byte `off` of it: kGrantAddrBit |
+  // (ref << 12) + off.
+  uint32_t GrantRange(XenPfn gfn, uint32_t pages, bool readonly, DomId to = 0);
+  // gnttab_end_foreign_access_ref: false (and the grant stays) while the
+  // ref is mapped by a backend; true once revoked.
+  bool EndAccess(uint32_t ref);
+  // GNTST_* of the last failed grant map (0 if none failed yet).
+  int last_gntst() const;
+  uint64_t grant_maps() const;  // grant pages currently mapped
+
   // --- observation --------------------------------------------------------------
   std::vector<IrqEvent> irq_log() const;
   size_t CountIrq(IrqEvent::Kind kind, uint32_t irq, uint32_t level) const;
@@ -196,8 +217,30 @@ class SimXen {
   void* map2(uint32_t dom, void* addr, int prot, int flags, size_t pages,
              const XenPfn* pfns, int* err);
   int unmap(void* addr, size_t pages);
+  // gntdev (libxengnttab)
+  void* map_grant_refs(DomId caller, uint32_t n, uint32_t dom,
+                       const uint32_t* refs, int prot);
+  int unmap_grants(void* addr, uint32_t n);
+
+  // GNTST_* (xen/include/public/grant_table.h).
+  static constexpr int kGntstOkay = 0;
+  static constexpr int kGntstGeneralError = -1;
+  static constexpr int kGntstBadDomain = -2;
+  static constexpr int kGntstBadGntref = -3;
+  static constexpr uint32_t kGrantTableSize = 32 * 512;  // 32 v1 frames
+  static constexpr uint32_t kFirstGrantRef = 8;  // GNTTAB_NR_RESERVED_ENTRIES
 
  private:
+  struct GrantEntry {
+    bool active = false;
+    bool readonly = false;
+    DomId to = 0;
+    XenPfn gfn = 0;
+    uint32_t maps = 0;
+  };
+  struct GrantMapping {
+    std::vector<uint32_t> refs;
+  };
   friend class SimEvtchn;
   struct Server;
   struct Channel {
@@ -247,6 +290,9 @@ class SimXen {
   std::vector<uint64_t> bank_off_;  // memfd offset of each bank
   std::set<XenPfn> failed_pfns_;
   std::set<uintptr_t> mapped_;  // host addresses of mapped foreign pages
+  std::vector<GrantEntry> grants_ = std::vector<GrantEntry>(kFirstGrantRef);
+  std::map<uintptr_t, GrantMapping> grant_maps_;  // by host address
+  int last_gntst_ = 0;
   int fail_create_ = 0;
   int fail_map_resource_ = 0;
   int fail_pending_ = 0;
@@ -320,6 +366,21 @@ class SimForeignMemory {
     return xen_->map2(dom, addr, prot, flags, pages, pfns, err);
   }
   int unmap(void* addr, size_t pages) { return xen_->unmap(addr, pages); }
+
+ private:
+  SimXen* xen_;
+  DomId caller_;
+};
+
+// A /dev/xen/gntdev handle of the emulator domain (GrantTablePort).
+class SimGrantTable {
+ public:
+  explicit SimGrantTable(SimXen& xen, DomId caller = 0)
+      : xen_(&xen), caller_(caller) {}
+  void* map_domain_grant_refs(uint32_t n, uint32_t dom, uint32_t* refs, int prot) {
+    return xen_->map_grant_refs(caller_, n, dom, refs, prot);
+  }
+  int unmap(void* addr, uint32_t n) { return xen_->unmap_grants(addr, n); }
 
  private:
   SimXen* xen_;

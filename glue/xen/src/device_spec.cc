@@ -88,9 +88,16 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
     d.type = DeviceType::kBlk;
   } else if (parts[0] == "rng") {
     d.type = DeviceType::kRng;
+  } else if (parts[0] == "console") {
+    d.type = DeviceType::kConsole;
+    d.backend = "pty";
+  } else if (parts[0] == "net") {
+    d.type = DeviceType::kNet;
+    d.backend = "tap";
   } else {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "--device %s: unknown device type '%s' (blk, rng)", spec, parts[0]));
+        "--device %s: unknown device type '%s' (blk, rng, console, net)", spec,
+        parts[0]));
   }
   for (size_t i = 1; i < parts.size(); ++i) {
     std::pair<std::string, std::string> kv = absl::StrSplit(parts[i], absl::MaxSplits('=', 1));
@@ -98,6 +105,27 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
     const std::string& v = kv.second;
     if (k == "id") {
       d.id = v;
+    } else if (k == "grant") {
+      if (v != "on" && v != "off") {
+        return absl::InvalidArgumentError(absl::StrFormat("--device %s: grant=on|off", spec));
+      }
+      d.grant = v == "on";
+    } else if (k == "backend" && d.type == DeviceType::kConsole) {
+      if (v != "pty" && v != "stdio" && v != "socket" && v != "file") {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "--device %s: console backend=pty|stdio|socket|file", spec));
+      }
+      d.backend = v;
+    } else if (k == "backend" && d.type == DeviceType::kNet) {
+      if (v != "tap" && v != "loopback") {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("--device %s: net backend=tap|loopback", spec));
+      }
+      d.backend = v;
+    } else if (k == "ifname" && d.type == DeviceType::kNet) {
+      d.ifname = v;
+    } else if (k == "path" && d.type == DeviceType::kConsole) {
+      d.path = v;
     } else if (k == "path" && d.type == DeviceType::kBlk) {
       d.path = v;
     } else if (k == "readonly" && d.type == DeviceType::kBlk) {
@@ -135,6 +163,16 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
   if (d.type == DeviceType::kBlk && d.path.empty()) {
     return absl::InvalidArgumentError(absl::StrFormat("--device %s: blk needs path=", spec));
   }
+  if (d.type == DeviceType::kConsole && (d.backend == "socket" || d.backend == "file") &&
+      d.path.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--device %s: console backend=%s needs path=", spec, d.backend));
+  }
+  if (d.pci && d.grant) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--device %s: grant=on is virtio-mmio only for now (libvirtio cannot "
+        "yet offer ACCESS_PLATFORM through virtio-pci)", spec));
+  }
   if (d.pci && d.mmio_base) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "--device %s: an MMIO addr= needs transport=mmio", spec));
@@ -155,6 +193,10 @@ std::string Usage() {
          "\n"
          "  --device blk,path=FILE[,id=NAME][,readonly=on][,addr=A][,irq=I]\n"
          "  --device rng[,id=NAME][,addr=A][,irq=I]\n"
+         "  --device console[,backend=pty|stdio|socket|file][,path=P][,...]\n"
+         "  --device net[,backend=tap|loopback][,ifname=NAME][,...]\n"
+         "      grant=on (any device, virtio-mmio): offer ACCESS_PLATFORM and\n"
+         "            map grant-reference DMA addresses (Linux xen-grant-dma)\n"
          "      addr: MMIO base (0x2000000) for virtio-mmio, or PCI\n"
          "            [seg:]bus:slot.fn (00:05.0) for virtio-pci (x86)\n"
          "      irq:  SPI (Arm, >= 32) or ISA IRQ (x86 virtio-mmio, 0-15)\n"
@@ -253,11 +295,15 @@ absl::Status ResolvePlacement(GuestArch arch, std::vector<DeviceSpec>& devices) 
   std::set<uint64_t> bases;
   std::set<unsigned> irqs;
   std::set<uint32_t> sbdfs;
-  int n_blk = 0, n_rng = 0;
+  int n_blk = 0, n_rng = 0, n_con = 0, n_net = 0;
   for (DeviceSpec& d : devices) {
     if (d.id.empty()) {
-      d.id = d.type == DeviceType::kBlk ? absl::StrCat("blk", n_blk++)
-                                        : absl::StrCat("rng", n_rng++);
+      switch (d.type) {
+        case DeviceType::kBlk: d.id = absl::StrCat("blk", n_blk++); break;
+        case DeviceType::kRng: d.id = absl::StrCat("rng", n_rng++); break;
+        case DeviceType::kConsole: d.id = absl::StrCat("console", n_con++); break;
+        case DeviceType::kNet: d.id = absl::StrCat("net", n_net++); break;
+      }
     }
     if (d.pci && arch == GuestArch::kArm) {
       return absl::InvalidArgumentError(absl::StrFormat(

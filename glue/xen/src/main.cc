@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "virtio/log.h"
@@ -78,8 +79,21 @@ int main(int argc, char** argv) {
                             "event-channel interfaces: ") +
                 std::strerror(errno) + " (dom0 or a privileged driver domain needed)");
   }
-  Backend<RealDeviceModel, RealForeignMemory, RealEventChannel> backend(dm, fm, ev,
-                                                                        *args);
+  // The grant table only when a device asks for grant=on (gntdev may be
+  // missing where nobody needs it).
+  std::unique_ptr<virtio::xg::RealGrantTable> gt;
+  for (const virtio::xg::DeviceSpec& d : args->devices) {
+    if (d.grant && !gt) {
+      gt = std::make_unique<virtio::xg::RealGrantTable>(&g_logger);
+      if (!gt->ok()) {
+        return Fail(std::string("grant=on: cannot open /dev/xen/gntdev: ") +
+                    std::strerror(errno));
+      }
+    }
+  }
+  signal(SIGPIPE, SIG_IGN);  // console backends write to pipes/sockets
+  Backend<RealDeviceModel, RealForeignMemory, RealEventChannel, virtio::xg::RealGrantTable>
+      backend(dm, fm, ev, *args, gt.get());
   if (absl::Status s = backend.Start(); !s.ok()) return Fail(std::string(s.message()));
   if (args->print_placement) std::fputs(backend.Placement().c_str(), stdout);
   std::fflush(stdout);

@@ -30,7 +30,7 @@ TEST(DeviceSpec, ParsesBlkAndRngWithPlacement) {
 }
 
 TEST(DeviceSpec, RejectsNonsenseClearly) {
-  EXPECT_THAT(ParseDeviceSpec("net").status().message(), HasSubstr("unknown device type"));
+  EXPECT_THAT(ParseDeviceSpec("gpu").status().message(), HasSubstr("unknown device type"));
   EXPECT_THAT(ParseDeviceSpec("blk").status().message(), HasSubstr("blk needs path="));
   EXPECT_THAT(ParseDeviceSpec("rng,foo=1").status().message(), HasSubstr("unknown option 'foo'"));
   EXPECT_THAT(ParseDeviceSpec("rng,addr=00:20.0").status().message(), HasSubstr("slot"));

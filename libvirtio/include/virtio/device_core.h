@@ -61,6 +61,9 @@ struct RingFeatureOptions {
   bool packed = true;
   bool indirect = true;
   bool event_idx = true;
+  // Offer VIRTIO_F_ACCESS_PLATFORM: buffer addresses go through the
+  // platform's translation (e.g. Xen grant references), not raw GPAs.
+  bool access_platform = false;
 };
 
 // Features derived from RingFeatureOptions, always including VERSION_1.
@@ -68,7 +71,8 @@ constexpr uint64_t RingFeatures(const RingFeatureOptions& o) {
   return spec::Bit(spec::kFeatureVersion1) |
          (o.packed ? spec::Bit(spec::kFeatureRingPacked) : 0) |
          (o.indirect ? spec::Bit(spec::kFeatureIndirectDesc) : 0) |
-         (o.event_idx ? spec::Bit(spec::kFeatureEventIdx) : 0);
+         (o.event_idx ? spec::Bit(spec::kFeatureEventIdx) : 0) |
+         (o.access_platform ? spec::Bit(spec::kFeatureAccessPlatform) : 0);
 }
 
 template <HypervisorTraits T, typename Derived>

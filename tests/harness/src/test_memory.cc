@@ -23,11 +23,23 @@ TestGuestMemory::TestGuestMemory()
 TestGuestMemory::TestGuestMemory(absl::Span<const RegionSpec> regions) {
   std::vector<GuestRegion> table;
   for (const RegionSpec& spec : regions) {
-    Region r{spec.gpa, spec.size, std::make_unique<uint8_t[]>(spec.size), 0};
-    table.push_back({.gpa = r.gpa, .size = r.size, .host = r.data.get()});
+    Region r{spec.gpa, spec.size, std::make_unique<uint8_t[]>(spec.size), nullptr, 0};
+    r.host = r.data.get();
+    table.push_back({.gpa = r.gpa, .size = r.size, .host = r.host});
     regions_.push_back(std::move(r));
   }
   auto map = GuestMemoryMap::Create(table);
+  if (!map.ok()) Die("invalid region table", regions.size(), 0);
+  map_ = *std::move(map);
+}
+
+TestGuestMemory::TestGuestMemory(ExternalMemoryTag,
+                                 absl::Span<const GuestRegion> regions) {
+  for (const GuestRegion& g : regions) {
+    if (g.host == nullptr) Die("external region without host memory", g.gpa, g.size);
+    regions_.push_back(Region{g.gpa, g.size, nullptr, g.host, 0});
+  }
+  auto map = GuestMemoryMap::Create(regions);
   if (!map.ok()) Die("invalid region table", regions.size(), 0);
   map_ = *std::move(map);
 }
@@ -37,7 +49,7 @@ uint64_t TestGuestMemory::Alloc(uint64_t size, uint64_t align) {
     uint64_t start = (r.gpa + r.next_free + align - 1) / align * align;
     if (start - r.gpa <= r.size && size <= r.size - (start - r.gpa)) {
       r.next_free = start - r.gpa + size;
-      std::memset(r.data.get() + (start - r.gpa), 0, size);
+      std::memset(r.host + (start - r.gpa), 0, size);
       return start;
     }
   }

@@ -1,14 +1,16 @@
 // xen_glue/backend.h — what xen-virtio-backend does, over any ports.
 //
-// Backend<DM, FM, EV> turns BackendArgs into running devices: resolves
+// Backend<DM, FM, EV, GT> turns BackendArgs into running devices: resolves
 // placement, claims it against the domain's other backends
-// (placement.h), builds foreign-mapped guest memory, creates each device
-// (blk on io_uring, rng) behind virtio-mmio (Xen SPI / ISA line) or
-// virtio-pci (MSI-X via inject_msi, INTx), registers them with one
-// IoreqServer and runs one dispatch loop: the event channel fd, each
-// disk queue's completion fd and a stop fd (SIGTERM). The production
-// binary instantiates it with the libxen ports, the tests with the
-// simulator's.
+// (placement.h), builds foreign-mapped guest memory (plus grant-mapped
+// memory over GT for grant=on devices, grant_memory.h), creates each
+// device (blk on io_uring, rng, console on a pty/stdio/socket/file, net on
+// TAP or loopback) behind virtio-mmio (Xen SPI / ISA line) or virtio-pci
+// (MSI-X via inject_msi, INTx), registers them with one IoreqServer and
+// runs one dispatch loop: the event channel fd, each disk queue's
+// completion fd, the console and net backends' fds and a stop fd
+// (SIGTERM). The production binary instantiates it with the libxen ports,
+// the tests with the simulator's.
 #ifndef XEN_GLUE_BACKEND_H_
 #define XEN_GLUE_BACKEND_H_
 
@@ -23,8 +25,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include <functional>
+
+#include "virtio/backends/console_backends.h"
+#include "virtio/backends/loopback_net.h"
+#include "virtio/backends/tap_net.h"
 #include "virtio/backends/uring_disk.h"
 #include "virtio/blk_device.h"
+#include "virtio/console_device.h"
+#include "virtio/net_device.h"
 #include "virtio/mmio_interrupt.h"
 #include "virtio/mmio_transport.h"
 #include "virtio/pci_interrupt.h"
@@ -33,6 +42,7 @@
 #include "xen_glue/device_spec.h"
 #include "xen_glue/devices.h"
 #include "xen_glue/foreign_memory.h"
+#include "xen_glue/grant_memory.h"
 #include "xen_glue/ioreq_server.h"
 #include "xen_glue/placement.h"
 
@@ -51,20 +61,27 @@ struct TransportOf<true, Dev> {
 };
 }  // namespace internal
 
-template <DeviceModelPort DM, ForeignMemoryPort FM, EventChannelPort EV>
+template <DeviceModelPort DM, ForeignMemoryPort FM, EventChannelPort EV,
+          GrantTablePort GT = NoGrantTable>
 class Backend {
  public:
+  // Every device sees guest memory through a XenGrantMemory over the
+  // foreign mapping: grant=on devices through one with the grant table,
+  // the others through one without (bit-63 addresses refused).
+  using Memory = XenGrantMemory<GT, XenGuestMemory<FM>>;
   struct MmioTraits {
-    using Memory = XenGuestMemory<FM>;
+    using Memory = Backend::Memory;
     using Interrupt = MmioInterrupt<XenIrqLine<DM>>;
   };
   struct PciTraits {
-    using Memory = XenGuestMemory<FM>;
+    using Memory = Backend::Memory;
     using Interrupt = PciInterrupt<XenPciSink<DM>>;
   };
 
-  Backend(DM& dm, FM& fm, EV& ev, BackendArgs args)
-      : dm_(dm), fm_(fm), ev_(ev), args_(std::move(args)) {}
+  // `gt`: the grant table (libxengnttab) for grant=on devices; null when
+  // unavailable (such devices are then refused at Start()).
+  Backend(DM& dm, FM& fm, EV& ev, BackendArgs args, GT* gt = nullptr)
+      : dm_(dm), fm_(fm), ev_(ev), gt_(gt), args_(std::move(args)) {}
   ~Backend() { Stop(); }
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
@@ -83,6 +100,15 @@ class Backend {
     auto mem = XenGuestMemory<FM>::Create(fm_, d, args_.ram);
     if (!mem.ok()) return mem.status();
     memory_ = std::move(*mem);
+    plain_ = std::make_unique<Memory>(nullptr, d, memory_.get());
+    for (const DeviceSpec& spec : args_.devices) {
+      if (!spec.grant) continue;
+      if (gt_ == nullptr) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "%s: grant=on needs libxengnttab (/dev/xen/gntdev)", spec.id));
+      }
+      if (!granted_) granted_ = std::make_unique<Memory>(gt_, d, memory_.get());
+    }
     server_ = std::make_unique<IoreqServer<DM, FM, EV>>(
         dm_, fm_, ev_, IoreqServerOptions{.domid = d, .name = "xen-virtio-backend"});
     server_->set_invalidate_hook([this] { memory_->Invalidate(); });
@@ -102,16 +128,34 @@ class Backend {
     if (stop_fd >= 0) fds.push_back({stop_fd, POLLIN, 0});
     const size_t first_completion = fds.size();
     for (const Completion& c : completions_) fds.push_back({c.fd, POLLIN, 0});
+    const size_t end_completions = fds.size();
+    std::vector<std::pair<size_t, size_t>> ranges;
+    std::vector<bool> timed;
+    for (const Service& sv : services_) {
+      const size_t b = fds.size();
+      int t = -1;
+      sv.fill(fds, t);
+      ranges.emplace_back(b, fds.size());
+      timed.push_back(t >= 0);
+      if (t >= 0 && (timeout_ms < 0 || t < timeout_ms)) timeout_ms = t;
+    }
     const int r = poll(fds.data(), fds.size(), timeout_ms);
     if (r < 0) return errno == EINTR;
     if (stop_fd >= 0 && fds[1].revents) return false;
     if (fds[0].revents && !server_->HandleEvents()) return false;
-    for (size_t i = first_completion; i < fds.size(); ++i) {
+    for (size_t i = first_completion; i < end_completions; ++i) {
       if (!fds[i].revents) continue;
       uint64_t v;
       (void)!read(fds[i].fd, &v, sizeof v);
       const Completion& c = completions_[i - first_completion];
       c.complete(c.ctx, c.queue);
+    }
+    for (size_t k = 0; k < services_.size(); ++k) {
+      bool ready = r == 0 && timed[k];
+      for (size_t i = ranges[k].first; i < ranges[k].second; ++i) {
+        if (fds[i].revents) ready = true;
+      }
+      if (ready) services_[k].run();
     }
     return true;
   }
@@ -124,8 +168,11 @@ class Backend {
   void Stop() {
     if (server_) server_->Stop();
     completions_.clear();
+    services_.clear();
     devices_.clear();
     server_.reset();
+    granted_.reset();
+    plain_.reset();
     memory_.reset();
     if (claims_) claims_->Release();
     claims_.reset();
@@ -134,11 +181,26 @@ class Backend {
   std::string Placement() const { return PlacementString(args_.devices); }
   IoreqServer<DM, FM, EV>* server() { return server_.get(); }
   XenGuestMemory<FM>* memory() { return memory_.get(); }
+  Memory* grant_memory() { return granted_.get(); }
+  // The ACCESS_PLATFORM filter of grant=on device `id` (null otherwise).
+  AccessPlatformMmio* access_platform(std::string_view id) {
+    for (auto& h : devices_) {
+      if (h->id == id) return h->ap.get();
+    }
+    return nullptr;
+  }
   const BackendArgs& args() const { return args_; }
 
  private:
   struct Holder {
     virtual ~Holder() = default;
+    std::string id;
+    std::unique_ptr<AccessPlatformMmio> ap;  // grant=on: what the server calls
+  };
+  struct Service {
+    // Adds the fds to poll; sets `timeout_ms` (>= 0) to be run after it.
+    std::function<void(std::vector<pollfd>&, int& timeout_ms)> fill;
+    std::function<void()> run;
   };
   struct Completion {
     int fd;
@@ -153,6 +215,7 @@ class Backend {
     std::conditional_t<kPci, XenPciSink<DM>, int> sink{};
     std::unique_ptr<Interrupt> irq;
     std::unique_ptr<UringDisk> disk;
+    std::shared_ptr<void> backend;  // console / net backend
     std::unique_ptr<Dev> dev;
     std::unique_ptr<typename internal::TransportOf<kPci, Dev>::type> transport;
     std::unique_ptr<IoDevice> io;
@@ -189,7 +252,7 @@ class Backend {
       auto irq = MakeIrq<Traits, kPci>(spec, h->sink, 1);
       if (!irq.ok()) return irq.status();
       h->irq = std::move(*irq);
-      auto dev = Dev::Create(*memory_, *h->irq, *h->disk,
+      auto dev = Dev::Create(Mem(spec), *h->irq, *h->disk,
                              {.name = spec.id, .serial = spec.id});
       if (!dev.ok()) return dev.status();
       h->dev = std::move(*dev);
@@ -200,12 +263,110 @@ class Backend {
                               }});
       return Finish<Traits, Dev, kPci>(spec, std::move(h));
     }
+    if (spec.type == DeviceType::kConsole) {
+      if (spec.backend == "stdio") {
+        return AddConsole<Traits, kPci>(spec, StdioConsoleBackend::Create({}));
+      }
+      if (spec.backend == "socket") {
+        return AddConsole<Traits, kPci>(spec,
+                                        SocketConsoleBackend::Create({.path = spec.path}));
+      }
+      if (spec.backend == "file") {
+        return AddConsole<Traits, kPci>(spec, FileConsoleBackend::Create({.path = spec.path}));
+      }
+      return AddConsole<Traits, kPci>(spec, PtyConsoleBackend::Create({}));
+    }
+    if (spec.type == DeviceType::kNet) {
+      if (spec.backend == "loopback") {
+        return AddNet<Traits, kPci>(spec, LoopbackNet::Create({}), true);
+      }
+      return AddNet<Traits, kPci>(spec, TapNet::Open({.name = spec.ifname}), false);
+    }
     using Dev = RngDevice<Traits>;
     auto h = std::make_unique<DeviceHolder<Traits, Dev, kPci>>();
     auto irq = MakeIrq<Traits, kPci>(spec, h->sink, 1);
     if (!irq.ok()) return irq.status();
     h->irq = std::move(*irq);
-    h->dev = std::make_unique<Dev>(*memory_, *h->irq, RngOptions{.name = spec.id});
+    h->dev = std::make_unique<Dev>(Mem(spec), *h->irq, RngOptions{.name = spec.id});
+    return Finish<Traits, Dev, kPci>(spec, std::move(h));
+  }
+
+  const Memory& Mem(const DeviceSpec& spec) const {
+    return spec.grant ? *granted_ : *plain_;
+  }
+
+  template <typename Traits, bool kPci, typename B>
+  absl::Status AddConsole(const DeviceSpec& spec,
+                          absl::StatusOr<std::unique_ptr<B>> backend) {
+    if (!backend.ok()) {
+      return absl::Status(backend.status().code(),
+                          absl::StrFormat("%s: %s", spec.id, backend.status().message()));
+    }
+    using Dev = ConsoleDevice<Traits, B>;
+    auto h = std::make_unique<DeviceHolder<Traits, Dev, kPci>>();
+    B* b = backend->get();
+    h->backend = std::shared_ptr<B>(std::move(*backend));
+    // One port, no MULTIPORT: 2 queues (receiveq, transmitq).
+    auto irq = MakeIrq<Traits, kPci>(spec, h->sink, 2);
+    if (!irq.ok()) return irq.status();
+    h->irq = std::move(*irq);
+    B* const ports[] = {b};
+    auto dev = Dev::Create(Mem(spec), *h->irq, ports, ConsoleOptions{.name = spec.id});
+    if (!dev.ok()) return dev.status();
+    h->dev = std::move(*dev);
+    Dev* raw = h->dev.get();
+    services_.push_back(
+        {[raw](std::vector<pollfd>& fds, int& timeout) {
+           fds.push_back({raw->wakeup_fd(), POLLIN, 0});
+           const ConsolePollSet ps = raw->BackendPoll(0);
+           for (const ConsolePoll& p : ps.fds) {
+             if (p.fd >= 0 && p.events != 0) fds.push_back({p.fd, p.events, 0});
+           }
+           timeout = ps.timeout_ms;
+         },
+         [raw] {
+           uint64_t v;
+           (void)!read(raw->wakeup_fd(), &v, sizeof v);
+           raw->ServiceBackend(0);
+         }});
+    return Finish<Traits, Dev, kPci>(spec, std::move(h));
+  }
+
+  template <typename Traits, bool kPci, typename B>
+  absl::Status AddNet(const DeviceSpec& spec, absl::StatusOr<std::unique_ptr<B>> backend,
+                      bool drain) {
+    if (!backend.ok()) {
+      return absl::Status(backend.status().code(),
+                          absl::StrFormat("%s: %s", spec.id, backend.status().message()));
+    }
+    using Dev = NetDevice<Traits, B>;
+    auto h = std::make_unique<DeviceHolder<Traits, Dev, kPci>>();
+    B* b = backend->get();
+    h->backend = std::shared_ptr<B>(std::move(*backend));
+    // receiveq, transmitq, controlq.
+    auto irq = MakeIrq<Traits, kPci>(spec, h->sink, 3);
+    if (!irq.ok()) return irq.status();
+    h->irq = std::move(*irq);
+    auto dev = Dev::Create(Mem(spec), *h->irq, *b, NetDeviceOptions{.name = spec.id});
+    if (!dev.ok()) return dev.status();
+    h->dev = std::move(*dev);
+    Dev* raw = h->dev.get();
+    services_.push_back(
+        {[raw, b](std::vector<pollfd>& fds, int&) {
+           for (uint16_t p = 0; p < b->num_pairs(); ++p) {
+             const short ev = static_cast<short>(POLLIN | (raw->tx_blocked(p) ? POLLOUT : 0));
+             if (b->pair(p).fd() >= 0) fds.push_back({b->pair(p).fd(), ev, 0});
+           }
+         },
+         [raw, b, drain] {
+           for (uint16_t p = 0; p < b->num_pairs(); ++p) {
+             if (drain && b->pair(p).fd() >= 0) {
+               uint64_t v;
+               (void)!read(b->pair(p).fd(), &v, sizeof v);
+             }
+             raw->ServiceBackend(p);
+           }
+         }});
     return Finish<Traits, Dev, kPci>(spec, std::move(h));
   }
 
@@ -221,8 +382,14 @@ class Backend {
     } else {
       h->transport = std::make_unique<MmioTransport<Dev>>(*h->dev);
       h->io = std::make_unique<MmioTransportDevice<MmioTransport<Dev>>>(*h->transport);
-      s = server_->AddMmio(*spec.mmio_base, kVirtioMmioSize, h->io.get(), spec.id);
+      IoDevice* io = h->io.get();
+      if (spec.grant) {
+        h->ap = std::make_unique<AccessPlatformMmio>(*io);
+        io = h->ap.get();
+      }
+      s = server_->AddMmio(*spec.mmio_base, kVirtioMmioSize, io, spec.id);
     }
+    h->id = spec.id;
     devices_.push_back(std::move(h));
     return s;
   }
@@ -235,12 +402,16 @@ class Backend {
   DM& dm_;
   FM& fm_;
   EV& ev_;
+  GT* gt_;
   BackendArgs args_;
   std::unique_ptr<ClaimRegistry> claims_;
   std::unique_ptr<XenGuestMemory<FM>> memory_;
+  std::unique_ptr<Memory> plain_;    // foreign mapping only
+  std::unique_ptr<Memory> granted_;  // + grant references
   std::unique_ptr<IoreqServer<DM, FM, EV>> server_;
   std::vector<std::unique_ptr<Holder>> devices_;
   std::vector<Completion> completions_;
+  std::vector<Service> services_;
 };
 
 }  // namespace virtio::xg

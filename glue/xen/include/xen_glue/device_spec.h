@@ -3,8 +3,13 @@
 //   xen-virtio-backend --domid N --device SPEC [--device SPEC ...]
 //                      [--arch arm|x86] [--ram GPA:SIZE ...]
 //                      [--claims-dir DIR] [--print-placement]
-//   SPEC: blk,path=FILE[,id=NAME][,readonly=on][,addr=A][,irq=I]
-//         rng[,id=NAME][,addr=A][,irq=I]
+//   SPEC: blk,path=FILE[,id=NAME][,readonly=on][,addr=A][,irq=I][,grant=on]
+//         rng[,id=NAME][,addr=A][,irq=I][,grant=on]
+//         console[,backend=pty|stdio|socket|file][,path=P][,id=..][,addr=..][,irq=..][,grant=on]
+//         net[,backend=tap|loopback][,ifname=NAME][,id=..][,addr=..][,irq=..][,grant=on]
+//   grant=on: offer VIRTIO_F_ACCESS_PLATFORM and accept grant-reference
+//         DMA addresses (bit 63) mapped through libxengnttab (virtio-mmio
+//         only for now; see README).
 //   addr: an MMIO base (0x2000000) for virtio-mmio, or a PCI
 //         [seg:]bus:slot.fn (00:05.0) for virtio-pci (x86 only).
 //   irq:  the SPI (Arm, 32..) or ISA IRQ (x86 virtio-mmio, 0..15).
@@ -26,7 +31,7 @@
 
 namespace virtio::xg {
 
-enum class DeviceType { kBlk, kRng };
+enum class DeviceType { kBlk, kRng, kConsole, kNet };
 enum class GuestArch { kArm, kX86 };
 
 struct PciAddr {
@@ -46,6 +51,9 @@ struct DeviceSpec {
   std::optional<uint64_t> mmio_base;  // virtio-mmio
   std::optional<PciAddr> pci_addr;    // virtio-pci
   std::optional<unsigned> irq;        // virtio-mmio line
+  bool grant = false;                 // grant-based DMA + ACCESS_PLATFORM
+  std::string backend;                // console: pty|stdio|socket|file; net: tap|loopback
+  std::string ifname;                 // net,backend=tap
 };
 
 inline constexpr uint64_t kVirtioMmioBase = 0x02000000;   // GUEST_VIRTIO_MMIO_BASE

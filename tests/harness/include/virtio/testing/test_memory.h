@@ -5,6 +5,10 @@
 // past a region), a GuestMemoryMap over them for the device side, and a bump
 // allocator plus typed accessors for the driver side.
 //
+// A variant wraps memory the caller owns instead (kExternalMemory): e.g. a
+// simulated hypervisor's guest RAM, so the driver-side helpers lay rings and
+// buffers out in the very pages a device reaches through its own mapping.
+//
 // Example:
 //   virtio::testing::TestGuestMemory mem({{.gpa = 0x10000, .size = 1 << 20}});
 //   uint64_t buf = mem.Alloc(4096, 16);
@@ -24,6 +28,10 @@
 
 namespace virtio::testing {
 
+// Tag of the constructor over caller-owned memory.
+struct ExternalMemoryTag {};
+inline constexpr ExternalMemoryTag kExternalMemory{};
+
 // A region to create: `size` bytes at guest-physical `gpa`.
 struct RegionSpec {
   uint64_t gpa = 0;
@@ -41,6 +49,12 @@ class TestGuestMemory {
   TestGuestMemory(std::initializer_list<RegionSpec> regions)
       : TestGuestMemory(absl::Span<const RegionSpec>(regions.begin(),
                                                      regions.size())) {}
+
+  // Wraps caller-owned memory: each region's `host` must stay valid (and
+  // mapped) for this object's lifetime; nothing is allocated or freed, and
+  // the contents are left as they are (Alloc() still zeroes what it hands
+  // out). Same validity rules as above; aborts on an invalid table.
+  TestGuestMemory(ExternalMemoryTag, absl::Span<const GuestRegion> regions);
 
   TestGuestMemory(const TestGuestMemory&) = delete;
   TestGuestMemory& operator=(const TestGuestMemory&) = delete;
@@ -75,7 +89,8 @@ class TestGuestMemory {
   struct Region {
     uint64_t gpa;
     uint64_t size;
-    std::unique_ptr<uint8_t[]> data;
+    std::unique_ptr<uint8_t[]> data;  // null for caller-owned memory
+    uint8_t* host;
     uint64_t next_free;  // bump allocator offset
   };
   // Calls fn(host, n) for each piece of [gpa, gpa+len).

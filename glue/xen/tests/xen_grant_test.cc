@@ -1,0 +1,387 @@
+// Grant-based DMA, and MmioDriver-driven devices whose rings and buffers
+// live in the simulated guest's memfd RAM (TestGuestMemory over caller
+// memory): the device reaches them only through foreign or grant mappings.
+// Step mode (the vCPU's pump runs the backend's dispatch).
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <string>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sim/sim_xen.h"
+#include "tests/sim_bus.h"
+#include "virtio/backends/ram_disk.h"
+#include "virtio/blk_device.h"
+#include "virtio/mmio_interrupt.h"
+#include "virtio/mmio_transport.h"
+#include "virtio/testing/driver.h"
+#include "virtio/testing/mmio_driver.h"
+#include "virtio/testing/test_memory.h"
+#include "xen_glue/backend.h"
+#include "xen_glue/device_spec.h"
+#include "xen_glue/devices.h"
+#include "xen_glue/foreign_memory.h"
+#include "xen_glue/grant_memory.h"
+#include "xen_glue/ioreq_server.h"
+
+namespace virtio::xg {
+namespace {
+
+using sim::Arch;
+using sim::SimDeviceModel;
+using sim::SimEvtchn;
+using sim::SimForeignMemory;
+using sim::SimGrantTable;
+using sim::SimXen;
+
+constexpr uint64_t kBase = 0x02000000;
+constexpr uint64_t kRam = 0x40000000;
+constexpr uint64_t kDriverArea = 1 << 20;  // what TestGuestMemory hands out
+
+using Foreign = XenGuestMemory<SimForeignMemory>;
+using Memory = XenGrantMemory<SimGrantTable, Foreign>;
+struct Traits {
+  using Memory = xg::Memory;
+  using Interrupt = MmioInterrupt<XenIrqLine<SimDeviceModel>>;
+};
+using Blk = BlkDevice<Traits, RamDisk>;
+
+// A blk device on an ioreq server whose memory is foreign-mapped memfd RAM
+// (and grant-mapped when `grant`), driven by MmioDriver + SplitDriver laid
+// out in that same RAM.
+struct BlkRig {
+  explicit BlkRig(bool grant)
+      : xen(sim::SimOptions{.arch = Arch::kArm, .vcpus = 1,
+                            .ram = {{kRam, 4 << 20}}}),
+        dm(xen), fm(xen), ev(xen), gt(xen),
+        server(dm, fm, ev, {.domid = xen.domid()}),
+        guest(testing::kExternalMemory,
+              std::vector<GuestRegion>{{.gpa = kRam, .size = kDriverArea,
+                                        .host = xen.GuestRam(kRam, kDriverArea)}}),
+        irq(XenIrqLine<SimDeviceModel>{&dm, xen.domid(), IrqKind::kArmSpi, 33}) {
+    foreign = *Foreign::Create(fm, xen.domid(), {{kRam, 4 << 20}});
+    memory = std::make_unique<Memory>(grant ? &gt : nullptr, xen.domid(), foreign.get());
+    disk = *RamDisk::Create({.capacity = 1 << 20});
+    blk = *Blk::Create(*memory, irq, *disk, {});
+    mmio = std::make_unique<MmioTransport<Blk>>(*blk);
+    io = std::make_unique<MmioTransportDevice<MmioTransport<Blk>>>(*mmio);
+    IoDevice* dev = io.get();
+    if (grant) {
+      ap = std::make_unique<AccessPlatformMmio>(*io);
+      dev = ap.get();
+      // The guest grants its whole driver area up front, as consecutive
+      // refs (grant-dma allocates consecutive refs for contiguous buffers).
+      first_ref = xen.GrantRange(kRam >> kPageShift, kDriverArea / kPageSize, false);
+    }
+    EXPECT_TRUE(server.AddMmio(kBase, 0x200, dev, "blk0").ok());
+    EXPECT_TRUE(server.Start().ok());
+  }
+  SimXen::Pump pump() {
+    return [this] { server.PollOnce(0); };
+  }
+  // The DMA address the device sees for guest-physical `gpa`.
+  uint64_t Dma(uint64_t gpa) const {
+    if (!ap) return gpa;
+    const uint64_t page = (gpa - kRam) >> kPageShift;
+    return kGrantAddrBit | ((first_ref + page) << kPageShift) | (gpa & (kPageSize - 1));
+  }
+  QueueConfig Ring(const testing::SplitDriver& r) const {
+    QueueConfig c = r.config();
+    c.desc_addr = Dma(c.desc_addr);
+    c.driver_addr = Dma(c.driver_addr);
+    c.device_addr = Dma(c.device_addr);
+    return c;
+  }
+
+  SimXen xen;
+  SimDeviceModel dm;
+  SimForeignMemory fm;
+  SimEvtchn ev;
+  SimGrantTable gt;
+  IoreqServer<SimDeviceModel, SimForeignMemory, SimEvtchn> server;
+  testing::TestGuestMemory guest;
+  Traits::Interrupt irq;
+  std::unique_ptr<Foreign> foreign;
+  std::unique_ptr<Memory> memory;
+  std::unique_ptr<RamDisk> disk;
+  std::unique_ptr<Blk> blk;
+  std::unique_ptr<MmioTransport<Blk>> mmio;
+  std::unique_ptr<MmioTransportDevice<MmioTransport<Blk>>> io;
+  std::unique_ptr<AccessPlatformMmio> ap;
+  uint32_t first_ref = 0;
+};
+
+// Sets the device up like Linux's virtio-mmio probe; returns the features.
+uint64_t Bringup(BlkRig& rig, testing::MmioDriver<sim::SimMmioBus>& driver,
+                 testing::SplitDriver& ring, uint64_t wanted) {
+  EXPECT_TRUE(driver.Probe().ok());
+  EXPECT_TRUE(driver.Reset().ok());
+  auto f = driver.Negotiate(wanted);
+  EXPECT_TRUE(f.ok()) << f.status();
+  EXPECT_TRUE(driver.SetUpQueue(0, rig.Ring(ring)).ok());
+  EXPECT_TRUE(driver.DriverOk().ok());
+  return f.ok() ? *f : 0;
+}
+
+// One blk request: header, data, status; all addresses guest-physical
+// (converted to DMA addresses by the rig), `data_dma` overrides the data's.
+std::optional<testing::UsedBuffer> Request(BlkRig& rig, testing::MmioDriver<sim::SimMmioBus>& driver,
+                                           testing::SplitDriver& ring, uint32_t type,
+                                           uint64_t sector, uint64_t data, uint64_t data_dma,
+                                           uint64_t status) {
+  const uint64_t h = rig.guest.Alloc(16, 16);
+  const blk::RequestHeader hdr{type, 0, sector};
+  rig.guest.Write(h, &hdr, 16);
+  rig.guest.Store<uint8_t>(status, 0xff);
+  (void)data;
+  const bool in = type == blk::kTypeIn;
+  EXPECT_TRUE(ring.Add({{rig.Dma(h), 16, false}, {data_dma, 4096, in}, {rig.Dma(status), 1, true}}));
+  if (ring.Kick()) driver.Kick(0);
+  return ring.Reap();
+}
+
+void RoundTrip(bool grant) {
+  BlkRig rig(grant);
+  sim::SimMmioBus bus{&rig.xen, 0, kBase, rig.pump()};
+  testing::MmioDriver<sim::SimMmioBus> driver(bus);
+  testing::SplitDriver ring(rig.guest, 16);
+  const uint64_t ap = spec::Bit(spec::kFeatureAccessPlatform);
+  const uint64_t f = Bringup(rig, driver, ring, spec::Bit(spec::kFeatureVersion1) | ap);
+  EXPECT_EQ((f & ap) != 0, grant);
+  if (grant) {
+    EXPECT_TRUE(rig.ap->accepted());
+  }
+
+  std::vector<uint8_t> data(4096);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 13 + 1);
+  const uint64_t d = rig.guest.Alloc(4096, 4096), s = rig.guest.Alloc(1);
+  rig.guest.Write(d, data.data(), 4096);
+  auto used = Request(rig, driver, ring, blk::kTypeOut, 8, d, rig.Dma(d), s);
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(rig.guest.Load<uint8_t>(s), blk::kStatusOk);
+  EXPECT_EQ(0, std::memcmp(rig.disk->data().data() + 8 * 512, data.data(), 4096));
+
+  const uint64_t rd = rig.guest.Alloc(4096, 4096), rs = rig.guest.Alloc(1);
+  used = Request(rig, driver, ring, blk::kTypeIn, 8, rd, rig.Dma(rd), rs);
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(rig.guest.Load<uint8_t>(rs), blk::kStatusOk);
+  std::vector<uint8_t> back(4096);
+  // Read back through the guest's own mapping of its RAM (the memfd).
+  rig.xen.ReadGuest(rd, back.data(), 4096);
+  EXPECT_EQ(back, data);
+  if (grant) {
+    EXPECT_GT(rig.memory->mapped_pages(), 0u);
+    EXPECT_GT(rig.xen.grant_maps(), 0u);
+    EXPECT_EQ(rig.foreign->map_calls(), 0u) << "grant mode must not foreign-map";
+  } else {
+    EXPECT_GT(rig.foreign->map_calls(), 0u);
+  }
+  EXPECT_FALSE(rig.xen.crashed()) << rig.xen.crash_reason();
+}
+
+TEST(XenHarness, MmioDriverBlkRoundTripOverForeignMappedRam) { RoundTrip(false); }
+
+TEST(XenGrant, MmioDriverBlkRoundTripThroughGrantMappedBuffers) { RoundTrip(true); }
+
+TEST(XenGrant, BadAndRevokedGrantsFailOnlyThatRequest) {
+  BlkRig rig(true);
+  sim::SimMmioBus bus{&rig.xen, 0, kBase, rig.pump()};
+  testing::MmioDriver<sim::SimMmioBus> driver(bus);
+  testing::SplitDriver ring(rig.guest, 16);
+  Bringup(rig, driver, ring,
+          spec::Bit(spec::kFeatureVersion1) | spec::Bit(spec::kFeatureAccessPlatform));
+
+  // A page outside the granted area, granted and then revoked before use.
+  const uint64_t revoked_gpa = kRam + kDriverArea;
+  const uint32_t ref = rig.xen.GrantAccess(revoked_gpa >> kPageShift, false);
+  ASSERT_TRUE(rig.xen.EndAccess(ref));
+  const uint64_t s1 = rig.guest.Alloc(1);
+  auto used = Request(rig, driver, ring, blk::kTypeIn, 0, 0,
+                      kGrantAddrBit | (uint64_t{ref} << kPageShift), s1);
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(used->len, 0u);
+  EXPECT_NE(rig.guest.Load<uint8_t>(s1), blk::kStatusOk);
+  EXPECT_EQ(rig.xen.last_gntst(), SimXen::kGntstGeneralError);
+
+  // A ref past the end of the grant table: GNTST_bad_gntref.
+  const uint64_t s2 = rig.guest.Alloc(1);
+  used = Request(rig, driver, ring, blk::kTypeIn, 0, 0,
+                 kGrantAddrBit | (uint64_t{SimXen::kGrantTableSize + 5} << kPageShift), s2);
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(used->len, 0u);
+  EXPECT_EQ(rig.xen.last_gntst(), SimXen::kGntstBadGntref);
+
+  // A grant-addressed range that runs off the granted area into an
+  // unmapped grant is refused as a whole.
+  const uint64_t s3 = rig.guest.Alloc(1);
+  used = Request(rig, driver, ring, blk::kTypeIn, 0, 0,
+                 rig.Dma(kRam + kDriverArea - 2048), s3);
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(used->len, 0u);
+  EXPECT_GE(rig.memory->failures(), 3u);
+
+  // The device is still live: the next request works.
+  const uint64_t d = rig.guest.Alloc(4096, 4096), s4 = rig.guest.Alloc(1);
+  rig.guest.Fill(d, 0x5a, 4096);
+  used = Request(rig, driver, ring, blk::kTypeOut, 3, d, rig.Dma(d), s4);
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(rig.guest.Load<uint8_t>(s4), blk::kStatusOk);
+  EXPECT_EQ(rig.disk->data()[3 * 512 + 100], 0x5a);
+  EXPECT_EQ(rig.blk->status() & spec::kStatusDeviceNeedsReset, 0);
+  EXPECT_FALSE(rig.xen.crashed()) << rig.xen.crash_reason();
+}
+
+TEST(XenGrant, ReadOnlyGrantIsBouncedAndMappedRefsCannotBeRevoked) {
+  sim::SimXen xen(sim::SimOptions{.arch = Arch::kArm, .vcpus = 1, .ram = {{kRam, 1 << 20}}});
+  SimGrantTable gt(xen);
+  Memory mem(&gt, xen.domid(), nullptr);
+  std::memset(xen.GuestRam(kRam, 8192), 0x11, 8192);
+  const uint32_t ro = xen.GrantRange(kRam >> kPageShift, 2, /*readonly=*/true);
+  // Wrong domain and no inner memory are refused.
+  EXPECT_EQ(mem.TranslateContiguous(kRam, 16), nullptr);
+  uint8_t* p = mem.TranslateContiguous(kGrantAddrBit | (uint64_t{ro} << kPageShift) | 4000, 200);
+  ASSERT_NE(p, nullptr);  // spans both refs: one contiguous mapping
+  EXPECT_EQ(p[0], 0x11);
+  EXPECT_EQ(p[199], 0x11);
+  EXPECT_EQ(mem.bounced(), 1u);
+  p[0] = 0x22;  // the device's write to a read-only grant goes nowhere
+  EXPECT_EQ(xen.GuestRam(kRam + 4000, 1)[0], 0x11);
+  // Still mapped: the guest cannot end access (Linux: "still in use").
+  EXPECT_FALSE(xen.EndAccess(ro));
+  // Cached: a sub-range needs no new map.
+  const uint64_t calls = mem.map_calls();
+  EXPECT_NE(mem.TranslateContiguous(kGrantAddrBit | (uint64_t{ro + 1} << kPageShift), 8), nullptr);
+  EXPECT_EQ(mem.map_calls(), calls);
+  // Granted to another domain: refused.
+  const uint32_t other = xen.GrantAccess((kRam >> kPageShift) + 5, false, /*to=*/3);
+  EXPECT_EQ(mem.TranslateContiguous(kGrantAddrBit | (uint64_t{other} << kPageShift), 8), nullptr);
+  EXPECT_EQ(xen.last_gntst(), SimXen::kGntstGeneralError);
+}
+
+// xen-virtio-backend's Backend with `--device console,backend=socket,
+// grant=on`: ACCESS_PLATFORM offered, rings and buffers grant-mapped from
+// the simulated guest's memfd RAM, bytes both ways through the socket.
+TEST(XenBackend, ConsoleRoundTripOverGrantsThroughSocket) {
+  SimXen xen(sim::SimOptions{.arch = Arch::kArm, .vcpus = 1, .ram = {{kRam, 4 << 20}}});
+  const std::string sock = ::testing::TempDir() + "/xen_con_" + std::to_string(getpid());
+  const std::string claims = ::testing::TempDir() + "/xen_claims_con_" + std::to_string(getpid());
+  const std::string spec = "console,id=con0,backend=socket,path=" + sock + ",grant=on";
+  const char* argv[] = {"b", "--domid", "7", "--arch", "arm", "--ram", "0x40000000:4M",
+                        "--claims-dir", claims.c_str(), "--device", spec.c_str()};
+  auto args = ParseArgs(11, argv);
+  ASSERT_TRUE(args.ok()) << args.status();
+  SimDeviceModel dm(xen);
+  SimForeignMemory fm(xen);
+  SimEvtchn ev(xen);
+  SimGrantTable gt(xen);
+  {  // without a grant table, grant=on is refused clearly
+    Backend<SimDeviceModel, SimForeignMemory, SimEvtchn, SimGrantTable> nogt(dm, fm, ev, *args);
+    EXPECT_THAT(nogt.Start().message(), ::testing::HasSubstr("libxengnttab"));
+  }
+  Backend<SimDeviceModel, SimForeignMemory, SimEvtchn, SimGrantTable> backend(dm, fm, ev, *args,
+                                                                              &gt);
+  ASSERT_TRUE(backend.Start().ok());
+  const int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock.c_str());
+  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+
+  auto pump = [&] { backend.RunOnce(0); };
+  testing::TestGuestMemory guest(
+      testing::kExternalMemory,
+      std::vector<GuestRegion>{{.gpa = kRam, .size = kDriverArea,
+                                .host = xen.GuestRam(kRam, kDriverArea)}});
+  const uint32_t first_ref = xen.GrantRange(kRam >> kPageShift, kDriverArea / kPageSize, false);
+  auto dma = [&](uint64_t gpa) {
+    return kGrantAddrBit | ((first_ref + ((gpa - kRam) >> kPageShift)) << kPageShift) |
+           (gpa & (kPageSize - 1));
+  };
+  auto ring_cfg = [&](const testing::SplitDriver& r) {
+    QueueConfig c = r.config();
+    c.desc_addr = dma(c.desc_addr);
+    c.driver_addr = dma(c.driver_addr);
+    c.device_addr = dma(c.device_addr);
+    return c;
+  };
+  sim::SimMmioBus bus{&xen, 0, kVirtioMmioBase, pump};
+  testing::MmioDriver<sim::SimMmioBus> driver(bus);
+  ASSERT_TRUE(driver.Probe().ok());
+  EXPECT_EQ(driver.device_id(), spec::kDeviceIdConsole);
+  ASSERT_TRUE(driver.Reset().ok());
+  const uint64_t ap = spec::Bit(spec::kFeatureAccessPlatform);
+  auto f = driver.Negotiate(spec::Bit(spec::kFeatureVersion1) | ap);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_TRUE(*f & ap);
+  ASSERT_NE(backend.access_platform("con0"), nullptr);
+  EXPECT_TRUE(backend.access_platform("con0")->accepted());
+  testing::SplitDriver rx(guest, 16), tx(guest, 16);
+  ASSERT_TRUE(driver.SetUpQueue(0, ring_cfg(rx)).ok());
+  ASSERT_TRUE(driver.SetUpQueue(1, ring_cfg(tx)).ok());
+  ASSERT_TRUE(driver.DriverOk().ok());
+  for (int i = 0; i < 5; ++i) pump();  // accepts the client
+
+  const uint64_t in = guest.Alloc(64);
+  ASSERT_TRUE(rx.Add({{dma(in), 64, true}}));
+  if (rx.Kick()) driver.Kick(0);
+  const uint64_t out = guest.Alloc(5);
+  guest.Write(out, "hello", 5);
+  ASSERT_TRUE(tx.Add({{dma(out), 5, false}}));
+  if (tx.Kick()) driver.Kick(1);
+
+  std::string got;
+  for (int i = 0; i < 200 && got.size() < 5; ++i) {
+    pump();
+    pollfd p{client, POLLIN, 0};
+    if (poll(&p, 1, 10) == 1) {
+      char buf[16];
+      const ssize_t n = read(client, buf, sizeof buf);
+      if (n > 0) got.append(buf, static_cast<size_t>(n));
+    }
+  }
+  EXPECT_EQ(got, "hello");
+  ASSERT_EQ(write(client, "world", 5), 5);
+  std::optional<testing::UsedBuffer> used;
+  for (int i = 0; i < 200 && !used; ++i) {
+    pump();
+    used = rx.Reap();
+    if (!used) usleep(1000);
+  }
+  ASSERT_TRUE(used.has_value());
+  ASSERT_EQ(used->len, 5u);
+  char back[5];
+  xen.ReadGuest(in, back, 5);
+  EXPECT_EQ(std::string(back, 5), "world");
+  EXPECT_TRUE(tx.Reap().has_value());
+  EXPECT_GT(backend.grant_memory()->mapped_pages(), 0u);
+  EXPECT_FALSE(xen.crashed()) << xen.crash_reason();
+  close(client);
+  backend.Stop();
+}
+
+TEST(XenBackend, ConsoleNetAndGrantSpecs) {
+  auto c = ParseDeviceSpec("console,backend=file,path=/tmp/x,grant=on");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->type, DeviceType::kConsole);
+  EXPECT_TRUE(c->grant);
+  auto n = ParseDeviceSpec("net,backend=loopback");
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(n->type, DeviceType::kNet);
+  EXPECT_THAT(ParseDeviceSpec("console,backend=socket").status().message(),
+              ::testing::HasSubstr("needs path="));
+  EXPECT_THAT(ParseDeviceSpec("rng,addr=00:05.0,grant=on").status().message(),
+              ::testing::HasSubstr("virtio-mmio only"));
+  EXPECT_THAT(ParseDeviceSpec("net,backend=vde").status().message(),
+              ::testing::HasSubstr("tap|loopback"));
+}
+
+}  // namespace
+}  // namespace virtio::xg
