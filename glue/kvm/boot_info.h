@@ -90,11 +90,15 @@ static_assert(sizeof(BootInfo) == 24 + 24 * kMaxBootDevices);
 // --- The virtio-blk check's on-disk footprint (the host test verifies it) ---
 // The guest writes kBlkWriteSectors sectors of BlkPattern at kBlkWriteSector,
 // reads them back, flushes, and discards kBlkDiscardSectors sectors at
-// kBlkDiscardSector (when DISCARD is offered). Everything else is untouched.
+// kBlkDiscardSector (when DISCARD is offered), and WRITE_ZEROES
+// kBlkWriteZeroesSectors at kBlkWriteZeroesSector. Everything else is
+// untouched.
 inline constexpr uint32_t kBlkWriteSector = 8;
 inline constexpr uint32_t kBlkWriteSectors = 8;
 inline constexpr uint32_t kBlkDiscardSector = 32;
 inline constexpr uint32_t kBlkDiscardSectors = 8;
+inline constexpr uint32_t kBlkWriteZeroesSector = 48;
+inline constexpr uint32_t kBlkWriteZeroesSectors = 4;
 inline constexpr uint32_t kBlkMinSectors = 64;
 
 constexpr uint8_t BlkPattern(uint32_t sector, uint32_t byte) {

@@ -101,11 +101,15 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view arg) {
   std::vector<std::string_view> parts = Split(arg, ',');
   DeviceSpec spec;
   spec.type = std::string(parts[0]);
-  if (spec.type != "rng" && spec.type != "blk") {
+  if (spec.type != "rng" && spec.type != "blk" && spec.type != "net" &&
+      spec.type != "console") {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "--device %s: unknown or unsupported device type '%s' (rng, blk)", arg,
-        spec.type));
+        "--device %s: unknown or unsupported device type '%s' (rng, blk, net, "
+        "console)",
+        arg, spec.type));
   }
+  if (spec.type == "net") spec.backend = "loopback";
+  if (spec.type == "console") spec.backend = "stdio";
   std::string_view addr;
   for (size_t i = 1; i < parts.size(); ++i) {
     std::string_view kv = parts[i];
@@ -114,8 +118,14 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view arg) {
       return absl::InvalidArgumentError(
           absl::StrFormat("--device %s: '%s' is not key=value", arg, kv));
     }
-    const std::string_view key = kv.substr(0, eq);
-    const std::string_view value = kv.substr(eq + 1);
+    std::string_view key = kv.substr(0, eq);
+    std::string_view value = kv.substr(eq + 1);
+    if (key == "backend" && spec.type == "console" &&
+        (value.starts_with("socket=") || value.starts_with("file="))) {
+      const size_t eq2 = value.find('=');
+      key = value.substr(0, eq2);
+      value = value.substr(eq2 + 1);
+    }
     if (key == "id") {
       if (value.empty()) return absl::InvalidArgumentError("id= is empty");
       spec.id = std::string(value);
@@ -145,6 +155,39 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view arg) {
       absl::StatusOr<bool> b = ParseBool(key, value);
       if (!b.ok()) return b.status();
       spec.readonly = *b;
+    } else if (key == "queues" && spec.type == "blk") {
+      absl::StatusOr<uint64_t> n = ParseNumber(key, value);
+      if (!n.ok()) return n.status();
+      if (*n < 1 || *n > 16) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("--device %s: queues=%u not in 1..16", arg, *n));
+      }
+      spec.queues = static_cast<uint16_t>(*n);
+    } else if (key == "backend" && spec.type == "net") {
+      if (value != "loopback" && value != "tap") {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "--device %s: backend=%s (loopback or tap)", arg, value));
+      }
+      spec.backend = std::string(value);
+    } else if (key == "ifname" && spec.type == "net") {
+      spec.ifname = std::string(value);
+    } else if (key == "backend" && spec.type == "console") {
+      if (value == "stdio" || value == "pty") {
+        spec.backend = std::string(value);
+      } else {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "--device %s: backend=%s (stdio, pty, socket=PATH or file=PATH)",
+            arg, value));
+      }
+    } else if ((key == "socket" || key == "file") && spec.type == "console") {
+      // backend=socket=PATH splits as key "backend", value "socket=PATH";
+      // accept both that and the short socket=PATH / file=PATH.
+      if (value.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("--device %s: %s= needs a path", arg, key));
+      }
+      spec.backend = std::string(key);
+      spec.path = std::string(value);
     } else {
       return absl::InvalidArgumentError(absl::StrFormat(
           "--device %s: unknown option '%s' for %s", arg, key, spec.type));
@@ -307,6 +350,13 @@ std::string FormatPlacement(const Placement& p, const DeviceSpec& spec) {
   if (p.type == "blk") {
     s += absl::StrFormat(",path=%s%s", spec.path,
                          spec.readonly ? ",readonly=on" : "");
+    if (spec.queues > 1) s += absl::StrFormat(",queues=%u", spec.queues);
+  } else if (p.type == "net") {
+    s += ",backend=" + spec.backend;
+    if (!spec.ifname.empty()) s += ",ifname=" + spec.ifname;
+  } else if (p.type == "console") {
+    s += ",backend=" + spec.backend;
+    if (!spec.path.empty()) s += "=" + spec.path;
   }
   if (p.transport == TransportKind::kMmio) {
     s += absl::StrFormat(",transport=mmio,addr=0x%x,irq=%u", p.mmio_addr,

@@ -4,7 +4,9 @@
 // ../shared/design.md):
 //
 //   --device rng[,id=rng0][,transport=mmio|pci][,addr=...][,irq=N]
-//   --device blk,path=disk.img[,readonly=on][,id=...][,transport=...]...
+//   --device blk,path=disk.img[,readonly=on][,queues=N][,id=...][,transport=...]...
+//   --device net[,backend=loopback|tap][,ifname=tap0][,id=...]...
+//   --device console[,backend=stdio|pty|socket=PATH|file=PATH][,id=...]...
 //
 // `addr=` pins the guest-visible address: a virtio-mmio base (hex, e.g.
 // 0xd0000000) or a PCI function "bus:slot.fn" (e.g. 00:03.0, which implies
@@ -39,15 +41,20 @@ struct PciAddress {
 };
 
 struct DeviceSpec {
-  std::string type;  // "rng", "blk" (others: rejected until their glue lands)
+  std::string type;  // "rng", "blk", "net", "console"
   std::string id;    // unique; default <type><n>
   std::optional<TransportKind> transport;
   std::optional<uint64_t> mmio_addr;
   std::optional<PciAddress> pci_addr;
   std::optional<uint32_t> irq;
-  // blk
+  // blk: the image; console: the socket or file of backend=socket/file
   std::string path;
   bool readonly = false;
+  uint16_t queues = 1;  // blk: request queues (MQ when > 1)
+  // net: "loopback" (default) or "tap"; console: "stdio" (default), "pty",
+  // "socket" or "file"
+  std::string backend;
+  std::string ifname;  // net,backend=tap: interface name ("" = kernel picks)
 };
 
 // Parses one --device argument.

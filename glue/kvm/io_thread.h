@@ -35,11 +35,14 @@ class IoThread {
 
   // Calls `fn` on the I/O thread each time `fd` becomes readable, after
   // draining its eventfd counter (or not, with drain = false: the callback
-  // reads it). Register before Start().
-  absl::Status Watch(int fd, std::function<void()> fn, bool drain = true) {
+  // reads it). Register before Start(). `edge`: EPOLLET, for fds whose
+  // readiness the callback may leave pending (a TAP fd while the guest has
+  // no receive buffers).
+  absl::Status Watch(int fd, std::function<void()> fn, bool drain = true,
+                     bool edge = false) {
     handlers_.push_back(std::make_unique<Handler>(Handler{fd, std::move(fn), drain}));
     epoll_event ev{};
-    ev.events = EPOLLIN;
+    ev.events = EPOLLIN | (edge ? EPOLLET : 0u);
     ev.data.ptr = handlers_.back().get();
     if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
       return absl::ErrnoToStatus(errno, "epoll_ctl");

@@ -112,6 +112,46 @@ TEST(DeviceSpec, ParsesRngAndBlk) {
   EXPECT_EQ(blk->irq, 7u);
 }
 
+TEST(DeviceSpec, ParsesNetAndConsole) {
+  absl::StatusOr<DeviceSpec> net = ParseDeviceSpec("net");
+  ASSERT_TRUE(net.ok()) << net.status();
+  EXPECT_EQ(net->backend, "loopback");
+  net = ParseDeviceSpec("net,backend=tap,ifname=vm0,transport=pci");
+  ASSERT_TRUE(net.ok()) << net.status();
+  EXPECT_EQ(net->backend, "tap");
+  EXPECT_EQ(net->ifname, "vm0");
+
+  absl::StatusOr<DeviceSpec> con = ParseDeviceSpec("console");
+  ASSERT_TRUE(con.ok()) << con.status();
+  EXPECT_EQ(con->backend, "stdio");
+  con = ParseDeviceSpec("console,backend=pty");
+  ASSERT_TRUE(con.ok()) << con.status();
+  EXPECT_EQ(con->backend, "pty");
+  con = ParseDeviceSpec("console,backend=socket=/tmp/c.sock,id=con0");
+  ASSERT_TRUE(con.ok()) << con.status();
+  EXPECT_EQ(con->backend, "socket");
+  EXPECT_EQ(con->path, "/tmp/c.sock");
+  EXPECT_EQ(con->id, "con0");
+  con = ParseDeviceSpec("console,file=/tmp/out.txt");
+  ASSERT_TRUE(con.ok()) << con.status();
+  EXPECT_EQ(con->backend, "file");
+  EXPECT_EQ(con->path, "/tmp/out.txt");
+
+  absl::StatusOr<DeviceSpec> blk = ParseDeviceSpec("blk,path=x.img,queues=4");
+  ASSERT_TRUE(blk.ok()) << blk.status();
+  EXPECT_EQ(blk->queues, 4);
+
+  // --print-placement round-trips the backend.
+  std::vector<DeviceSpec> specs = {*ParseDeviceSpec("console,backend=file=/tmp/o")};
+  absl::StatusOr<std::vector<Placement>> p =
+      ResolvePlacement(specs, {.ram_size = 32u << 20});
+  ASSERT_TRUE(p.ok()) << p.status();
+  const std::string line = FormatPlacement((*p)[0], specs[0]);
+  EXPECT_NE(line.find("console,id=console0,backend=file=/tmp/o,"), std::string::npos)
+      << line;
+  EXPECT_TRUE(ParseDeviceSpec(line.substr(sizeof("--device ") - 1)).ok()) << line;
+}
+
 TEST(DeviceSpec, AddressSelectsTransport) {
   absl::StatusOr<DeviceSpec> m = ParseDeviceSpec("rng,addr=0xd0002000");
   ASSERT_TRUE(m.ok()) << m.status();
@@ -129,7 +169,9 @@ TEST(DeviceSpec, RejectsBadInput) {
        {"gpu", "rng,bogus=1", "rng,irq=2", "rng,irq=24", "blk", "blk,path=x,readonly=maybe",
         "rng,transport=ccw", "rng,addr=00:00.0", "rng,addr=01:02.0",
         "rng,addr=00:02.1", "rng,transport=mmio,addr=00:02.0", "rng,noequals",
-        "rng,addr=0xzz"}) {
+        "rng,addr=0xzz", "net,backend=vde", "net,path=x", "console,backend=tty",
+        "console,socket=", "rng,queues=2", "blk,path=x,queues=0",
+        "blk,path=x,queues=17", "console,ifname=x"}) {
     EXPECT_FALSE(ParseDeviceSpec(bad).ok()) << bad;
   }
 }

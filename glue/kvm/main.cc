@@ -14,6 +14,7 @@
 //   2 timeout                         3 the guest crashed (triple fault, ...)
 //   4 usage or setup error            77 KVM unavailable (tests skip)
 #include <elf.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -74,8 +75,10 @@ void Usage() {
       "         [--transport mmio|pci] [--guest-flags FLAG,...] [--timeout S]\n"
       "         [--print-placement] [--irq-mode irqfd|line]\n"
       "  SPEC: rng[,id=ID][,transport=mmio|pci][,addr=BASE|BB:SS.F][,irq=N]\n"
-      "        blk,path=FILE[,readonly=on][,id=...][,transport=...][,addr=...]"
-      "[,irq=N]\n"
+      "        blk,path=FILE[,readonly=on][,queues=N][,id=...][,transport=...]"
+      "[,addr=...][,irq=N]\n"
+      "        net[,backend=loopback|tap][,ifname=NAME][,id=...]...\n"
+      "        console[,backend=stdio|pty|socket=PATH|file=PATH][,id=...]...\n"
       "  FLAG: packed no-event-idx hostile poll intx (passed to the guest)\n");
 }
 
@@ -212,10 +215,23 @@ class Uart {
     line_.push_back(static_cast<char>(value));
     if (value == '\n' || line_.size() >= 4096) Flush();
   }
+  // write(2), not stdio: a console backend on stdout makes fd 1
+  // O_NONBLOCK, so EAGAIN is waited out here instead of losing output.
   void Flush() {
-    if (line_.empty()) return;
-    std::fwrite(line_.data(), 1, line_.size(), stdout);
-    std::fflush(stdout);
+    size_t done = 0;
+    while (done < line_.size()) {
+      const ssize_t n = write(1, line_.data() + done, line_.size() - done);
+      if (n > 0) {
+        done += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EAGAIN) {
+        pollfd p{1, POLLOUT, 0};
+        (void)poll(&p, 1, 100);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else {
+        break;
+      }
+    }
     line_.clear();
   }
 
@@ -381,6 +397,8 @@ void NoopSignal(int) {}
 
 int Main(int argc, char** argv) {
   virtio::SetLogSink(LogToStderr);
+  // A console backend on a closed stdout pipe must not kill the VMM.
+  signal(SIGPIPE, SIG_IGN);
   absl::StatusOr<Options> opts = ParseArgs(argc, argv);
   if (!opts.ok()) {
     std::fprintf(stderr, "virtio-kvm: %s\n", std::string(opts.status().message()).c_str());

@@ -196,6 +196,7 @@ struct Dev {
   }
   uint32_t Config32(uint32_t off) const { return mmio_read32(ConfigAddr(off)); }
   uint8_t Config8(uint32_t off) const { return mmio_read8(ConfigAddr(off)); }
+  uint16_t Config16(uint32_t off) const { return mmio_read16(ConfigAddr(off)); }
   // A 64-bit field as two 32-bit reads inside the generation loop.
   uint64_t Config64(uint32_t off) const {
     for (;;) {
@@ -233,6 +234,7 @@ struct Buf {
   uint32_t addr;
   uint32_t len;
   bool write;  // device-writable
+  bool indirect = false;  // addr/len is an indirect descriptor table
 };
 
 class Queue {
@@ -243,6 +245,9 @@ class Queue {
 
   // Adds one chain; returns its id, or -1 if the ring is full.
   int Add(const Buf* bufs, int n);
+  // Adds the chain as one INDIRECT descriptor pointing at a table of `n`
+  // (VIRTIO_F_INDIRECT_DESC must be negotiated).
+  int AddIndirect(const Buf* bufs, int n);
   // After Add()s: notify the device if it asked (EVENT_IDX / flags).
   void Kick() {
     if (KickPrepare()) {
