@@ -1,11 +1,11 @@
 // glue/kvm/guest/virtio_regs.h — virtio-mmio and virtio-pci register
 // offsets for the freestanding guest driver.
 //
-// The library defines these in virtio/mmio_transport.h and
-// virtio/pci_transport.h, which pull in absl and the C++ library and so
-// cannot be included by a -ffreestanding -nostdlib guest. They are repeated
-// here and kvm_glue_test static_asserts every one against the library's, so
-// the two cannot drift. (The ring layouts, status and feature bits come
+// The virtio-mmio offsets come from virtio/mmio_spec.h. The PCI ones are
+// defined in virtio/pci_transport.h and pci_config_space.h, which pull in
+// absl and the C++ library and so cannot be included by a -ffreestanding
+// -nostdlib guest: they are repeated here and kvm_glue_test static_asserts
+// every one against the library's, so the two cannot drift. (The ring layouts, status and feature bits come
 // straight from virtio/spec.h and virtio/blk_spec.h, which are
 // freestanding-safe.)
 #ifndef LIBVIRTIO_GLUE_KVM_GUEST_VIRTIO_REGS_H_
@@ -13,36 +13,12 @@
 
 #include <cstdint>
 
+#include "virtio/mmio_spec.h"
+
 namespace guest {
 
-namespace mmio {
-inline constexpr uint32_t kMagicValue = 0x000;
-inline constexpr uint32_t kVersion = 0x004;
-inline constexpr uint32_t kDeviceId = 0x008;
-inline constexpr uint32_t kVendorId = 0x00c;
-inline constexpr uint32_t kDeviceFeatures = 0x010;
-inline constexpr uint32_t kDeviceFeaturesSel = 0x014;
-inline constexpr uint32_t kDriverFeatures = 0x020;
-inline constexpr uint32_t kDriverFeaturesSel = 0x024;
-inline constexpr uint32_t kQueueSel = 0x030;
-inline constexpr uint32_t kQueueNumMax = 0x034;
-inline constexpr uint32_t kQueueNum = 0x038;
-inline constexpr uint32_t kQueueReady = 0x044;
-inline constexpr uint32_t kQueueNotify = 0x050;
-inline constexpr uint32_t kInterruptStatus = 0x060;
-inline constexpr uint32_t kInterruptAck = 0x064;
-inline constexpr uint32_t kStatus = 0x070;
-inline constexpr uint32_t kQueueDescLow = 0x080;
-inline constexpr uint32_t kQueueDescHigh = 0x084;
-inline constexpr uint32_t kQueueDriverLow = 0x090;
-inline constexpr uint32_t kQueueDriverHigh = 0x094;
-inline constexpr uint32_t kQueueDeviceLow = 0x0a0;
-inline constexpr uint32_t kQueueDeviceHigh = 0x0a4;
-inline constexpr uint32_t kConfigGeneration = 0x0fc;
-inline constexpr uint32_t kConfig = 0x100;
-inline constexpr uint32_t kMagic = 0x74726976;  // "virt"
-inline constexpr uint32_t kVersion2 = 2;
-}  // namespace mmio
+// virtio-mmio offsets come straight from the library (freestanding-safe).
+namespace mmio = ::virtio::mmio;
 
 namespace pci {
 inline constexpr uint16_t kVendorId = 0x1af4;
