@@ -577,6 +577,38 @@ TYPED_TEST(ConsoleDeviceTest, ControlQueueToGuestIsBounded) {
   EXPECT_EQ(g.host_connected[1], this->backend(1).is_connected);
 }
 
+// vhost-user stops a ring (GET_VRING_BASE, a memory table change) while the
+// device holds chains: they come back unused, and the resumed ring works.
+TYPED_TEST(ConsoleDeviceTest, DisablingQueuesReturnsHeldChainsAndResumes) {
+  this->Start(1);
+  auto& g = *this->guest_;
+  auto& be = this->backend(0);
+  be.capacity = 10;
+  g.Transmit(1, Pattern(100));
+  ASSERT_TRUE(this->dev_->tx_paced(0));
+  g.AddRx(0, 1, 16);  // held, waiting for input
+  auto tx_state = this->dev_->DisableQueue(1);
+  auto rx_state = this->dev_->DisableQueue(0);
+  ASSERT_TRUE(tx_state.has_value());
+  ASSERT_TRUE(rx_state.has_value());
+  EXPECT_FALSE(this->dev_->tx_paced(0));
+  EXPECT_EQ(g.ReapTx(1), 1);
+  EXPECT_EQ(g.Receive(0), "");
+  ASSERT_TRUE(this->dev_->EnableQueue(0, *rx_state));
+  ASSERT_TRUE(this->dev_->EnableQueue(1, *tx_state));
+  be.capacity = SIZE_MAX;
+  be.output.clear();
+  be.Drain();
+  be.output.clear();
+  g.Transmit(1, "again");
+  EXPECT_EQ(be.output, "again");
+  be.input = "hi";
+  g.AddRx(0, 1, 16);
+  this->dev_->ServiceBackend(0);
+  EXPECT_EQ(g.Receive(0), "hi");
+  this->ExpectHealthy();
+}
+
 TYPED_TEST(ConsoleDeviceTest, ResetWhilePacedThenWorksAgain) {
   this->Start(2, {.multiport = true});
   this->Probe();

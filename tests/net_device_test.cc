@@ -227,6 +227,36 @@ TYPED_TEST(NetDeviceTest, OutOfRxBuffersKeepsPacketPendingUntilKick) {
   EXPECT_EQ(rig.dev().rx_held(0), 0u);
 }
 
+TYPED_TEST(NetDeviceTest, DisablingQueueReturnsHeldChainsAndResumes) {
+  typename TestFixture::R rig;
+  ASSERT_TRUE(rig.BringUp());
+  const auto frame = Frame(5000, 9);
+  ASSERT_TRUE(rig.Send(0, {}, frame).has_value());
+  rig.Post(0, 2, 1526);  // not enough: both chains held
+  ASSERT_EQ(rig.dev().rx_held(0), 2u);
+  // The ring goes away (vhost-user GET_VRING_BASE, a memory table change):
+  // the held chains come back unused, the packet stays pending.
+  auto state = rig.dev().DisableQueue(0);
+  ASSERT_TRUE(state.has_value());
+  EXPECT_EQ(rig.dev().rx_held(0), 0u);
+  for (int i = 0; i < 2; ++i) {
+    auto u = rig.rx(0).Reap();
+    ASSERT_TRUE(u.has_value()) << i;
+    EXPECT_EQ(u->first.len, 0u);
+    rig.rx(0).Recycle(u->second);
+  }
+  EXPECT_FALSE(rig.rx(0).Reap().has_value());
+  EXPECT_EQ(rig.backend().pair(0).pending(), 1u);
+  // Resumed where it stopped, the packet arrives whole.
+  ASSERT_TRUE(rig.dev().EnableQueue(0, *state));
+  rig.Post(0, 4, 1526);
+  auto p = nettest::ReapRx(rig.mem(), rig.rx(0));
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->frame, frame);
+  EXPECT_EQ(rig.dev().rx_held(0), 0u);
+  EXPECT_FALSE(rig.dev().needs_reset());
+}
+
 TYPED_TEST(NetDeviceTest, PacketLargerThanWholeRingIsDropped) {
   typename TestFixture::R rig;
   ASSERT_TRUE(rig.BringUp(AllNetFeatures(), /*queue_size=*/8));

@@ -1,6 +1,9 @@
 #include "backend.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -26,6 +29,11 @@ void SetNonBlocking(int fd) {
 }
 
 constexpr uint64_t kDescSize = 16;
+
+// The shadow avail rings (inflight.h): far above any guest-physical or
+// front-end virtual address, one slot per queue.
+constexpr uint64_t kShadowGpa = uint64_t{0xfff0} << 48;
+constexpr uint64_t kShadowSlot = 128 * 1024;  // >= a 32768-entry avail ring
 
 }  // namespace
 
@@ -81,7 +89,158 @@ void Backend::Stop(uint16_t q) {
   if (!dev_.queue_running(q)) return;
   std::optional<virtio::QueueState> s = dev_.StopQueue(q);
   if (s) vrings_[q].base = EncodeBase(*s);
+  if (vrings_[q].inflight) {
+    vrings_[q].inflight->Reap();  // requests finished by StopQueue
+    vrings_[q].inflight.reset();
+  }
   ++generation_;
+}
+
+InflightSplit* Backend::inflight(uint16_t q) const {
+  if (q >= vrings_.size() || !dev_.queue_running(q)) return nullptr;
+  return vrings_[q].inflight.get();
+}
+
+void Backend::UnmapInflight() {
+  if (inflight_map_ != nullptr) munmap(inflight_map_, inflight_len_);
+  inflight_map_ = nullptr;
+  inflight_len_ = 0;
+  inflight_queues_ = inflight_queue_size_ = 0;
+}
+
+absl::Status Backend::GetInflightFd(const Message& m,
+                                    std::optional<Message>* reply) {
+  const auto info = m.As<InflightInfo>();
+  if (info.num_queues == 0 || info.num_queues > vrings_.size() ||
+      info.queue_size == 0 || info.queue_size > spec::kMaxQueueSize) {
+    return Protocol(m, absl::StrFormat("%u queues of size %u (%u queues, "
+                                       "sizes 1..%u)",
+                                       info.num_queues, info.queue_size,
+                                       vrings_.size(), spec::kMaxQueueSize));
+  }
+  const uint64_t size =
+      uint64_t{info.num_queues} * InflightQueueRegionSize(info.queue_size);
+  UniqueFd fd(memfd_create("vhost-user-inflight", MFD_CLOEXEC));
+  if (!fd || ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
+    return absl::InternalError(
+        absl::StrFormat("GET_INFLIGHT_FD: memfd: %s", std::strerror(errno)));
+  }
+  InflightInfo out = info;
+  out.mmap_size = size;
+  out.mmap_offset = 0;
+  Message r = MakeReply(m.request(), out);
+  r.fds.push_back(std::move(fd));
+  *reply = std::move(r);
+  return absl::OkStatus();
+}
+
+absl::Status Backend::SetInflightFd(Message& m) {
+  const auto info = m.As<InflightInfo>();
+  UniqueFd fd = std::move(m.fds[0]);
+  m.fds.clear();
+  if (info.num_queues == 0 || info.queue_size == 0 ||
+      info.queue_size > spec::kMaxQueueSize) {
+    return Protocol(m, absl::StrFormat("%u queues of size %u", info.num_queues,
+                                       info.queue_size));
+  }
+  const uint64_t need =
+      uint64_t{info.num_queues} * InflightQueueRegionSize(info.queue_size);
+  struct stat st;
+  if (info.mmap_size < need || info.mmap_size > (uint64_t{1} << 32) ||
+      info.mmap_offset % 4096 != 0 || fstat(fd.get(), &st) != 0 ||
+      info.mmap_offset > static_cast<uint64_t>(st.st_size) ||
+      info.mmap_size > static_cast<uint64_t>(st.st_size) - info.mmap_offset) {
+    return Protocol(m, absl::StrFormat(
+                           "region of %u bytes at offset %u (%u needed) does "
+                           "not fit the fd",
+                           info.mmap_size, info.mmap_offset, need));
+  }
+  void* p = mmap(nullptr, info.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                 fd.get(), static_cast<off_t>(info.mmap_offset));
+  if (p == MAP_FAILED) {
+    return Protocol(m, absl::StrFormat("mmap: %s", std::strerror(errno)));
+  }
+  // Rings track into the region from their next start.
+  StopAll();
+  UnmapInflight();
+  inflight_map_ = static_cast<uint8_t*>(p);
+  inflight_len_ = info.mmap_size;
+  inflight_queues_ = info.num_queues;
+  inflight_queue_size_ = info.queue_size;
+  return SyncAll();
+}
+
+absl::Status Backend::StartInflight(uint16_t q, virtio::QueueConfig& cfg,
+                                    virtio::QueueState& state) {
+  Vring& v = vrings_[q];
+  v.inflight.reset();
+  if (inflight_map_ == nullptr || packed() ||
+      !(protocol_features_ & Bit(kProtocolInflightShmfd))) {
+    return absl::OkStatus();
+  }
+  if (q >= inflight_queues_ || v.num > inflight_queue_size_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "queue %u (size %u) is outside the inflight region (%u queues of "
+        "size %u)",
+        q, v.num, inflight_queues_, inflight_queue_size_));
+  }
+  MemoryTable& mem = dev_.memory();
+  if (!shadow_in_table_) {
+    const uint64_t len = kShadowSlot * vrings_.size();
+    if (!shadow_fd_) {
+      shadow_fd_.reset(memfd_create("vhost-user-shadow", MFD_CLOEXEC));
+      if (!shadow_fd_ ||
+          ftruncate(shadow_fd_.get(), static_cast<off_t>(len)) != 0) {
+        shadow_fd_.reset();
+        return absl::InternalError("inflight: shadow memfd failed");
+      }
+    }
+    UniqueFd dup_fd(fcntl(shadow_fd_.get(), F_DUPFD_CLOEXEC, 0));
+    absl::Status s = mem.Add({kShadowGpa, len, kShadowGpa, 0}, std::move(dup_fd));
+    if (!s.ok()) {
+      // Every memory slot taken by the front-end: serve untracked.
+      virtio::Logf(virtio::LogLevel::kWarning,
+                   "%s: queue %u runs without inflight tracking: no room "
+                   "for the shadow rings: %s",
+                   options_.name, q, s.message());
+      return absl::OkStatus();
+    }
+    shadow_in_table_ = true;
+  }
+  const uint64_t shadow_gpa = kShadowGpa + kShadowSlot * q;
+  const uint32_t n = v.num;
+  uint8_t* avail = mem.TranslateContiguous(cfg.driver_addr,
+                                           spec::SplitAvailRingSize(n));
+  uint8_t* used = mem.TranslateContiguous(cfg.device_addr,
+                                          spec::SplitUsedRingSize(n));
+  uint8_t* shadow =
+      mem.TranslateContiguous(shadow_gpa, spec::SplitAvailRingSize(n));
+  if (avail == nullptr || used == nullptr || shadow == nullptr ||
+      reinterpret_cast<uintptr_t>(avail) % 2 != 0 ||
+      reinterpret_cast<uintptr_t>(used) % 4 != 0) {
+    return absl::InvalidArgumentError("inflight: rings not mapped");
+  }
+  uint8_t* region =
+      inflight_map_ + uint64_t{q} * InflightQueueRegionSize(inflight_queue_size_);
+  auto t = std::make_unique<InflightSplit>(
+      region, inflight_queue_size_, static_cast<uint16_t>(n), avail, used,
+      shadow, (acked_features_ & spec::Bit(spec::kFeatureEventIdx)) != 0,
+      v.call.get());
+  uint32_t resubmitted = 0;
+  uint16_t next_avail = 0;
+  if (!t->Recover(static_cast<uint16_t>(v.base), &resubmitted, &next_avail)) {
+    return absl::InvalidArgumentError(
+        "inflight region has more requests in flight than the ring holds");
+  }
+  if (resubmitted > 0) {
+    virtio::Logf(virtio::LogLevel::kInfo,
+                 "%s: queue %u resubmits %u requests that were in flight",
+                 options_.name, q, resubmitted);
+  }
+  cfg.driver_addr = shadow_gpa;
+  state.next_avail = next_avail;
+  v.inflight = std::move(t);
+  return absl::OkStatus();
 }
 
 void Backend::StopAll() {
@@ -138,6 +297,12 @@ absl::Status Backend::Sync(uint16_t q) {
     state.avail_wrap = (v.base >> 15) & 1;
     state.next_used = static_cast<uint16_t>((v.base >> 16) & 0x7fff);
     state.used_wrap = (v.base >> 31) & 1;
+    if ((v.base >> 16) == 0) {
+      // Front-ends following the older spec (DPDK 22.11 virtio-user) send
+      // only the avail half: nothing in flight, used == avail.
+      state.next_used = state.next_avail;
+      state.used_wrap = state.avail_wrap;
+    }
   } else {
     state.next_avail = static_cast<uint16_t>(v.base);
     // The used index lives in the ring; resume from it.
@@ -146,16 +311,25 @@ absl::Status Backend::Sync(uint16_t q) {
       return fail("used ring not mapped or misaligned");
     }
     state.next_used = virtio::LoadAcquire(reinterpret_cast<const uint16_t*>(p));
+    if (absl::Status st = StartInflight(q, cfg, state); !st.ok()) {
+      return fail(st.message());
+    }
     const uint16_t lost = static_cast<uint16_t>(state.next_avail - state.next_used);
-    if (lost != 0 && lost <= n) {
+    if (lost != 0 && lost <= n && !vrings_[q].inflight) {
       virtio::Logf(virtio::LogLevel::kWarning,
                    "%s: queue %u resumes with %u requests the previous back-end "
                    "took but never completed",
                    options_.name, q, lost);
     }
   }
+  InflightSplit* track = vrings_[q].inflight.get();
+  if (track != nullptr) track->Sync();
   absl::Status s = dev_.StartQueue(q, cfg, state);
-  if (!s.ok()) return fail(s.message());
+  if (!s.ok()) {
+    vrings_[q].inflight.reset();
+    return fail(s.message());
+  }
+  if (track != nullptr) track->Reap();
   ++generation_;
   return absl::OkStatus();
 }
@@ -184,6 +358,9 @@ void Backend::Disconnect() {
   dev_.SetConfigChannel(-1);
   backend_req_.reset();
   dev_.memory().Clear();
+  shadow_in_table_ = false;
+  shadow_fd_.reset();
+  UnmapInflight();
   owner_ = false;
   features_set_ = false;
   acked_features_ = 0;
@@ -204,6 +381,7 @@ absl::Status Backend::ChangeMemory(Message& m) {
                   n * sizeof(MemoryRegion));
     }
     s = dev_.memory().Replace(regions, std::move(m.fds));
+    if (s.ok()) shadow_in_table_ = false;
   } else {
     const auto r = m.As<SingleMemoryRegion>();
     if (m.request() == kAddMemReg) {
@@ -240,7 +418,12 @@ absl::Status Backend::Handle(Message m, std::optional<Message>* reply) {
     if (ack) *reply = MakeReply(request, uint64_t{1});
     return s;
   }
-  if (ack && !reply->has_value()) *reply = MakeReply(request, ack_value);
+  // SET_PROTOCOL_FEATURES that enables REPLY_ACK is acknowledged already
+  // (User-mode Linux sets NEED_REPLY on it and waits).
+  const bool ack_now =
+      ack || (request == kSetProtocolFeatures && m.need_reply() &&
+              (protocol_features_ & Bit(kProtocolReplyAck)));
+  if (ack_now && !reply->has_value()) *reply = MakeReply(request, ack_value);
   return absl::OkStatus();
 }
 
@@ -389,6 +572,7 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       }
       if (m.request() == kSetVringCall) {
         dev_.SetCallFd(*q, fd.get());
+        if (ring.inflight) ring.inflight->set_call_fd(fd.get());
         ring.call = std::move(fd);
       } else {
         dev_.SetErrFd(*q, fd.get());
@@ -444,6 +628,12 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       }
       return absl::OkStatus();
     }
+    case kGetInflightFd:
+      if (auto s = NeedProtocol(kProtocolInflightShmfd, m); !s.ok()) return s;
+      return GetInflightFd(m, reply);
+    case kSetInflightFd:
+      if (auto s = NeedProtocol(kProtocolInflightShmfd, m); !s.ok()) return s;
+      return SetInflightFd(m);
     case kResetDevice:
       if (auto s = NeedProtocol(kProtocolResetDevice, m); !s.ok()) return s;
       StopAll();

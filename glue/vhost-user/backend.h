@@ -27,12 +27,14 @@
 #define VHOST_USER_BACKEND_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "device.h"
+#include "inflight.h"
 #include "message.h"
 #include "unique_fd.h"
 
@@ -42,7 +44,8 @@ namespace vhost_user {
 inline constexpr uint64_t kImplementedProtocolFeatures =
     Bit(kProtocolMq) | Bit(kProtocolReplyAck) | Bit(kProtocolConfig) |
     Bit(kProtocolBackendReq) | Bit(kProtocolResetDevice) |
-    Bit(kProtocolConfigureMemSlots) | Bit(kProtocolStatus);
+    Bit(kProtocolConfigureMemSlots) | Bit(kProtocolStatus) |
+    Bit(kProtocolInflightShmfd);
 
 struct BackendOptions {
   std::string name = "vhost-user";
@@ -74,6 +77,10 @@ class Backend {
   // Changes whenever the set of fds to watch may have changed.
   uint64_t generation() const { return generation_; }
   uint64_t protocol_features() const { return protocol_features_; }
+  // Inflight tracking of running queue `q` (split rings with a region from
+  // SET_INFLIGHT_FD), else nullptr. The event loop calls Sync() before and
+  // Reap() after every device call on the queue (see inflight.h).
+  InflightSplit* inflight(uint16_t q) const;
   uint64_t acked_features() const { return acked_features_; }
 
  private:
@@ -84,6 +91,7 @@ class Backend {
     UniqueFd kick, call, err;
     bool started = false;  // kick fd (or no-fd flag) received
     bool enabled = false;  // SET_VRING_ENABLE
+    std::unique_ptr<InflightSplit> inflight;  // while running, if tracked
   };
 
   absl::Status Dispatch(Message& m, std::optional<Message>* reply);
@@ -99,6 +107,13 @@ class Backend {
   void StopAll();
   uint32_t EncodeBase(const virtio::QueueState& s) const;
   absl::Status ChangeMemory(Message& m);
+  absl::Status GetInflightFd(const Message& m, std::optional<Message>* reply);
+  absl::Status SetInflightFd(Message& m);
+  void UnmapInflight();
+  // Sets up tracking for queue `q` about to start; adjusts `cfg` (the
+  // shadow avail ring) and `state` (where to resume).
+  absl::Status StartInflight(uint16_t q, virtio::QueueConfig& cfg,
+                             virtio::QueueState& state);
   void ResetRings();
 
   VhostDevice& dev_;
@@ -110,6 +125,15 @@ class Backend {
   uint64_t protocol_features_ = 0;
   uint8_t frontend_status_ = 0;
   UniqueFd backend_req_;
+  // SET_INFLIGHT_FD region.
+  uint8_t* inflight_map_ = nullptr;
+  size_t inflight_len_ = 0;
+  uint16_t inflight_queues_ = 0;
+  uint16_t inflight_queue_size_ = 0;
+  // Back-end private memory for the shadow avail rings, in the MemoryTable
+  // at kShadowGpa while any queue is tracked.
+  UniqueFd shadow_fd_;
+  bool shadow_in_table_ = false;
   uint64_t generation_ = 0;
 };
 

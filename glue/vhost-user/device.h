@@ -9,12 +9,26 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "memory_table.h"
 #include "virtio/queue.h"
 
 namespace vhost_user {
+
+// An fd of the device's own backend (a TAP, a console socket, ...) for the
+// event loop to watch: `events` are EPOLLIN / EPOLLOUT, optionally EPOLLET;
+// when any fires the group's worker calls ServiceBackend(group, token).
+struct BackendWatch {
+  int fd = -1;
+  uint32_t events = 0;
+  uint32_t token = 0;
+  // The fd stays open (the same file) as long as the device: no need to
+  // register it again after servicing.
+  bool stable = false;
+  bool operator==(const BackendWatch&) const = default;
+};
 
 class VhostDevice {
  public:
@@ -67,6 +81,27 @@ class VhostDevice {
   // (-1: none), and what to do then.
   virtual int completion_fd(uint16_t q) const = 0;
   virtual void Complete(uint16_t q) = 0;
+  // The device's backend fds to watch now (appended to `out`), and a time
+  // in ms after which to call ServiceBackend(token) for every watch anyway
+  // (-1: none). Asked again after every event the loop handles, since the
+  // answer changes with the device's state.
+  //
+  // Queues are served in groups, one worker thread each: queues of one
+  // group (and that group's backend watches) are never handled
+  // concurrently; different groups are. By default every queue is its own
+  // group.
+  virtual uint16_t num_groups() const { return num_queues(); }
+  virtual uint16_t queue_group(uint16_t q) const { return q; }
+  virtual int BackendWatches(uint16_t group, std::vector<BackendWatch>& out) {
+    (void)group;
+    (void)out;
+    return -1;
+  }
+  virtual void ServiceBackend(uint16_t group, uint32_t token) {
+    (void)group;
+    (void)token;
+  }
+
   // When to kick queue `q` again on its own (a rate limit), if at all.
   virtual std::optional<std::chrono::nanoseconds> RetryAfter() const {
     return std::nullopt;

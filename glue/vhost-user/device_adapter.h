@@ -30,10 +30,13 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <type_traits>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
@@ -88,6 +91,23 @@ class DeviceAdapter final : public VhostDevice {
   void KeepAlive(std::shared_ptr<void> owner) { keep_alive_ = std::move(owner); }
   CallInterrupt& interrupt() { return irq_; }
 
+  // How the device's backend fds are watched and serviced (net, console):
+  // `watches(device, out)` is BackendWatches(), `service(device, token)`
+  // is ServiceBackend().
+  // Called from the group's worker thread only.
+  using WatchFn = std::function<int(D&, uint16_t, std::vector<BackendWatch>&)>;
+  using ServiceFn = std::function<void(D&, uint16_t, uint32_t)>;
+  void SetBackendHooks(WatchFn watches, ServiceFn service) {
+    watches_ = std::move(watches);
+    service_ = std::move(service);
+  }
+  // Queue q is served by group group_of[q] (< groups); default: one group
+  // per queue.
+  void SetGroups(uint16_t groups, std::vector<uint16_t> group_of) {
+    groups_ = groups;
+    group_of_ = std::move(group_of);
+  }
+
   // --- VhostDevice ---
   MemoryTable& memory() override { return memory_; }
   uint64_t features() const override { return dev_->device_features(); }
@@ -139,7 +159,7 @@ class DeviceAdapter final : public VhostDevice {
       return absl::InvalidArgumentError(absl::StrFormat(
           "queue %u: ring rejected by the device (see its log line)", q));
     }
-    err_signalled_ = false;
+    err_signalled_.store(false, std::memory_order_relaxed);
     const uint8_t s = dev_->status();
     if (!(s & spec::kStatusDriverOk)) {
       dev_->SetStatus(static_cast<uint8_t>(s | spec::kStatusDriverOk));
@@ -198,6 +218,19 @@ class DeviceAdapter final : public VhostDevice {
     }
   }
 
+  uint16_t num_groups() const override {
+    return groups_ != 0 ? groups_ : dev_->num_queues();
+  }
+  uint16_t queue_group(uint16_t q) const override {
+    return q < group_of_.size() ? group_of_[q] : (groups_ != 0 ? 0 : q);
+  }
+  int BackendWatches(uint16_t group, std::vector<BackendWatch>& out) override {
+    return watches_ ? watches_(*dev_, group, out) : -1;
+  }
+  void ServiceBackend(uint16_t group, uint32_t token) override {
+    if (service_) service_(*dev_, group, token);
+  }
+
   std::optional<std::chrono::nanoseconds> RetryAfter() const override {
     if constexpr (requires(const D& d) { d.RetryAfter(); }) {
       return dev_->RetryAfter();
@@ -209,8 +242,8 @@ class DeviceAdapter final : public VhostDevice {
   DeviceAdapter() { err_.fill(-1); }
 
   void ReportRingError(uint16_t q) {
-    if (dev_->needs_reset() && !err_signalled_) {
-      err_signalled_ = true;
+    if (dev_->needs_reset() &&
+        !err_signalled_.exchange(true, std::memory_order_relaxed)) {
       if (q < err_.size()) SignalFd(err_[q]);
     }
   }
@@ -243,8 +276,12 @@ class DeviceAdapter final : public VhostDevice {
   CallInterrupt irq_;
   std::unique_ptr<D> dev_;
   uint64_t pending_ = 0;
+  WatchFn watches_;
+  ServiceFn service_;
+  uint16_t groups_ = 0;
+  std::vector<uint16_t> group_of_;
   std::array<int, CallInterrupt::kMaxQueues> err_{};
-  bool err_signalled_ = false;
+  std::atomic<bool> err_signalled_{false};
 };
 
 }  // namespace vhost_user

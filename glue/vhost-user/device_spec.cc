@@ -1,16 +1,28 @@
 #include "device_spec.h"
 
+#include <poll.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
 #include <set>
+#include <type_traits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "device_adapter.h"
 #include "interrupt.h"
+#include "virtio/backends/console_backends.h"
+#include "virtio/backends/loopback_net.h"
 #include "virtio/backends/null_disk.h"
+#include "virtio/backends/tap_net.h"
 #include "virtio/backends/ram_disk.h"
 #include "virtio/backends/uring_disk.h"
 #include "virtio/blk_device.h"
+#include "virtio/console_device.h"
+#include "virtio/net_device.h"
 #include "virtio/rng_device.h"
 
 namespace vhost_user {
@@ -172,6 +184,230 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Rng(const DeviceSpec& s) {
   return std::unique_ptr<VhostDevice>(*std::move(a));
 }
 
+// --- net -------------------------------------------------------------------
+
+bool ParseMac(const std::string& text, std::array<uint8_t, 6>& mac) {
+  std::vector<std::string> parts = absl::StrSplit(text, ':');
+  if (parts.size() != 6) return false;
+  for (size_t i = 0; i < 6; ++i) {
+    if (parts[i].size() != 2) return false;
+    int v;
+    if (!absl::SimpleHexAtoi(parts[i], &v)) return false;
+    mac[i] = static_cast<uint8_t>(v);
+  }
+  return true;
+}
+
+void DrainEventFd(int fd) {
+  uint64_t v;
+  [[maybe_unused]] ssize_t n = read(fd, &v, sizeof v);
+}
+
+// TAP fds carry packets: watched edge-triggered (a stalled receive waits
+// for the guest's rx kick, not for the fd), plus EPOLLOUT while transmit
+// waits for room. The loopback fd is an eventfd bumped by Flush(): level,
+// drained before servicing; a transmit held because the loopback ring was
+// full is retried every millisecond (receive makes room without an event).
+template <typename Backend>
+absl::StatusOr<std::unique_ptr<VhostDevice>> MakeNet(
+    std::shared_ptr<Backend> backend, const virtio::NetDeviceOptions& opts) {
+  using Dev = virtio::NetDevice<VhostTraits, Backend>;
+  auto a = DeviceAdapter<Dev>::Create(
+      [&](const MemoryTable& m, CallInterrupt& i) {
+        return Dev::Create(m, i, *backend, opts);
+      });
+  if (!a.ok()) return a.status();
+  constexpr bool kTap = std::is_same_v<Backend, virtio::TapNet>;
+  Backend* b = backend.get();
+  // One group per queue pair (its rx, tx and backend fd); the control
+  // queue goes with pair 0.
+  const uint16_t pairs = opts.max_pairs;
+  std::vector<uint16_t> group_of((*a)->num_queues());
+  for (uint16_t q = 0; q < group_of.size(); ++q) {
+    group_of[q] = q / 2 < pairs ? static_cast<uint16_t>(q / 2) : 0;
+  }
+  (*a)->SetGroups(pairs, std::move(group_of));
+  (*a)->SetBackendHooks(
+      [b](Dev& d, uint16_t p, std::vector<BackendWatch>& out) {
+        if (p >= d.max_pairs()) return -1;
+        const int fd = b->pair(p).fd();
+        if (fd < 0) return -1;
+        int timeout = -1;
+        uint32_t ev = EPOLLIN;
+        if constexpr (kTap) {
+          ev |= EPOLLET | (d.tx_blocked(p) ? EPOLLOUT : 0u);
+        } else {
+          if (d.tx_blocked(p)) timeout = 1;
+        }
+        out.push_back({.fd = fd, .events = ev, .token = p, .stable = true});
+        return timeout;
+      },
+      [b](Dev& d, uint16_t p, uint32_t) {
+        if (p >= d.max_pairs()) return;
+        if constexpr (!kTap) {
+          DrainEventFd(b->pair(p).fd());
+        } else {
+          (void)b;
+        }
+        d.ServiceBackend(p);
+      });
+  (*a)->KeepAlive(backend);
+  return std::unique_ptr<VhostDevice>(*std::move(a));
+}
+
+absl::StatusOr<std::unique_ptr<VhostDevice>> Net(const DeviceSpec& s) {
+  Props p(s);
+  ASSIGN_OR_RETURN(std::string backend, p.Str("backend", ""));
+  ASSIGN_OR_RETURN(std::string ifname, p.Str("ifname", ""));
+  ASSIGN_OR_RETURN(std::string mac_text, p.Str("mac", ""));
+  ASSIGN_OR_RETURN(uint64_t pairs, p.Size("queue-pairs", 1, 256));
+  ASSIGN_OR_RETURN(uint64_t qsize, p.Size("queue-size", 256, 32768));
+  ASSIGN_OR_RETURN(uint64_t mtu, p.Size("mtu", 0, 65535));
+  ASSIGN_OR_RETURN(bool ctrl, p.Bool("ctrl-vq", true));
+  ASSIGN_OR_RETURN(bool packed, p.Bool("packed", true));
+  ASSIGN_OR_RETURN(std::string name, p.Str("id", "net"));
+  if (absl::Status st = p.CheckAllUsed(); !st.ok()) return st;
+  if (pairs == 0) return Bad("net: queue-pairs must be at least 1");
+  if (pairs > 1 && !ctrl) return Bad("net: queue-pairs > 1 needs ctrl-vq=on");
+  virtio::NetDeviceOptions opts;
+  opts.name = name;
+  opts.max_pairs = static_cast<uint16_t>(pairs);
+  opts.queue_size = static_cast<uint32_t>(qsize);
+  opts.mtu = static_cast<uint16_t>(mtu);
+  opts.ctrl_vq = ctrl;
+  opts.ring.packed = packed;
+  if (!mac_text.empty() && !ParseMac(mac_text, opts.mac)) {
+    return Bad(absl::StrFormat("net: mac=%s is not xx:xx:xx:xx:xx:xx", mac_text));
+  }
+  const auto np = static_cast<uint16_t>(pairs);
+  if (backend == "tap") {
+    auto t = virtio::TapNet::Open({.name = ifname, .num_pairs = np});
+    if (!t.ok()) return t.status();
+    virtio::Logf(virtio::LogLevel::kInfo, "%s: TAP interface %s", name,
+                 (*t)->name());
+    return MakeNet(std::shared_ptr<virtio::TapNet>(*std::move(t)), opts);
+  }
+  if (!ifname.empty()) return Bad("net: ifname= is for backend=tap");
+  if (backend == "loopback") {
+    auto l = virtio::LoopbackNet::Create({.num_pairs = np});
+    if (!l.ok()) return l.status();
+    return MakeNet(std::shared_ptr<virtio::LoopbackNet>(*std::move(l)), opts);
+  }
+  return Bad(backend.empty()
+                 ? "net: needs backend=tap[,ifname=NAME] or backend=loopback"
+                 : absl::StrFormat("net: unknown backend '%s' (tap, loopback)",
+                                   backend));
+}
+
+// --- console ---------------------------------------------------------------
+
+constexpr uint32_t kConsoleWakeToken = 0xffffffff;
+
+template <typename Backend>
+absl::StatusOr<std::unique_ptr<VhostDevice>> MakeConsole(
+    absl::StatusOr<std::unique_ptr<Backend>> made,
+    const virtio::ConsoleOptions& opts) {
+  if (!made.ok()) return made.status();
+  std::shared_ptr<Backend> backend(*std::move(made));
+  using Dev = virtio::ConsoleDevice<VhostTraits, Backend>;
+  Backend* b = backend.get();
+  auto a = DeviceAdapter<Dev>::Create(
+      [&](const MemoryTable& m, CallInterrupt& i) {
+        Backend* const ports[] = {b};
+        return Dev::Create(m, i, ports, opts);
+      });
+  if (!a.ok()) return a.status();
+  // The console serialises on one mutex anyway: one group.
+  (*a)->SetGroups(1, std::vector<uint16_t>((*a)->num_queues(), 0));
+  (*a)->SetBackendHooks(
+      [](Dev& d, uint16_t, std::vector<BackendWatch>& out) {
+        out.push_back({.fd = d.wakeup_fd(), .events = EPOLLIN,
+                       .token = kConsoleWakeToken, .stable = true});
+        int timeout = -1;
+        for (uint32_t port = 0; port < d.num_ports(); ++port) {
+          const virtio::ConsolePollSet set = d.BackendPoll(port);
+          for (const virtio::ConsolePoll& cp : set.fds) {
+            if (cp.fd < 0 || cp.events == 0) continue;
+            uint32_t ev = 0;
+            if (cp.events & POLLIN) ev |= EPOLLIN;
+            if (cp.events & POLLOUT) ev |= EPOLLOUT;
+            auto same = std::find_if(out.begin(), out.end(),
+                                     [&](const BackendWatch& w) {
+                                       return w.fd == cp.fd;
+                                     });
+            if (same != out.end()) {
+              same->events |= ev;
+            } else {
+              out.push_back({.fd = cp.fd, .events = ev, .token = port});
+            }
+          }
+          if (set.timeout_ms >= 0) {
+            timeout = timeout < 0 ? set.timeout_ms
+                                  : std::min(timeout, set.timeout_ms);
+          }
+        }
+        return timeout;
+      },
+      [](Dev& d, uint16_t, uint32_t token) {
+        if (token == kConsoleWakeToken) {
+          DrainEventFd(d.wakeup_fd());
+          return;  // the loop asks BackendPoll() again
+        }
+        d.ServiceBackend(token);
+      });
+  (*a)->KeepAlive(backend);
+  return std::unique_ptr<VhostDevice>(*std::move(a));
+}
+
+absl::StatusOr<std::unique_ptr<VhostDevice>> Console(const DeviceSpec& s) {
+  Props p(s);
+  ASSIGN_OR_RETURN(std::string backend, p.Str("backend", ""));
+  ASSIGN_OR_RETURN(std::string path, p.Str("path", ""));
+  ASSIGN_OR_RETURN(uint64_t qsize, p.Size("queue-size", 128, 32768));
+  ASSIGN_OR_RETURN(bool packed, p.Bool("packed", true));
+  ASSIGN_OR_RETURN(std::string name, p.Str("id", "console"));
+  if (absl::Status st = p.CheckAllUsed(); !st.ok()) return st;
+  // backend=socket=PATH and backend=file=PATH carry the path inline.
+  if (const size_t eq = backend.find('='); eq != std::string::npos) {
+    if (!path.empty()) {
+      return Bad("console: give the path once (backend=TYPE=PATH or path=)");
+    }
+    path = backend.substr(eq + 1);
+    backend = backend.substr(0, eq);
+  }
+  virtio::ConsoleOptions opts;
+  opts.queue_size = static_cast<uint32_t>(qsize);
+  opts.ring.packed = packed;
+  opts.name = name;
+  const bool needs_path = backend == "socket" || backend == "file";
+  if (needs_path && path.empty()) {
+    return Bad(absl::StrFormat("console: backend=%s needs a path "
+                               "(backend=%s=PATH)", backend, backend));
+  }
+  if (!needs_path && !path.empty()) {
+    return Bad("console: a path is for backend=socket or backend=file");
+  }
+  if (backend == "stdio") {
+    return MakeConsole(virtio::StdioConsoleBackend::Create({}), opts);
+  }
+  if (backend == "pty") {
+    return MakeConsole(virtio::PtyConsoleBackend::Create({}), opts);
+  }
+  if (backend == "socket") {
+    return MakeConsole(virtio::SocketConsoleBackend::Create({.path = path}),
+                       opts);
+  }
+  if (backend == "file") {
+    return MakeConsole(virtio::FileConsoleBackend::Create({.path = path}),
+                       opts);
+  }
+  return Bad(backend.empty()
+                 ? "console: needs backend=stdio|pty|socket=PATH|file=PATH"
+                 : absl::StrFormat("console: unknown backend '%s' "
+                                   "(stdio, pty, socket, file)",
+                                   backend));
+}
+
 }  // namespace
 
 absl::StatusOr<DeviceSpec> ParseDeviceSpec(const std::string& text) {
@@ -196,17 +432,21 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(const std::string& text) {
 absl::StatusOr<std::unique_ptr<VhostDevice>> MakeDevice(const DeviceSpec& s) {
   if (s.type == "blk") return Blk(s);
   if (s.type == "rng") return Rng(s);
-  if (s.type == "net" || s.type == "console") {
-    return absl::UnimplementedError(absl::StrFormat(
-        "--device %s: not served by vhost-user-device yet (blk, rng)", s.type));
-  }
-  return Bad(absl::StrFormat("--device: unknown type '%s' (blk, rng)", s.type));
+  if (s.type == "net") return Net(s);
+  if (s.type == "console") return Console(s);
+  return Bad(absl::StrFormat(
+      "--device: unknown type '%s' (blk, net, console, rng)", s.type));
 }
 
 const char* DeviceSpecHelp() {
   return "  blk,path=FILE[,readonly=on][,direct=on][,num-queues=N]"
          "[,queue-size=N][,serial=S][,packed=off][,id=NAME]\n"
          "  blk,backend=ram|null,size=BYTES[K|M|G|T][,...as above]\n"
+         "  net,backend=tap[,ifname=NAME]|backend=loopback[,mac=XX:XX:XX:XX:XX:XX]"
+         "[,queue-pairs=N][,queue-size=N][,mtu=N][,ctrl-vq=off][,packed=off]"
+         "[,id=NAME]\n"
+         "  console,backend=stdio|pty|socket=PATH|file=PATH[,queue-size=N]"
+         "[,packed=off][,id=NAME]\n"
          "  rng[,rate=BYTES_PER_SECOND][,queue-size=N][,packed=off][,id=NAME]";
 }
 

@@ -14,6 +14,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ ABSL_FLAG(bool, client, false,
           "connect to a front-end listening on --socket instead of listening");
 ABSL_FLAG(std::string, device, "",
           "the device to serve, TYPE,key=value,... (see --help)");
+ABSL_FLAG(bool, busy_poll, false,
+          "data-path workers spin on their rings instead of sleeping "
+          "(throughput; costs a core per queue group)");
 ABSL_FLAG(bool, no_packed, false,
           "never offer packed rings (same as packed=off in --device)");
 
@@ -55,7 +59,8 @@ int Fail(const std::string& msg) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(absl::StrCat(
       "serves a libvirtio device over vhost-user.\n\n"
-      "usage: vhost-user-device --socket PATH [--client] --device SPEC\n\n"
+      "usage: vhost-user-device --socket PATH [--client] [--busy-poll] "
+      "--device SPEC\n\n"
       "SPEC:\n",
       vhost_user::DeviceSpecHelp()));
   absl::FlagsUsageConfig usage;
@@ -64,7 +69,21 @@ int main(int argc, char** argv) {
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  // Flag names may be spelled with dashes (--busy-poll, --no-packed) as
+  // well as with Abseil's underscores.
+  std::vector<std::string> normalized(argv, argv + argc);
+  for (size_t i = 1; i < normalized.size(); ++i) {
+    std::string& a = normalized[i];
+    if (a == "--") break;
+    if (a.size() < 3 || a[0] != '-' || a[1] != '-') continue;
+    const size_t end = std::min(a.find('='), a.size());
+    std::replace(a.begin() + 2, a.begin() + static_cast<ptrdiff_t>(end), '-',
+                 '_');
+  }
+  std::vector<char*> args;
+  for (std::string& a : normalized) args.push_back(a.data());
+  std::vector<char*> rest =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (rest.size() > 1) {
     return Fail(absl::StrCat("unexpected argument '", rest[1],
                              "' (see --help)"));
@@ -93,6 +112,7 @@ int main(int argc, char** argv) {
   o.client = absl::GetFlag(FLAGS_client);
   o.serve.name = absl::StrCat("vhost-user-device[", spec->type, "]");
   o.serve.stop_fd = g_stop_fd;
+  o.serve.busy_poll = absl::GetFlag(FLAGS_busy_poll);
   absl::Status s = vhost_user::RunDaemon(**dev, o);
   dev->reset();  // finishes in-flight requests, flushes nothing left behind
   if (!s.ok()) return Fail(std::string(s.message()));

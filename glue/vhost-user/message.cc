@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
+#include "inflight.h"
 
 namespace vhost_user {
 
@@ -119,11 +120,23 @@ std::string ValidateShape(const Message& m) {
         return absl::StrFormat("SET_MEM_TABLE: %u regions, at most %u", n,
                                kMaxMemTableRegions);
       }
-      return Want(m, kMemTableHeaderSize + n * uint32_t{sizeof(MemoryRegion)},
-                  n, n);
+      // Some front-ends (User-mode Linux) send their whole fixed region
+      // array with only the first n in use: accept trailing whole slots.
+      const uint32_t used = kMemTableHeaderSize + n * uint32_t{sizeof(MemoryRegion)};
+      const uint32_t slack = m.header.size - used;
+      if (m.header.size > used && slack % sizeof(MemoryRegion) == 0 &&
+          m.header.size <= kMemTableHeaderSize +
+                               kMaxMemTableRegions * sizeof(MemoryRegion)) {
+        return Want(m, m.header.size, n, n);
+      }
+      return Want(m, used, n, n);
     }
     case kAddMemReg:
       return Want(m, sizeof(SingleMemoryRegion), 1, 1);
+    case kGetInflightFd:
+      return Want(m, sizeof(InflightInfo), 0, 0);
+    case kSetInflightFd:
+      return Want(m, sizeof(InflightInfo), 1, 1);
     case kRemMemReg:
       // QEMU sends no fd; the spec allows one, which is ignored.
       return Want(m, sizeof(SingleMemoryRegion), 0, 1);

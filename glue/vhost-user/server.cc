@@ -3,24 +3,31 @@
 #include <errno.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "connection.h"
+#include "interrupt.h"
 #include "virtio/log.h"
 
 namespace vhost_user {
 namespace {
 
-constexpr uint64_t kTagSocket = uint64_t{1} << 32;
-constexpr uint64_t kTagStop = uint64_t{2} << 32;
+constexpr uint64_t kTagCtl = uint64_t{1} << 32;
 constexpr uint64_t kTagKick = uint64_t{3} << 32;
 constexpr uint64_t kTagDone = uint64_t{4} << 32;
+constexpr uint64_t kTagBackend = uint64_t{5} << 32;
 constexpr uint64_t kTagMask = ~uint64_t{0xffffffff};
 
 bool Watch(int ep, int fd, uint64_t tag) {
@@ -35,96 +42,322 @@ void Drain(int fd) {
   [[maybe_unused]] ssize_t n = read(fd, &v, sizeof v);
 }
 
+// The backend fds of one queue group (BackendWatches), registered with the
+// group worker's epoll as kTagBackend | index. Re-registered when the set
+// changes, and after servicing an fd that may have been closed and
+// reopened meanwhile (BackendWatch::stable false).
+class BackendFds {
+ public:
+  BackendFds(VhostDevice& dev, uint16_t group, int ep)
+      : dev_(dev), group_(group), ep_(ep) {}
+  ~BackendFds() { Unregister(); }
+
+  // Asks the device again; returns its timeout.
+  int Refresh() {
+    next_.clear();
+    const int timeout = dev_.BackendWatches(group_, next_);
+    if (dirty_ || next_ != now_) {
+      Unregister();
+      now_.swap(next_);
+      for (size_t i = 0; i < now_.size(); ++i) {
+        epoll_event ev{};
+        ev.events = now_[i].events;
+        ev.data.u64 = kTagBackend | i;
+        if (epoll_ctl(ep_, EPOLL_CTL_ADD, now_[i].fd, &ev) != 0 &&
+            errno == EEXIST) {
+          epoll_ctl(ep_, EPOLL_CTL_MOD, now_[i].fd, &ev);
+        }
+      }
+      dirty_ = false;
+    }
+    return timeout;
+  }
+  void Service(uint32_t index) {
+    if (index >= now_.size()) return;
+    dev_.ServiceBackend(group_, now_[index].token);
+    dirty_ |= !now_[index].stable;
+  }
+  // Every token once (a timeout passed).
+  void ServiceAll() {
+    std::vector<uint32_t> tokens;
+    for (const BackendWatch& w : now_) {
+      if (std::find(tokens.begin(), tokens.end(), w.token) == tokens.end()) {
+        tokens.push_back(w.token);
+      }
+      dirty_ |= !w.stable;
+    }
+    for (uint32_t t : tokens) dev_.ServiceBackend(group_, t);
+  }
+
+ private:
+  void Unregister() {
+    for (const BackendWatch& w : now_) {
+      epoll_ctl(ep_, EPOLL_CTL_DEL, w.fd, nullptr);
+    }
+    now_.clear();
+  }
+
+  VhostDevice& dev_;
+  uint16_t group_;
+  int ep_;
+  std::vector<BackendWatch> now_, next_;
+  bool dirty_ = false;
+};
+
+// One queue group's data path thread.
+class Worker {
+ public:
+  struct QueueFds {
+    uint16_t q;
+    int kick;     // -1: none
+    int done;     // completion fd, -1: none
+    bool polled;  // running without a kick fd
+    InflightSplit* inflight;  // tracking (inflight.h), or nullptr
+  };
+
+  Worker(VhostDevice& dev, uint16_t group, bool busy_poll, std::string name)
+      : dev_(dev), group_(group), busy_(busy_poll), name_(std::move(name)) {}
+  ~Worker() {
+    if (thread_.joinable()) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        quit_ = true;
+        pause_flag_.store(true, std::memory_order_release);
+      }
+      SignalFd(ctl_.get());
+      cv_.notify_all();
+      thread_.join();
+    }
+    Unregister();
+  }
+
+  absl::Status Start() {
+    ep_.reset(epoll_create1(EPOLL_CLOEXEC));
+    ctl_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!ep_ || !ctl_ || !Watch(ep_.get(), ctl_.get(), kTagCtl)) {
+      return absl::InternalError("worker: epoll / eventfd setup failed");
+    }
+    thread_ = std::thread([this] { Run(); });
+    return absl::OkStatus();
+  }
+
+  // Control thread: parks the worker between two events and waits for it.
+  void Pause() {
+    std::unique_lock<std::mutex> l(mu_);
+    pause_ = true;
+    pause_flag_.store(true, std::memory_order_release);
+    SignalFd(ctl_.get());
+    cv_.wait(l, [&] { return parked_; });
+  }
+  void Resume() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      pause_ = false;
+      pause_flag_.store(false, std::memory_order_release);
+    }
+    cv_.notify_all();
+  }
+
+  // Control thread, worker parked: drops the queue fds (while they are
+  // still open: epoll keys registrations by open file) ...
+  void Unregister() {
+    for (const QueueFds& f : queues_) {
+      if (f.kick >= 0) epoll_ctl(ep_.get(), EPOLL_CTL_DEL, f.kick, nullptr);
+      if (f.done >= 0) epoll_ctl(ep_.get(), EPOLL_CTL_DEL, f.done, nullptr);
+    }
+    queues_.clear();
+  }
+  // ... and installs the new set.
+  absl::Status SetQueues(std::vector<QueueFds> queues) {
+    Unregister();
+    queues_ = std::move(queues);
+    for (QueueFds& f : queues_) {
+      if (f.kick >= 0 && !Watch(ep_.get(), f.kick, kTagKick | f.q)) {
+        const int e = errno;
+        f.kick = -1;
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "the kick fd of queue %u cannot be polled: %s", f.q,
+            std::strerror(e)));
+      }
+      if (f.done >= 0 && !Watch(ep_.get(), f.done, kTagDone | f.q)) {
+        f.done = -1;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  void Park() {
+    std::unique_lock<std::mutex> l(mu_);
+    parked_ = true;
+    cv_.notify_all();
+    cv_.wait(l, [&] { return !pause_ || quit_; });
+    parked_ = false;
+  }
+
+  void Run() {
+    BackendFds backend(dev_, group_, ep_.get());
+    auto last_service = std::chrono::steady_clock::now();
+    for (;;) {
+      if (pause_flag_.load(std::memory_order_acquire)) {
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          if (quit_) return;
+        }
+        Park();
+        continue;
+      }
+      const int backend_timeout = backend.Refresh();
+      int timeout = backend_timeout;
+      bool any_polled = false;
+      for (const QueueFds& f : queues_) any_polled |= f.polled;
+      if (any_polled) timeout = timeout < 0 ? 1 : std::min(timeout, 1);
+      const auto retry = dev_.RetryAfter();
+      if (retry) {
+        const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*retry);
+        const int t = static_cast<int>(std::clamp<int64_t>(ms.count(), 0, 1000));
+        timeout = timeout < 0 ? t : std::min(timeout, t);
+      }
+      if (busy_) timeout = 0;
+      epoll_event events[64];
+      const int n = epoll_wait(ep_.get(), events, 64, timeout);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        virtio::Logf(virtio::LogLevel::kError, "%s: worker %u: epoll_wait: %s",
+                     name_, group_, std::strerror(errno));
+        Park();  // until the connection ends
+        continue;
+      }
+      for (int i = 0; i < n; ++i) {
+        const uint64_t tag = events[i].data.u64 & kTagMask;
+        const auto q = static_cast<uint16_t>(events[i].data.u64);
+        if (tag == kTagKick) {
+          for (const QueueFds& f : queues_) {
+            if (f.q == q && f.kick >= 0) Drain(f.kick);
+          }
+          Kick(q);
+        } else if (tag == kTagDone) {
+          dev_.Complete(q);
+          if (InflightSplit* t = Tracker(q)) t->Reap();
+        } else if (tag == kTagBackend) {
+          backend.Service(static_cast<uint32_t>(events[i].data.u64));
+        } else if (tag == kTagCtl) {
+          Drain(ctl_.get());
+        }
+      }
+      if (n == 0 || busy_) {
+        // Rings without a kick fd, rate-limited devices and (busy
+        // polling) every running ring are processed on their own.
+        for (const QueueFds& f : queues_) {
+          if (busy_ || f.polled || (retry && dev_.queue_running(f.q))) {
+            Kick(f.q);
+          }
+        }
+      }
+      if (backend_timeout >= 0) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_service >= std::chrono::milliseconds(backend_timeout)) {
+          backend.ServiceAll();
+          last_service = now;
+        }
+      }
+    }
+  }
+
+  const QueueFds* Find(uint16_t q) const {
+    for (const QueueFds& f : queues_) {
+      if (f.q == q) return &f;
+    }
+    return nullptr;
+  }
+  InflightSplit* Tracker(uint16_t q) const {
+    const QueueFds* f = Find(q);
+    return f != nullptr ? f->inflight : nullptr;
+  }
+  void Kick(uint16_t q) {
+    const QueueFds* f = Find(q);
+    InflightSplit* t = f != nullptr ? f->inflight : nullptr;
+    if (t == nullptr) {
+      dev_.Kick(q);
+      return;
+    }
+    // The device only sees what Sync() exposed: entries the driver
+    // published meanwhile (its kick possibly suppressed) are taken in
+    // further rounds; bounded so a flooding driver cannot keep the worker,
+    // which then comes back through its own kick fd.
+    for (int round = 0; round < 4; ++round) {
+      t->Sync();
+      dev_.Kick(q);
+      t->Reap();
+      if (!t->More()) return;
+    }
+    if (f->kick >= 0) SignalFd(f->kick);
+  }
+
+  VhostDevice& dev_;
+  const uint16_t group_;
+  const bool busy_;
+  const std::string name_;
+  UniqueFd ep_, ctl_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool pause_ = false, parked_ = false, quit_ = false;
+  std::atomic<bool> pause_flag_{false};
+  // Written by the control thread only while the worker is parked.
+  std::vector<QueueFds> queues_;
+};
+
 }  // namespace
 
 absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
                              const ServeOptions& o) {
   Connection conn(std::move(connection), o.message_timeout_ms);
   Backend backend(dev, o.backend);
-  UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
-  if (!ep) return absl::InternalError("epoll_create1 failed");
-  if (!Watch(ep.get(), conn.fd(), kTagSocket) ||
-      (o.stop_fd >= 0 && !Watch(ep.get(), o.stop_fd, kTagStop))) {
-    return absl::InternalError("epoll_ctl failed");
-  }
-  std::vector<int> watched;
-  uint64_t generation = ~uint64_t{0};
-  absl::Status result;
   const uint16_t nq = dev.num_queues();
-  bool done = false;
-  while (!done) {
-    if (backend.generation() != generation) {
-      generation = backend.generation();
-      for (int fd : watched) epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd, nullptr);
-      watched.clear();
-      for (uint16_t q = 0; q < nq && result.ok(); ++q) {
-        if (const int k = backend.kick_fd(q); k >= 0) {
-          if (!Watch(ep.get(), k, kTagKick | q)) {
-            result = absl::InvalidArgumentError(absl::StrFormat(
-                "the kick fd of queue %u cannot be polled: %s", q,
-                std::strerror(errno)));
-            break;
-          }
-          watched.push_back(k);
-        }
-        if (const int c = dev.completion_fd(q); c >= 0) {
-          if (Watch(ep.get(), c, kTagDone | q)) watched.push_back(c);
-        }
-      }
-      if (!result.ok()) {
-        virtio::Logf(virtio::LogLevel::kError,
-                     "%s: protocol error, closing the connection: %s", o.name,
-                     result.message());
-        break;
-      }
+  const uint16_t ngroups = std::max<uint16_t>(dev.num_groups(), 1);
+  absl::Status result;
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (uint16_t g = 0; g < ngroups && result.ok(); ++g) {
+    workers.push_back(std::make_unique<Worker>(dev, g, o.busy_poll, o.name));
+    result = workers.back()->Start();
+  }
+  auto pause_all = [&] {
+    for (auto& w : workers) w->Pause();
+    for (auto& w : workers) w->Unregister();
+  };
+  auto resume_all = [&]() -> absl::Status {
+    std::vector<std::vector<Worker::QueueFds>> sets(workers.size());
+    for (uint16_t q = 0; q < nq; ++q) {
+      if (!dev.queue_running(q)) continue;
+      const uint16_t g = dev.queue_group(q);
+      sets[g < sets.size() ? g : 0].push_back({q, backend.kick_fd(q),
+                                               dev.completion_fd(q),
+                                               backend.polled(q),
+                                               backend.inflight(q)});
     }
-    int timeout = -1;
-    bool any_polled = false;
-    for (uint16_t q = 0; q < nq; ++q) any_polled |= backend.polled(q);
-    if (any_polled) timeout = 1;
-    if (auto retry = dev.RetryAfter()) {
-      const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*retry);
-      const int t = static_cast<int>(std::clamp<int64_t>(ms.count(), 0, 1000));
-      timeout = timeout < 0 ? t : std::min(timeout, t);
+    absl::Status s;
+    for (size_t g = 0; g < workers.size(); ++g) {
+      absl::Status r = workers[g]->SetQueues(std::move(sets[g]));
+      if (s.ok()) s = r;
     }
-    epoll_event events[64];
-    const int n = epoll_wait(ep.get(), events, 64, timeout);
-    if (n < 0) {
+    for (auto& w : workers) w->Resume();
+    return s;
+  };
+  while (result.ok()) {
+    pollfd p[2] = {{conn.fd(), POLLIN, 0}, {o.stop_fd, POLLIN, 0}};
+    const int rc = poll(p, o.stop_fd >= 0 ? 2 : 1, -1);
+    if (rc < 0) {
       if (errno == EINTR) continue;
       result = absl::InternalError(
-          absl::StrFormat("epoll_wait: %s", std::strerror(errno)));
+          absl::StrFormat("poll: %s", std::strerror(errno)));
       break;
     }
-    if (n == 0) {
-      // Rings without a kick fd, and rate-limited devices, are polled.
-      for (uint16_t q = 0; q < nq; ++q) {
-        if (backend.polled(q) || (dev.RetryAfter() && dev.queue_running(q))) {
-          dev.Kick(q);
-        }
-      }
-      continue;
+    if (o.stop_fd >= 0 && (p[1].revents & POLLIN)) {
+      result = absl::CancelledError("stopped");
+      break;
     }
-    // Data path first: a message handled below may close these fds.
-    bool socket_ready = false;
-    for (int i = 0; i < n; ++i) {
-      const uint64_t tag = events[i].data.u64 & kTagMask;
-      const uint16_t q = static_cast<uint16_t>(events[i].data.u64);
-      if (tag == kTagKick) {
-        const int k = backend.kick_fd(q);
-        if (k >= 0) {
-          Drain(k);
-          dev.Kick(q);
-        }
-      } else if (tag == kTagDone) {
-        dev.Complete(q);
-      } else if (tag == kTagSocket) {
-        socket_ready = true;
-      } else if (tag == kTagStop) {
-        result = absl::CancelledError("stopped");
-        done = true;
-      }
-    }
-    if (done || !socket_ready) continue;
+    if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
     absl::StatusOr<Message> m = conn.Receive();
     if (!m.ok()) {
       if (IsPeerClosed(m.status())) {
@@ -138,23 +371,22 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
       }
       break;
     }
-    // Handling may close kick fds: unregister them while they are still
-    // open (epoll keys registrations by open file, which the front-end
-    // keeps alive), and register the current set afterwards.
-    for (int fd : watched) epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd, nullptr);
-    watched.clear();
-    generation = ~uint64_t{0};
+    pause_all();
     std::optional<Message> reply;
     const uint32_t request = m->request();
     absl::Status s = backend.Handle(*std::move(m), &reply);
     if (reply) {
-      absl::Status sent = conn.Send(*reply);
+      std::vector<int> fds;
+      for (const UniqueFd& fd : reply->fds) fds.push_back(fd.get());
+      absl::Status sent = conn.Send(*reply, fds);
       if (!sent.ok() && s.ok()) {
         s = absl::UnavailableError(absl::StrFormat(
             "sending the reply to %s: %s", RequestName(request),
             sent.message()));
       }
     }
+    absl::Status r = resume_all();
+    if (s.ok()) s = r;
     if (!s.ok()) {
       result = s;
       virtio::Logf(virtio::LogLevel::kError,
@@ -163,7 +395,7 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
       break;
     }
   }
-  for (int fd : watched) epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd, nullptr);
+  workers.clear();  // joined; their fds unregistered
   backend.Disconnect();
   return result;
 }

@@ -1,15 +1,24 @@
 // vhost-user/server.h — one front-end connection's event loop, and the
 // daemon loop around it (server or client socket mode).
 //
-// ServeConnection() runs, on the calling thread, an epoll loop over the
-// connection socket, every running queue's kick fd, every backend
-// completion fd and a stop fd: messages go to Backend::Handle() and their
-// replies back; kicks and completions go to the device. All queues of the
-// device are served by this one thread (one group), so the protocol and
-// the data path never race. It returns when the front-end disconnects
-// (OK), breaks the protocol (the error, already logged), or `stop_fd`
-// becomes readable (Cancelled). The device is reset and every fd and
-// mapping the front-end gave is released before it returns.
+// ServeConnection() serves one front-end. The calling thread is the
+// control thread: it reads messages from the connection socket, hands them
+// to Backend::Handle() and sends the replies. The data path runs on worker
+// threads, one per queue group (VhostDevice::num_groups(); by default one
+// per queue; net: one per queue pair; console: one), each with its own
+// epoll set over its queues' kick fds, backend completion fds and the
+// group's backend fds (TAP, console sockets). Workers share no lock on the
+// data path. Every control message is handled with all workers parked
+// (quiesced between two events, their fds unregistered), so memory table
+// changes, GET_VRING_BASE, resets and fd swaps never race with a queue; the
+// workers resume on the new fd sets afterwards. With `busy_poll` workers
+// never sleep: they process their running rings on every turn (for
+// throughput, at the price of a core each).
+//
+// It returns when the front-end disconnects (OK), breaks the protocol (the
+// error, already logged), or `stop_fd` becomes readable (Cancelled). The
+// workers are stopped, the device reset and every fd and mapping the
+// front-end gave released before it returns.
 #ifndef VHOST_USER_SERVER_H_
 #define VHOST_USER_SERVER_H_
 
@@ -29,6 +38,8 @@ struct ServeOptions {
   int stop_fd = -1;
   // Mid-message stall limit.
   int message_timeout_ms = 10000;
+  // Workers spin on their rings instead of sleeping in epoll_wait.
+  bool busy_poll = false;
 };
 
 absl::Status ServeConnection(VhostDevice& device, UniqueFd connection,

@@ -1,15 +1,22 @@
 // vhost-user protocol, device adapter and daemon, driven by an in-process
 // front-end over a socketpair / Unix socket with memfd guest memory.
+#include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <functional>
+#include <map>
 #include <future>
 #include <thread>
 
 #include "backend.h"
+#include "blk_test_util.h"
+#include "device_adapter.h"
 #include "connection.h"
 #include "device_spec.h"
 #include "frontend.h"
@@ -18,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "server.h"
 #include "virtio/blk_spec.h"
+#include "virtio/net_spec.h"
 #include "virtio/spec.h"
 
 namespace vhost_user::testing {
@@ -40,14 +48,16 @@ std::unique_ptr<VhostDevice> Make(const std::string& text) {
 // One connection served on a thread.
 class Session {
  public:
-  explicit Session(VhostDevice& dev) {
+  explicit Session(VhostDevice& dev, bool busy_poll = false) {
     int sv[2];
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     front_ = std::make_unique<Frontend>(UniqueFd(sv[0]));
     UniqueFd back(sv[1]);
-    result_ = std::async(std::launch::async, [&dev, b = std::move(back)]() mutable {
+    result_ = std::async(std::launch::async, [&dev, busy_poll,
+                                              b = std::move(back)]() mutable {
       ServeOptions o;
       o.message_timeout_ms = 2000;
+      o.busy_poll = busy_poll;
       return ServeConnection(dev, std::move(b), o);
     });
   }
@@ -143,7 +153,7 @@ TEST(VhostUserProtocol, AdvertisesOnlyImplementedFeatures) {
   auto pf = s.f().GetU64(kGetProtocolFeatures);
   ASSERT_TRUE(pf);
   EXPECT_EQ(*pf, kImplementedProtocolFeatures);
-  EXPECT_FALSE(*pf & Bit(kProtocolInflightShmfd));
+  EXPECT_TRUE(*pf & Bit(kProtocolInflightShmfd));
   EXPECT_FALSE(*pf & Bit(kProtocolLogShmfd));
   auto qn = s.f().GetU64(kGetQueueNum);
   ASSERT_TRUE(qn);
@@ -248,6 +258,77 @@ TEST(VhostUserBlk, WriteThenRead) {
   EXPECT_EQ(CountOpenFds(), fds);
 }
 
+// Two queues on two workers (epoll, then busy polling), driven at once
+// from two threads; every request completes with the right data.
+class VhostUserBlkWorkers : public ::testing::TestWithParam<bool> {};
+
+TEST_P(VhostUserBlkWorkers, QueuesRunInParallel) {
+  auto dev = Make("blk,backend=ram,size=1M,num-queues=2");
+  ASSERT_EQ(dev->num_groups(), 2);
+  Session s(*dev, GetParam());
+  Frontend& f = s.f();
+  SharedMemory mem(kGpa, 4 * kMemSize);
+  SplitRing r0(mem, 32), r1(mem, 32);
+  Negotiate(f);
+  ASSERT_TRUE(f.SetMemTable(mem));
+  UniqueFd k[2], c[2];
+  ASSERT_TRUE(f.SetupRing(0, r0, k[0], c[0]));
+  ASSERT_TRUE(f.SetupRing(1, r1, k[1], c[1]));
+  SplitRing* rings[2] = {&r0, &r1};
+  // Buffers allocated up front (SharedMemory's allocator is not
+  // thread-safe).
+  constexpr int kRequests = 200;
+  struct Bufs {
+    uint64_t hdr, data, status;
+  };
+  std::vector<Bufs> bufs[2];
+  for (int q = 0; q < 2; ++q) {
+    for (int i = 0; i < 2; ++i) {
+      bufs[q].push_back({mem.Alloc(16), mem.Alloc(512), mem.Alloc(1)});
+    }
+  }
+  auto run = [&](int q) {
+    SplitRing& ring = *rings[q];
+    for (int i = 0; i < kRequests; ++i) {
+      const bool write = i % 2 == 0;
+      const Bufs& b = bufs[q][i % 2];
+      const uint64_t sector = static_cast<uint64_t>(q * 1000 + i / 2) % 2048;
+      BlkReq req{write ? virtio::blk::kTypeOut : virtio::blk::kTypeIn, 0,
+                 sector};
+      std::memcpy(mem.host(b.hdr), &req, sizeof req);
+      if (write) {
+        std::memset(mem.host(b.data), q * 100 + i, 512);
+        ring.Add({{b.hdr, 16, false}, {b.data, 512, false}, {b.status, 1, true}});
+      } else {
+        ring.Add({{b.hdr, 16, false}, {b.data, 512, true}, {b.status, 1, true}});
+      }
+      if (!GetParam()) {
+        ASSERT_TRUE(SignalFd(k[q].get()));
+      }
+      std::optional<std::pair<uint32_t, uint32_t>> u;
+      for (int spin = 0; spin < 500 && !(u = ring.Reap()); ++spin) {
+        WaitEvent(c[q].get(), 10);
+      }
+      ASSERT_TRUE(u) << "queue " << q << " request " << i;
+      ASSERT_EQ(*mem.host(b.status), virtio::blk::kStatusOk);
+      if (!write) {
+        ASSERT_EQ(mem.host(b.data)[0], static_cast<uint8_t>(q * 100 + i - 1));
+      }
+    }
+  };
+  std::thread t0(run, 0), t1(run, 1);
+  t0.join();
+  t1.join();
+  EXPECT_TRUE(s.Finish().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(EpollAndBusyPoll, VhostUserBlkWorkers,
+                         ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? std::string("BusyPoll")
+                                          : std::string("Epoll");
+                         });
+
 TEST(VhostUserBlk, MemorySlotsAddAndRemove) {
   auto dev = Make("blk,backend=ram,size=1M");
   Session s(*dev);
@@ -339,6 +420,30 @@ uint32_t Region2(Frontend& f, const MemoryRegion& a, int fa,
 }
 
 const Hostile kHostile[] = {
+    {"InflightRegionLargerThanFd",
+     [](Frontend& f, SharedMemory&) {
+       f.Send(kSetProtocolFeatures,
+              uint64_t{Bit(kProtocolReplyAck) | Bit(kProtocolInflightShmfd)});
+       UniqueFd small(memfd_create("small", MFD_CLOEXEC));
+       ASSERT_EQ(ftruncate(small.get(), 100), 0);
+       f.Send(kSetInflightFd, InflightInfo{4096, 0, 1, 64}, {small.get()});
+     }},
+    {"InflightZeroQueues",
+     [](Frontend& f, SharedMemory&) {
+       f.Send(kSetProtocolFeatures,
+              uint64_t{Bit(kProtocolReplyAck) | Bit(kProtocolInflightShmfd)});
+       f.Send(kGetInflightFd, InflightInfo{0, 0, 0, 64});
+     }},
+    {"InflightWithoutFd",
+     [](Frontend& f, SharedMemory&) {
+       f.Send(kSetProtocolFeatures,
+              uint64_t{Bit(kProtocolReplyAck) | Bit(kProtocolInflightShmfd)});
+       f.Send(kSetInflightFd, InflightInfo{4096, 0, 1, 64});
+     }},
+    {"InflightNotNegotiated",
+     [](Frontend& f, SharedMemory&) {
+       f.Send(kGetInflightFd, InflightInfo{0, 0, 1, 64});
+     }},
     {"ShortSetFeatures",
      [](Frontend& f, SharedMemory&) {
        uint32_t v = 1;
@@ -531,6 +636,299 @@ TEST(VhostUserDaemon, StopFdEndsServing) {
   EXPECT_NE(stat(path.c_str(), &st), 0);
 }
 
+// --- inflight tracking ----------------------------------------------------------
+
+using ScriptedBlk = virtio::BlkDevice<VhostTraits, virtio::blktest::ScriptedDisk>;
+
+std::unique_ptr<DeviceAdapter<ScriptedBlk>> MakeScriptedBlk(
+    virtio::blktest::ScriptedDisk& disk) {
+  auto a = DeviceAdapter<ScriptedBlk>::Create(
+      [&](const MemoryTable& m, CallInterrupt& i) {
+        return ScriptedBlk::Create(m, i, disk, {.name = "blk", .queue_size = 64});
+      });
+  EXPECT_TRUE(a.ok()) << a.status();
+  return a.ok() ? *std::move(a) : nullptr;
+}
+
+constexpr uint64_t kInflightProtocol = Bit(kProtocolReplyAck) |
+                                       Bit(kProtocolConfig) |
+                                       Bit(kProtocolInflightShmfd);
+
+// Queues a 512-byte write of `fill` to `sector`; returns the head and the
+// status byte's address.
+std::pair<uint16_t, uint64_t> QueueWrite(SharedMemory& mem, SplitRing& ring,
+                                         uint64_t sector, uint8_t fill) {
+  const uint64_t hdr = mem.Alloc(16), data = mem.Alloc(512),
+                 status = mem.Alloc(1);
+  BlkReq w{virtio::blk::kTypeOut, 0, sector};
+  std::memcpy(mem.host(hdr), &w, sizeof w);
+  std::memset(mem.host(data), fill, 512);
+  *mem.host(status) = 0xff;
+  const uint16_t head =
+      ring.Add({{hdr, 16, false}, {data, 512, false}, {status, 1, true}});
+  return {head, status};
+}
+
+// A back-end dies with requests in flight; a new instance given the same
+// inflight fd resubmits exactly those, and the ring goes on.
+TEST(VhostUserInflight, RestartedBackendResubmitsInFlightRequestsOnce) {
+  SharedMemory mem(kGpa, kMemSize);
+  SplitRing ring(mem, 64);
+  UniqueFd inflight;
+  std::vector<std::pair<uint16_t, uint64_t>> held;
+  virtio::blktest::ScriptedDisk disk1(1 << 20);
+  {
+    auto dev = MakeScriptedBlk(disk1);
+    Session s(*dev);
+    Frontend& f = s.f();
+    Negotiate(f, 0, kInflightProtocol);
+    ASSERT_TRUE(f.SetMemTable(mem));
+    InflightInfo info{0, 0, 1, 64};
+    ASSERT_TRUE(f.Send(kGetInflightFd, info));
+    {
+      // Frontend::Receive() drops fds; read the reply with a Connection on
+      // a duplicate of the socket (closed again right after).
+      Connection c(UniqueFd(dup(f.fd())));
+      auto r = c.Receive();
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->fds.size(), 1u);
+      const auto got = r->As<InflightInfo>();
+      EXPECT_EQ(got.mmap_size, InflightQueueRegionSize(64));
+      inflight = std::move(r->fds[0]);
+      info.mmap_size = got.mmap_size;
+    }
+    ASSERT_TRUE(f.Send(kSetInflightFd, info, {inflight.get()}));
+    UniqueFd kick, call;
+    ASSERT_TRUE(f.SetupRing(0, ring, kick, call));
+    // Three requests complete normally.
+    for (int i = 0; i < 3; ++i) QueueWrite(mem, ring, i, static_cast<uint8_t>(i));
+    ASSERT_TRUE(SignalFd(kick.get()));
+    int done = 0;
+    for (int spin = 0; spin < 100 && done < 3; ++spin) {
+      WaitEvent(call.get(), 50);
+      while (ring.Reap()) ++done;
+    }
+    ASSERT_EQ(done, 3);
+    // Five more are held by the disk when the back-end goes away.
+    disk1.hold = true;
+    for (int i = 0; i < 5; ++i) {
+      held.push_back(QueueWrite(mem, ring, 10 + i, static_cast<uint8_t>(0x50 + i)));
+    }
+    ASSERT_TRUE(SignalFd(kick.get()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_FALSE(ring.Reap().has_value());
+    // The connection dies; the held requests never complete.
+    (void)s.Finish();
+  }
+  for (const auto& [head, status] : held) EXPECT_EQ(*mem.host(status), 0xff);
+
+  virtio::blktest::ScriptedDisk disk2(1 << 20);
+  auto dev = MakeScriptedBlk(disk2);
+  Session s(*dev);
+  Frontend& f = s.f();
+  Negotiate(f, 0, kInflightProtocol);
+  ASSERT_TRUE(f.SetMemTable(mem));
+  InflightInfo info{InflightQueueRegionSize(64), 0, 1, 64};
+  ASSERT_TRUE(f.Send(kSetInflightFd, info, {inflight.get()}));
+  UniqueFd kick, call;
+  ASSERT_TRUE(f.SetupRing(0, ring, kick, call));  // base ignored: resubmits
+  std::map<uint32_t, int> completed;
+  for (int spin = 0; spin < 100 && completed.size() < 5; ++spin) {
+    WaitEvent(call.get(), 50);
+    while (auto u = ring.Reap()) ++completed[u->first];
+  }
+  ASSERT_EQ(completed.size(), 5u);
+  for (const auto& [head, status] : held) {
+    EXPECT_EQ(completed[head], 1) << "head " << head;
+    EXPECT_EQ(*mem.host(status), virtio::blk::kStatusOk);
+  }
+  // Without FLUSH negotiated each write is followed by a flush: count
+  // the writes.
+  auto writes = [&] {
+    return std::count_if(disk2.log.begin(), disk2.log.end(), [](const auto& r) {
+      return r.op == virtio::blktest::ScriptedDisk::Op::kWrite;
+    });
+  };
+  ASSERT_EQ(writes(), 5);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(disk2.image[(10 + i) * 512], 0x50 + i);
+  }
+  // New requests follow at the right ring positions.
+  auto more = QueueWrite(mem, ring, 20, 0x77);
+  ASSERT_TRUE(SignalFd(kick.get()));
+  ASSERT_TRUE(WaitEvent(call.get()));
+  auto u = ring.Reap();
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->first, more.first);
+  EXPECT_FALSE(ring.Reap().has_value());
+  EXPECT_EQ(writes(), 6);
+  EXPECT_TRUE(s.Finish().ok());
+}
+
+// --- net over vhost-user (loopback backend) ---------------------------------
+
+// Queues a tx packet (header + `frame_len` bytes) and kicks.
+void SendFrame(SharedMemory& mem, SplitRing& tx, int kick, uint32_t frame_len,
+               uint8_t seed) {
+  const uint64_t buf = mem.Alloc(virtio::net::kHeaderSize + frame_len);
+  std::memset(mem.host(buf), 0, virtio::net::kHeaderSize);
+  uint8_t* f = mem.host(buf) + virtio::net::kHeaderSize;
+  for (uint32_t i = 0; i < frame_len; ++i) f[i] = static_cast<uint8_t>(seed + i);
+  f[12] = 0x08;
+  f[13] = 0x00;
+  tx.Add({{buf, virtio::net::kHeaderSize + frame_len, false}});
+  ASSERT_TRUE(SignalFd(kick));
+}
+
+void PostRx(SharedMemory& mem, SplitRing& rx, int kick, int n, uint32_t len) {
+  for (int i = 0; i < n; ++i) rx.Add({{mem.Alloc(len), len, true}});
+  ASSERT_TRUE(SignalFd(kick));
+}
+
+TEST(VhostUserNet, LoopbackAndHeldRxChainsAtGetVringBase) {
+  auto dev = Make("net,backend=loopback,mac=52:54:00:00:00:01");
+  ASSERT_NE(dev, nullptr);
+  uint8_t mac[6];
+  ASSERT_TRUE(dev->ReadConfig(0, mac, 6));
+  EXPECT_EQ(mac[5], 1);
+  EXPECT_EQ(dev->num_queues(), 3);  // rx, tx, ctrl
+  const int fds = CountOpenFds();
+  {
+    Session s(*dev);
+    Frontend& f = s.f();
+    SharedMemory mem(kGpa, kMemSize);
+    SplitRing rx(mem, 16), tx(mem, 16);
+    Negotiate(f, spec::Bit(virtio::net::kFeatureMrgRxbuf));
+    ASSERT_TRUE(f.SetMemTable(mem));
+    UniqueFd rk, rc, tk, tc;
+    ASSERT_TRUE(f.SetupRing(0, rx, rk, rc));
+    ASSERT_TRUE(f.SetupRing(1, tx, tk, tc));
+    // A 1000-byte frame into 256-byte buffers: one posted, then four.
+    PostRx(mem, rx, rk.get(), 1, 256);
+    SendFrame(mem, tx, tk.get(), 1000, 3);
+    ASSERT_TRUE(WaitEvent(tc.get()));
+    ASSERT_TRUE(tx.Reap());
+    PostRx(mem, rx, rk.get(), 4, 256);
+    ASSERT_TRUE(WaitEvent(rc.get()));
+    uint32_t total = 0;
+    int used = 0;
+    while (auto u = rx.Reap()) {
+      total += u->second;
+      ++used;
+    }
+    EXPECT_EQ(used, 4);
+    EXPECT_EQ(total, 1000u + virtio::net::kHeaderSize);
+    // Again with one buffer: the device holds it when the ring stops, and
+    // hands it back unused; the packet waits for the resumed ring.
+    SendFrame(mem, tx, tk.get(), 1000, 5);
+    ASSERT_TRUE(WaitEvent(tc.get()));
+    PostRx(mem, rx, rk.get(), 1, 256);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(f.Send(kGetVringBase, VringState{0, 0}));
+    auto r = f.Receive();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->As<VringState>().num, 6u);
+    auto u = rx.Reap();
+    ASSERT_TRUE(u);
+    EXPECT_EQ(u->second, 0u);
+    EXPECT_TRUE(WaitEvent(rc.get(), 0));  // the call for it
+    ASSERT_TRUE(f.Send(kSetVringBase, VringState{0, 6}));
+    ASSERT_TRUE(f.Send(kSetVringKick, uint64_t{0}, {rk.get()}));
+    PostRx(mem, rx, rk.get(), 4, 256);
+    ASSERT_TRUE(WaitEvent(rc.get()));
+    total = 0;
+    while (auto v = rx.Reap()) total += v->second;
+    EXPECT_EQ(total, 1000u + virtio::net::kHeaderSize);
+    EXPECT_TRUE(s.Finish().ok());
+  }
+  EXPECT_EQ(CountOpenFds(), fds);
+}
+
+// --- console over vhost-user (socket backend) ---------------------------------
+
+TEST(VhostUserConsole, SocketBackendBothWays) {
+  const std::string path =
+      absl::StrFormat("/tmp/vu-console-%d.sock", static_cast<int>(getpid()));
+  unlink(path.c_str());
+  auto dev = Make("console,backend=socket=" + path);
+  ASSERT_NE(dev, nullptr);
+  {
+    Session s(*dev);
+    Frontend& f = s.f();
+    SharedMemory mem(kGpa, kMemSize);
+    SplitRing rx(mem, 16), tx(mem, 16);
+    Negotiate(f);
+    ASSERT_TRUE(f.SetMemTable(mem));
+    UniqueFd rk, rc, tk, tc;
+    ASSERT_TRUE(f.SetupRing(0, rx, rk, rc));
+    ASSERT_TRUE(f.SetupRing(1, tx, tk, tc));
+    // A host client connects and types; the guest receives it.
+    UniqueFd client(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    ASSERT_EQ(connect(client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a),
+              0);
+    const uint64_t in = mem.Alloc(64);
+    rx.Add({{in, 64, true}});
+    ASSERT_TRUE(SignalFd(rk.get()));
+    ASSERT_EQ(write(client.get(), "ping", 4), 4);
+    ASSERT_TRUE(WaitEvent(rc.get()));
+    auto u = rx.Reap();
+    ASSERT_TRUE(u);
+    EXPECT_EQ(std::string(reinterpret_cast<char*>(mem.host(in)), u->second),
+              "ping");
+    // The guest writes; the client reads it.
+    const uint64_t out = mem.Alloc(5);
+    std::memcpy(mem.host(out), "hello", 5);
+    tx.Add({{out, 5, false}});
+    ASSERT_TRUE(SignalFd(tk.get()));
+    ASSERT_TRUE(WaitEvent(tc.get()));
+    char buf[16] = {};
+    pollfd p{client.get(), POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);
+    EXPECT_EQ(read(client.get(), buf, sizeof buf), 5);
+    EXPECT_EQ(std::string(buf, 5), "hello");
+    EXPECT_TRUE(s.Finish().ok());
+  }
+  dev.reset();
+  unlink(path.c_str());
+}
+
+TEST(VhostUserConsole, FileBackend) {
+  char tmpl[] = "/tmp/vu-console-file-XXXXXX";
+  const int tfd = mkstemp(tmpl);
+  ASSERT_GE(tfd, 0);
+  close(tfd);
+  auto dev = Make(std::string("console,backend=file=") + tmpl);
+  ASSERT_NE(dev, nullptr);
+  {
+    Session s(*dev);
+    Frontend& f = s.f();
+    SharedMemory mem(kGpa, kMemSize);
+    SplitRing rx(mem, 16), tx(mem, 16);
+    Negotiate(f);
+    ASSERT_TRUE(f.SetMemTable(mem));
+    UniqueFd rk, rc, tk, tc;
+    ASSERT_TRUE(f.SetupRing(0, rx, rk, rc));
+    ASSERT_TRUE(f.SetupRing(1, tx, tk, tc));
+    const uint64_t out = mem.Alloc(6);
+    std::memcpy(mem.host(out), "booted", 6);
+    tx.Add({{out, 6, false}});
+    ASSERT_TRUE(SignalFd(tk.get()));
+    ASSERT_TRUE(WaitEvent(tc.get()));
+    EXPECT_TRUE(s.Finish().ok());
+  }
+  dev.reset();
+  FILE* fp = std::fopen(tmpl, "r");
+  ASSERT_NE(fp, nullptr);
+  char buf[16] = {};
+  EXPECT_EQ(std::fread(buf, 1, sizeof buf, fp), 6u);
+  std::fclose(fp);
+  EXPECT_EQ(std::string(buf), "booted");
+  unlink(tmpl);
+}
+
 TEST(VhostUserDeviceSpec, RejectsBadSpecs) {
   EXPECT_FALSE(ParseDeviceSpec("").ok());
   EXPECT_FALSE(ParseDeviceSpec("blk,path").ok());
@@ -539,7 +937,11 @@ TEST(VhostUserDeviceSpec, RejectsBadSpecs) {
        {"blk", "blk,backend=ram", "blk,backend=ram,size=1M,bogus=1",
         "blk,backend=ram,size=1M,readonly=maybe", "blk,path=/nonexistent/x",
         "blk,backend=ram,size=1M,num-queues=0", "rng,queue-size=x", "net",
-        "frobnicator"}) {
+        "net,backend=loopback,mac=52:54:00:00:00",
+        "net,backend=loopback,queue-pairs=2,ctrl-vq=off",
+        "net,backend=loopback,ifname=tap0", "net,backend=vde", "console",
+        "console,backend=socket", "console,backend=stdio,path=/x",
+        "console,backend=file=/nonexistent/dir/x", "frobnicator"}) {
     auto s = ParseDeviceSpec(bad);
     ASSERT_TRUE(s.ok()) << bad;
     EXPECT_FALSE(MakeDevice(*s).ok()) << bad;

@@ -382,6 +382,36 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
     live_ = multiport_ = device_ready_ = false;
   }
 
+  // DisableQueue(): the ring is about to go away. A held receive chain is
+  // returned empty; a paced transmit chain is returned with the bytes the
+  // backend has not taken yet dropped.
+  void OnQueueDisabled(uint16_t index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (index == console::kControlRxQueue || index == console::kControlTxQueue) {
+      return;
+    }
+    const uint32_t port = index < 2 ? 0 : (index - 2) / 2;
+    if (port >= ports_.size()) return;
+    Port& p = ports_[port];
+    this->WithQueue(index, [&](uint16_t q, auto& ring) {
+      if (index % 2 == 0) {
+        if (!p.rx_held) return;
+        p.rx_held = false;
+        ring.Push(p.rx.token(), 0);
+      } else {
+        if (!p.tx_held) return;
+        p.tx_held = false;
+        p.tx_offset = 0;
+        ring.Push(p.tx.token(), 0);
+      }
+      if (ring.Publish()) this->interrupt().SignalQueue(q);
+      // Stalled, the queue left its notifications off: whoever resumes the
+      // ring must hear the driver's next kick.
+      ring.EnableNotification();
+    });
+    Wake();  // BackendPoll() changed
+  }
+
   template <VirtQueue Q>
   void ProcessQueue(uint16_t index, Q& ring) {
     std::lock_guard<std::mutex> lock(mu_);

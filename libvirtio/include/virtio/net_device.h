@@ -404,6 +404,35 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     mrg_rxbuf_ = false;
   }
 
+  // DisableQueue(): the ring is about to go away. Held chains are returned
+  // unused (length 0): a tx packet the backend was busy for is dropped
+  // (tx_dropped); rx chains held for an incomplete packet go back empty
+  // and the packet stays pending in the backend for the resumed ring.
+  void OnQueueDisabled(uint16_t index) {
+    if (HasCtrl() && index == ctrl_queue()) return;
+    const uint16_t pair = index / 2;
+    if (pair >= pairs_.size()) return;
+    PairState& ps = pairs_[pair];
+    this->WithQueue(index, [&](uint16_t q, auto& ring) {
+      if (index % 2 == 1) {
+        if (!ps.tx_held) return;
+        ps.tx_held = false;
+        ++ps.stats.tx_dropped;
+        ring.Push(ps.tx_chain.token(), 0);
+      } else {
+        if (ps.rx_count == 0) return;
+        for (uint32_t i = 0; i < ps.rx_count; ++i) {
+          ring.Push(ps.rx[(ps.rx_head + i) % ps.rx.size()].token(), 0);
+        }
+        ps.rx_head = ps.rx_count = 0;
+      }
+      if (ring.Publish()) this->interrupt().SignalQueue(q);
+      // Stalled, the queue left its notifications off: whoever resumes the
+      // ring must hear the driver's next kick.
+      ring.EnableNotification();
+    });
+  }
+
   template <VirtQueue Q>
   void ProcessQueue(uint16_t index, Q& ring) {
     if (HasCtrl() && index == ctrl_queue()) {
