@@ -753,7 +753,11 @@ TEST(VhostUserInflight, RestartedBackendResubmitsInFlightRequestsOnce) {
   for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(disk2.image[(10 + i) * 512], 0x50 + i);
   }
-  // New requests follow at the right ring positions.
+  // New requests follow at the right ring positions. Drain any call signal
+  // left over from the resubmitted completions first, so the wait below is
+  // for this request's interrupt and not a stale one.
+  while (WaitEvent(call.get(), 0)) {
+  }
   auto more = QueueWrite(mem, ring, 20, 0x77);
   ASSERT_TRUE(SignalFd(kick.get()));
   ASSERT_TRUE(WaitEvent(call.get()));
