@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# rc-timeout: 600
 # Real client: DPDK 22.11 dpdk-testpmd with its virtio-user PMD
 # (--vdev net_virtio_user0,path=SOCK) as the vhost-user front-end of
 # vhost-user-device's net device on its loopback backend (every frame the

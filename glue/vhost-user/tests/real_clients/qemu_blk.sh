@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# rc-timeout: 900
 # Real client: QEMU 7.2 (q35, TCG, shared memfd RAM) boots Debian's kernel
 # with a busybox initramfs; two vhost-user-blk-pci disks are served by two
 # vhost-user-device daemons:

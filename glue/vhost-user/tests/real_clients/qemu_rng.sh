@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# rc-timeout: 600
 # Real client: QEMU 7.2 (q35, TCG) with vhost-user-rng-pci; the guest's
 # virtio-rng driver reads entropy served by vhost-user-device.
 # Here QEMU listens (server=on,wait=on: wait=off with no back-end yet trips

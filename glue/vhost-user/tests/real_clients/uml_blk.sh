@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# rc-timeout: 600
 # Real client: User-mode Linux (Debian's user-mode-linux, CONFIG_VIRTIO_UML)
 # attaches vhost-user-device as a virtio-blk device with
 # virtio_uml.device=SOCKET:2 and runs Linux's real virtio_blk driver at
