@@ -40,7 +40,8 @@ constexpr uint64_t kShadowSlot = 128 * 1024;  // >= a 32768-entry avail ring
 Backend::Backend(VhostDevice& device, BackendOptions options)
     : dev_(device),
       options_(std::move(options)),
-      vrings_(device.num_queues()) {
+      vrings_(device.num_queues()),
+      observers_(device.num_queues()) {
   options_.protocol_features &= kImplementedProtocolFeatures;
 }
 
@@ -324,7 +325,7 @@ absl::Status Backend::Sync(uint16_t q) {
   }
   InflightSplit* track = vrings_[q].inflight.get();
   if (track != nullptr) track->Sync();
-  absl::Status s = dev_.StartQueue(q, cfg, state);
+  absl::Status s = dev_.StartQueue(q, cfg, state, &observers_[q], {});
   if (!s.ok()) {
     vrings_[q].inflight.reset();
     return fail(s.message());

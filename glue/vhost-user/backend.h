@@ -36,6 +36,7 @@
 #include "device.h"
 #include "inflight.h"
 #include "message.h"
+#include "queue_observer.h"
 #include "unique_fd.h"
 
 namespace vhost_user {
@@ -119,6 +120,8 @@ class Backend {
   VhostDevice& dev_;
   BackendOptions options_;
   std::vector<Vring> vrings_;
+  // One per queue, at a fixed address for the Backend's lifetime.
+  std::vector<QueueObserver> observers_;
   bool owner_ = false;
   bool features_set_ = false;
   uint64_t acked_features_ = 0;

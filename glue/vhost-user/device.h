@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "memory_table.h"
+#include "queue_observer.h"
 #include "virtio/queue.h"
 
 namespace vhost_user {
@@ -57,9 +59,14 @@ class VhostDevice {
   // The device's virtio status byte.
   virtual uint8_t status() const = 0;
 
-  // Starts queue `q` on `config` (guest-physical addresses) at `state`.
-  virtual absl::Status StartQueue(uint16_t q, const virtio::QueueConfig& config,
-                                  const virtio::QueueState& state) = 0;
+  // Starts queue `q` on `config` (guest-physical addresses) at `state`,
+  // with `observer` (may be null; outlives the running queue) attached to
+  // its ring and `resubmit` (chains a previous back-end left in flight)
+  // processed first.
+  virtual absl::Status StartQueue(
+      uint16_t q, const virtio::QueueConfig& config,
+      const virtio::QueueState& state, QueueObserver* observer,
+      absl::Span<const virtio::ResubmitChain> resubmit) = 0;
   // Stops queue `q` after finishing its in-flight requests; its position,
   // or nullopt if it was not running.
   virtual std::optional<virtio::QueueState> StopQueue(uint16_t q) = 0;

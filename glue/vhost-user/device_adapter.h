@@ -140,8 +140,10 @@ class DeviceAdapter final : public VhostDevice {
 
   uint8_t status() const override { return dev_->status(); }
 
-  absl::Status StartQueue(uint16_t q, const virtio::QueueConfig& config,
-                          const virtio::QueueState& state) override {
+  absl::Status StartQueue(
+      uint16_t q, const virtio::QueueConfig& config,
+      const virtio::QueueState& state, QueueObserver* observer,
+      absl::Span<const virtio::ResubmitChain> resubmit) override {
     namespace spec = virtio::spec;
     if (dev_->needs_reset()) {
       return absl::FailedPreconditionError("the device needs a reset");
@@ -155,7 +157,7 @@ class DeviceAdapter final : public VhostDevice {
     c->desc_addr = config.desc_addr;
     c->driver_addr = config.driver_addr;
     c->device_addr = config.device_addr;
-    if (!dev_->EnableQueue(q, state)) {
+    if (!dev_->EnableQueue(q, state, observer, resubmit)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "queue %u: ring rejected by the device (see its log line)", q));
     }

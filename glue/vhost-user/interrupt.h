@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "memory_table.h"
+#include "queue_observer.h"
 #include "virtio/hypervisor.h"
 
 namespace vhost_user {
@@ -56,6 +57,7 @@ class CallInterrupt {
 struct VhostTraits {
   using Memory = MemoryTable;
   using Interrupt = CallInterrupt;
+  using RingObserver = QueueObserver;
 };
 static_assert(virtio::HypervisorTraits<VhostTraits>);
 

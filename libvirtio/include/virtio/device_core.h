@@ -51,6 +51,7 @@
 #include "virtio/log.h"
 #include "virtio/packed_queue.h"
 #include "virtio/queue.h"
+#include "virtio/ring_observer.h"
 #include "virtio/spec.h"
 #include "virtio/split_queue.h"
 
@@ -80,8 +81,10 @@ class DeviceCore {
  public:
   using Memory = typename T::Memory;
   using Interrupt = typename T::Interrupt;
-  using Split = SplitQueue<Memory>;
-  using Packed = PackedQueue<Memory>;
+  // The traits' optional RingObserver (ring_observer.h), or NoRingObserver.
+  using Observer = RingObserverOf<T>;
+  using Split = SplitQueue<Memory, Observer>;
+  using Packed = PackedQueue<Memory, Observer>;
 
   DeviceCore(const DeviceCore&) = delete;
   DeviceCore& operator=(const DeviceCore&) = delete;
@@ -170,6 +173,16 @@ class DeviceCore {
   // rejects (more chains in flight than its size, a packed offset outside
   // the ring) puts the device in NEEDS_RESET like a bad ring address.
   bool EnableQueue(uint16_t q, const QueueState& state) {
+    return EnableQueue(q, state, nullptr, {});
+  }
+
+  // As EnableQueue(q, state), with `observer` (may be null; must outlive
+  // the queue) attached to the ring, and `resubmit` handed to its
+  // Resubmit(): chains a previous incarnation of the device had in flight,
+  // which Notify() processes again before anything new. Invalid resubmit
+  // entries put the device in NEEDS_RESET.
+  bool EnableQueue(uint16_t q, const QueueState& state, Observer* observer,
+                   absl::Span<const ResubmitChain> resubmit) {
     if (q >= queues_.size()) {
       GuestError(absl::StrFormat("enable of nonexistent queue %u", q));
       return false;
@@ -189,13 +202,15 @@ class DeviceCore {
     slot.config.indirect = Negotiated(spec::kFeatureIndirectDesc);
     absl::Status status;
     if (Negotiated(spec::kFeatureRingPacked)) {
-      auto ring = Packed::Create(*memory_, slot.config, state);
-      if (ring.ok()) slot.ring.template emplace<Packed>(*std::move(ring));
-      status = ring.status();
+      auto ring = Packed::Create(*memory_, slot.config, state, observer);
+      if (ring.ok() && !resubmit.empty()) status = ring->Resubmit(resubmit);
+      if (!ring.ok()) status = ring.status();
+      if (status.ok()) slot.ring.template emplace<Packed>(*std::move(ring));
     } else {
-      auto ring = Split::Create(*memory_, slot.config, state);
-      if (ring.ok()) slot.ring.template emplace<Split>(*std::move(ring));
-      status = ring.status();
+      auto ring = Split::Create(*memory_, slot.config, state, observer);
+      if (ring.ok() && !resubmit.empty()) status = ring->Resubmit(resubmit);
+      if (!ring.ok()) status = ring.status();
+      if (status.ok()) slot.ring.template emplace<Split>(*std::move(ring));
     }
     if (!status.ok()) {
       SetNeedsReset(absl::StrFormat("queue %u: %s", q, status.message()));

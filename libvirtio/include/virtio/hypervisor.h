@@ -12,6 +12,14 @@
 //     or raises INTx (PciInterrupt), vhost-user writes the queue's call
 //     eventfd. Tests use a recording sink.
 //
+// and may name a third:
+//
+//   * `RingObserver` (optional): a type satisfying `RingObserver`
+//     (ring_observer.h) whose hooks see every chain popped, pushed and
+//     published on a queue; DeviceCore::EnableQueue attaches one per queue.
+//     vhost-user uses it for inflight tracking and dirty-page logging.
+//     Without it, the queues carry no hook code at all.
+//
 // No virtual calls: every call is resolved at compile time.
 //
 // Example (a glue for some hypervisor):
@@ -43,6 +51,8 @@ concept InterruptSink = requires(I& irq, uint16_t queue) {
 template <typename T>
 concept HypervisorTraits = GuestMemory<typename T::Memory> &&
                            InterruptSink<typename T::Interrupt>;
+// (The RingObserver member, when present, is checked where DeviceCore
+// instantiates its queues: ring_observer.h depends on the queue headers.)
 
 }  // namespace virtio
 

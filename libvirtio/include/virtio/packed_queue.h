@@ -17,6 +17,8 @@
 #define VIRTIO_PACKED_QUEUE_H_
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
@@ -25,20 +27,25 @@
 #include "virtio/queue.h"
 #include "virtio/ring_access.h"
 #include "virtio/ring_error.h"
+#include "virtio/ring_observer.h"
 #include "virtio/spec.h"
 
 namespace virtio {
 
-template <GuestMemory Mem>
+// `Observer` (ring_observer.h) sees every pop, push and publish; the
+// default, NoRingObserver, compiles the hooks away.
+template <GuestMemory Mem, RingObserverOrNone Observer = NoRingObserver>
 class PackedQueue {
  public:
   // Validates `config` (size 1..32768, alignment, every ring part inside one
   // guest memory region) and binds the queue to `mem`, which must outlive it.
   // `state` resumes at a known ring position (offsets < size); the default
-  // is a fresh ring (offset 0, both wrap counters 1).
+  // is a fresh ring (offset 0, both wrap counters 1). `observer` (may be
+  // null) must outlive the queue.
   static absl::StatusOr<PackedQueue> Create(const Mem& mem,
                                             const QueueConfig& config,
-                                            const QueueState& state = {}) {
+                                            const QueueState& state = {},
+                                            Observer* observer = nullptr) {
     const uint32_t n = config.size;
     if (n == 0 || n > spec::kMaxQueueSize) {
       return absl::InvalidArgumentError(
@@ -70,12 +77,50 @@ class PackedQueue {
           state.next_avail, state.avail_wrap, state.next_used,
           state.used_wrap));
     }
-    return PackedQueue(mem, config, *ring, *driver, *device, state, in_flight);
+    return PackedQueue(mem, config, *ring, *driver, *device, state, in_flight,
+                       observer);
+  }
+
+  // Makes Pop() return `chains` again, in that order, before any new chain.
+  // Setup time only (it allocates), right after Create() and before the
+  // first Pop(). Each chain's `descs` are the descriptors it occupied (one
+  // per ring slot); together they must fit in the ring slots the creation
+  // state counts as in flight. The descriptors are copied and validated
+  // again, as if read from the ring, when Pop() walks them.
+  absl::Status Resubmit(absl::Span<const ResubmitChain> chains) {
+    uint64_t slots = 0;
+    std::vector<SavedChain> saved;
+    std::vector<spec::PackedDesc> descs;
+    saved.reserve(chains.size());
+    for (const ResubmitChain& c : chains) {
+      if (c.descs.empty() || c.descs.size() > size_) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "resubmitted buffer %u has %u descriptors, not 1..%u", c.id,
+            c.descs.size(), size_));
+      }
+      slots += c.descs.size();
+      saved.push_back({c.id, static_cast<uint32_t>(descs.size()),
+                       static_cast<uint16_t>(c.descs.size())});
+      descs.insert(descs.end(), c.descs.begin(), c.descs.end());
+    }
+    if (slots > in_flight_slots_) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "resubmitted chains occupy %u ring slots but only %u are in flight",
+          slots, in_flight_slots_));
+    }
+    resubmit_ = std::move(saved);
+    resubmit_descs_ = std::move(descs);
+    resubmit_next_ = 0;
+    resubmit_left_ = static_cast<uint32_t>(resubmit_.size());
+    return absl::OkStatus();
   }
 
   // Pops the next available chain into `chain`. See PopStatus.
   PopStatus Pop(DescriptorChain& chain) {
     if (error_ != RingError::kNone) return PopStatus::kBroken;
+    if (resubmit_left_ != 0) [[unlikely]] {
+      return PopResubmitted(chain);
+    }
     const uint16_t head_flags = LoadAcquire(&ring_[next_avail_].flags);
     if (!IsAvailable(head_flags, avail_wrap_)) return PopStatus::kEmpty;
     // The device has every slot in flight, so this slot cannot have been
@@ -120,10 +165,14 @@ class PackedQueue {
         return Fail(RingError::kChainTooLong);
       }
     }
+    const uint16_t first = next_avail_;
     next_avail_ = pos;
     avail_wrap_ = wrap;
     in_flight_slots_ += slots;
     chain.set_token({id, slots});
+    if constexpr (kObserved) {
+      if (observer_ != nullptr) observer_->OnPop(chain, first, false);
+    }
     return PopStatus::kChain;
   }
 
@@ -136,6 +185,9 @@ class PackedQueue {
       return;
     }
     in_flight_slots_ -= token.ring_slots;
+    if constexpr (kObserved) {
+      if (observer_ != nullptr) observer_->OnPush(token, len, next_used_);
+    }
     spec::PackedDesc* d = &ring_[next_used_];
     StoreRelaxed(&d->id, token.id);
     StoreRelaxed(&d->len, len);
@@ -165,6 +217,9 @@ class PackedQueue {
     if (pending_ == 0) return false;
     pending_ = 0;
     StoreRelease(&ring_[batch_pos_].flags, batch_flags_);
+    if constexpr (kObserved) {
+      if (observer_ != nullptr) observer_->OnPublish(state());
+    }
     FullFence();
     const uint16_t mode =
         LoadRelaxed(&driver_event_->flags) & spec::kRingEventFlagsMask;
@@ -214,7 +269,7 @@ class PackedQueue {
  private:
   PackedQueue(const Mem& mem, const QueueConfig& config, uint8_t* ring,
               uint8_t* driver_event, uint8_t* device_event,
-              const QueueState& state, uint32_t in_flight)
+              const QueueState& state, uint32_t in_flight, Observer* observer)
       : mem_(&mem),
         ring_(reinterpret_cast<spec::PackedDesc*>(ring)),
         driver_event_(reinterpret_cast<spec::PackedEventSuppress*>(driver_event)),
@@ -226,7 +281,56 @@ class PackedQueue {
         avail_wrap_(state.avail_wrap),
         next_used_(state.next_used),
         used_wrap_(state.used_wrap),
-        in_flight_slots_(in_flight) {}
+        in_flight_slots_(in_flight) {
+    if constexpr (kObserved) {
+      observer_ = observer;
+    } else {
+      (void)observer;
+    }
+  }
+
+  static constexpr bool kObserved = !std::is_same_v<Observer, NoRingObserver>;
+
+  // A chain given to Resubmit(): its descriptors in resubmit_descs_.
+  struct SavedChain {
+    uint16_t id;
+    uint32_t first;
+    uint16_t count;
+  };
+
+  // Pop() of the next chain given to Resubmit(), walked from the saved
+  // descriptors with the same rules as a chain read from the ring. Its ring
+  // slots are already counted in flight.
+  PopStatus PopResubmitted(DescriptorChain& chain) {
+    --resubmit_left_;
+    const SavedChain& c = resubmit_[resubmit_next_++];
+    chain.Reset();
+    for (uint16_t i = 0; i < c.count; ++i) {
+      const spec::PackedDesc& d = resubmit_descs_[c.first + i];
+      const bool last = i + 1 == c.count;
+      if (d.flags & spec::kDescFlagIndirect) {
+        if (!indirect_) return Fail(RingError::kIndirectNotNegotiated);
+        if (d.flags & spec::kDescFlagNext) {
+          return Fail(RingError::kIndirectWithNext);
+        }
+        if (i != 0 || !last) return Fail(RingError::kIndirectNotAtHead);
+        const RingError e = WalkIndirect(d.addr, d.len, chain);
+        if (e != RingError::kNone) return Fail(e);
+        break;
+      }
+      // NEXT must be set on every descriptor but the last, exactly as the
+      // saved slot count says.
+      if (((d.flags & spec::kDescFlagNext) == 0) != last) {
+        return Fail(RingError::kChainTooLong);
+      }
+      chain.Append(*mem_, d.addr, d.len, d.flags & spec::kDescFlagWrite);
+    }
+    chain.set_token({c.id, c.count});
+    if constexpr (kObserved) {
+      if (observer_ != nullptr) observer_->OnPop(chain, 0, true);
+    }
+    return PopStatus::kChain;
+  }
 
   static bool IsAvailable(uint16_t flags, bool wrap) {
     const bool avail = (flags & spec::kDescFlagAvail) != 0;
@@ -288,6 +392,13 @@ class PackedQueue {
   enum class NotifyMode : uint8_t { kUnknown, kOn, kOff };
   NotifyMode notify_mode_ = NotifyMode::kUnknown;
   RingError error_ = RingError::kNone;
+  // Chains from Resubmit() that Pop() has not returned yet.
+  uint32_t resubmit_left_ = 0;
+  uint32_t resubmit_next_ = 0;
+  std::vector<SavedChain> resubmit_;
+  std::vector<spec::PackedDesc> resubmit_descs_;
+  [[no_unique_address]] std::conditional_t<kObserved, Observer*, NoRingObserver>
+      observer_;
 };
 
 }  // namespace virtio

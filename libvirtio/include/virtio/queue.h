@@ -30,9 +30,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include "absl/types/span.h"
 #include "virtio/descriptor_chain.h"
 #include "virtio/guest_memory.h"
 #include "virtio/ring_error.h"
+#include "virtio/spec.h"
 
 namespace virtio {
 
@@ -62,6 +64,20 @@ struct QueueState {
   uint16_t next_used = 0;
   bool avail_wrap = true;
   bool used_wrap = true;
+};
+
+// A chain an earlier incarnation of the device popped and never pushed,
+// handed back to a new queue with Resubmit() so that Pop() delivers it again
+// (vhost-user inflight recovery after a back-end crash). The queue state the
+// new queue was created with must already count it as in flight.
+struct ResubmitChain {
+  // Split: the head descriptor index. Packed: the buffer ID.
+  uint16_t id = 0;
+  // Packed only: the chain's descriptors as the device read them from the
+  // ring at the original Pop() (one INDIRECT descriptor, or the direct
+  // chain); the ring slots may hold used elements by now. The queue copies
+  // them and validates them again when it walks the chain.
+  absl::Span<const spec::PackedDesc> descs;
 };
 
 // Result of Pop().

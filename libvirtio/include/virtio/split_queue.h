@@ -27,6 +27,8 @@
 #define VIRTIO_SPLIT_QUEUE_H_
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
@@ -35,21 +37,25 @@
 #include "virtio/queue.h"
 #include "virtio/ring_access.h"
 #include "virtio/ring_error.h"
+#include "virtio/ring_observer.h"
 #include "virtio/spec.h"
 
 namespace virtio {
 
-template <GuestMemory Mem>
+// `Observer` (ring_observer.h) sees every pop, push and publish; the
+// default, NoRingObserver, compiles the hooks away.
+template <GuestMemory Mem, RingObserverOrNone Observer = NoRingObserver>
 class SplitQueue {
  public:
   // Validates `config` (size a power of two in 1..32768, alignment, every
   // ring part inside one guest memory region) and binds the queue to `mem`,
   // which must outlive it. `state` resumes a queue at a known position; the
   // number of chains in flight it implies (next_avail - next_used) must not
-  // exceed the queue size.
+  // exceed the queue size. `observer` (may be null) must outlive the queue.
   static absl::StatusOr<SplitQueue> Create(const Mem& mem,
                                            const QueueConfig& config,
-                                           const QueueState& state = {}) {
+                                           const QueueState& state = {},
+                                           Observer* observer = nullptr) {
     const uint32_t n = config.size;
     if (n == 0 || n > spec::kMaxQueueSize || (n & (n - 1)) != 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -75,12 +81,44 @@ class SplitQueue {
           "than the queue size %u",
           state.next_avail, state.next_used, in_flight, n));
     }
-    return SplitQueue(mem, config, *desc, *avail, *used, state, in_flight);
+    return SplitQueue(mem, config, *desc, *avail, *used, state, in_flight,
+                      observer);
+  }
+
+  // Makes Pop() return the chains headed by `chains[i].id` again, in that
+  // order, before any new chain. Setup time only (it allocates), right after
+  // Create() and before the first Pop(): the chains must be among those the
+  // creation state counts as in flight, so there can be at most
+  // in_flight() of them, each head < size() and no head twice.
+  absl::Status Resubmit(absl::Span<const ResubmitChain> chains) {
+    if (chains.size() > in_flight_) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%u chains to resubmit but only %u in flight", chains.size(),
+          in_flight_));
+    }
+    std::vector<bool> seen(size_);
+    std::vector<uint16_t> heads;
+    heads.reserve(chains.size());
+    for (const ResubmitChain& c : chains) {
+      if (c.id >= size_ || seen[c.id]) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "resubmitted head %u is out of range or repeated", c.id));
+      }
+      seen[c.id] = true;
+      heads.push_back(c.id);
+    }
+    resubmit_ = std::move(heads);
+    resubmit_next_ = 0;
+    resubmit_left_ = static_cast<uint32_t>(resubmit_.size());
+    return absl::OkStatus();
   }
 
   // Pops the next available chain into `chain`. See PopStatus.
   PopStatus Pop(DescriptorChain& chain) {
     if (error_ != RingError::kNone) return PopStatus::kBroken;
+    if (resubmit_left_ != 0) [[unlikely]] {
+      return PopResubmitted(chain);
+    }
     if (avail_seen_ == next_avail_) {
       avail_seen_ = LoadAcquire(&avail_->idx);
       if (static_cast<uint16_t>(avail_seen_ - next_avail_) > size_) {
@@ -91,7 +129,8 @@ class SplitQueue {
     // A driver cannot have more chains outstanding than the ring holds; one
     // that re-posts heads still in flight is malformed.
     if (in_flight_ >= size_) return Fail(RingError::kAvailIndexTooFarAhead);
-    const uint16_t head = LoadRelaxed(&avail_ring_[next_avail_ & mask_]);
+    const uint16_t position = next_avail_;
+    const uint16_t head = LoadRelaxed(&avail_ring_[position & mask_]);
     if (head >= size_) return Fail(RingError::kDescriptorIndexOutOfRange);
     ++next_avail_;
     ++in_flight_;
@@ -99,6 +138,9 @@ class SplitQueue {
     chain.set_token({head, 1});
     const RingError e = WalkChain(head, chain);
     if (e != RingError::kNone) return Fail(e);
+    if constexpr (kObserved) {
+      if (observer_ != nullptr) observer_->OnPop(chain, position, false);
+    }
     return PopStatus::kChain;
   }
 
@@ -112,6 +154,9 @@ class SplitQueue {
       return;
     }
     --in_flight_;
+    if constexpr (kObserved) {
+      if (observer_ != nullptr) observer_->OnPush(token, len, next_used_);
+    }
     spec::SplitUsedElem* e = &used_ring_[next_used_ & mask_];
     StoreRelaxed(&e->id, static_cast<uint32_t>(token.id));
     StoreRelaxed(&e->len, len);
@@ -125,6 +170,9 @@ class SplitQueue {
     const uint16_t old_idx = used_published_;
     used_published_ = next_used_;
     StoreRelease(&used_->idx, next_used_);
+    if constexpr (kObserved) {
+      if (observer_ != nullptr) observer_->OnPublish(state());
+    }
     // The driver may be updating used_event / avail->flags concurrently; the
     // fence orders our used->idx store before the read of its choice.
     FullFence();
@@ -168,7 +216,7 @@ class SplitQueue {
  private:
   SplitQueue(const Mem& mem, const QueueConfig& config, uint8_t* desc,
              uint8_t* avail, uint8_t* used, const QueueState& state,
-             uint16_t in_flight)
+             uint16_t in_flight, Observer* observer)
       : mem_(&mem),
         desc_(desc),
         avail_(reinterpret_cast<spec::SplitAvailHeader*>(avail)),
@@ -187,11 +235,34 @@ class SplitQueue {
         avail_seen_(state.next_avail),
         next_used_(state.next_used),
         used_published_(state.next_used),
-        in_flight_(in_flight) {}
+        in_flight_(in_flight) {
+    if constexpr (kObserved) {
+      observer_ = observer;
+    } else {
+      (void)observer;
+    }
+  }
+
+  static constexpr bool kObserved = !std::is_same_v<Observer, NoRingObserver>;
 
   PopStatus Fail(RingError e) {
     error_ = e;
     return PopStatus::kBroken;
+  }
+
+  // Pop() of the next chain given to Resubmit(): already counted in flight,
+  // not read from the available ring.
+  PopStatus PopResubmitted(DescriptorChain& chain) {
+    --resubmit_left_;
+    const uint16_t head = resubmit_[resubmit_next_++];
+    chain.Reset();
+    chain.set_token({head, 1});
+    const RingError e = WalkChain(head, chain);
+    if (e != RingError::kNone) return Fail(e);
+    if constexpr (kObserved) {
+      if (observer_ != nullptr) observer_->OnPop(chain, 0, true);
+    }
+    return PopStatus::kChain;
   }
 
   // Walks the chain starting at `head` (< size_), appending its buffers.
@@ -256,6 +327,13 @@ class SplitQueue {
   enum class NotifyMode : uint8_t { kUnknown, kOn, kOff };
   NotifyMode notify_mode_ = NotifyMode::kUnknown;
   RingError error_ = RingError::kNone;
+  // Chains from Resubmit() that Pop() has not returned yet: a counter on the
+  // hot path, the heads out of the way.
+  uint32_t resubmit_left_ = 0;
+  uint32_t resubmit_next_ = 0;
+  std::vector<uint16_t> resubmit_;
+  [[no_unique_address]] std::conditional_t<kObserved, Observer*, NoRingObserver>
+      observer_;
 };
 
 }  // namespace virtio
