@@ -15,10 +15,12 @@
 #include "device_adapter.h"
 #include "interrupt.h"
 #include "virtio/backends/console_backends.h"
+#include "virtio/backends/generator_net.h"
 #include "virtio/backends/loopback_net.h"
 #include "virtio/backends/null_disk.h"
-#include "virtio/backends/tap_net.h"
+#include "virtio/backends/null_net.h"
 #include "virtio/backends/ram_disk.h"
+#include "virtio/backends/tap_net.h"
 #include "virtio/backends/uring_disk.h"
 #include "virtio/blk_device.h"
 #include "virtio/console_device.h"
@@ -61,11 +63,24 @@ class Props {
     uint64_t mult = 1;
     if (!v.empty()) {
       switch (v.back()) {
-        case 'k': case 'K': mult = 1ull << 10; break;
-        case 'm': case 'M': mult = 1ull << 20; break;
-        case 'g': case 'G': mult = 1ull << 30; break;
-        case 't': case 'T': mult = 1ull << 40; break;
-        default: break;
+        case 'k':
+        case 'K':
+          mult = 1ull << 10;
+          break;
+        case 'm':
+        case 'M':
+          mult = 1ull << 20;
+          break;
+        case 'g':
+        case 'G':
+          mult = 1ull << 30;
+          break;
+        case 't':
+        case 'T':
+          mult = 1ull << 40;
+          break;
+        default:
+          break;
       }
       if (mult != 1) v.pop_back();
     }
@@ -103,8 +118,8 @@ template <typename Disk>
 absl::StatusOr<std::unique_ptr<VhostDevice>> MakeBlk(
     std::shared_ptr<Disk> disk, const virtio::BlkDeviceOptions& opts) {
   using Dev = virtio::BlkDevice<VhostTraits, Disk>;
-  auto a = DeviceAdapter<Dev>::Create(
-      [&](const MemoryTable& m, CallInterrupt& i) {
+  auto a =
+      DeviceAdapter<Dev>::Create([&](const MemoryTable& m, CallInterrupt& i) {
         return Dev::Create(m, i, *disk, opts);
       });
   if (!a.ok()) return a.status();
@@ -158,8 +173,8 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Blk(const DeviceSpec& s) {
   }
   return Bad(backend.empty()
                  ? "blk: needs path=FILE or backend=ram|null,size=BYTES"
-                 : absl::StrFormat("blk: unknown backend '%s' (file, ram, null)",
-                                   backend));
+                 : absl::StrFormat(
+                       "blk: unknown backend '%s' (file, ram, null)", backend));
 }
 
 absl::StatusOr<std::unique_ptr<VhostDevice>> Rng(const DeviceSpec& s) {
@@ -176,8 +191,8 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Rng(const DeviceSpec& s) {
   opts.ring.packed = packed;
   opts.name = name;
   using Dev = virtio::RngDevice<VhostTraits>;
-  auto a = DeviceAdapter<Dev>::Create(
-      [&](const MemoryTable& m, CallInterrupt& i) {
+  auto a =
+      DeviceAdapter<Dev>::Create([&](const MemoryTable& m, CallInterrupt& i) {
         return std::make_unique<Dev>(m, i, opts);
       });
   if (!a.ok()) return a.status();
@@ -208,16 +223,20 @@ void DrainEventFd(int fd) {
 // waits for room. The loopback fd is an eventfd bumped by Flush(): level,
 // drained before servicing; a transmit held because the loopback ring was
 // full is retried every millisecond (receive makes room without an event).
+// The generator's fd is an eventfd that stays readable (level, never
+// drained): its pair is serviced on every round of the worker. The null
+// backend has no fd (transmit never blocks, nothing to receive).
 template <typename Backend>
 absl::StatusOr<std::unique_ptr<VhostDevice>> MakeNet(
     std::shared_ptr<Backend> backend, const virtio::NetDeviceOptions& opts) {
   using Dev = virtio::NetDevice<VhostTraits, Backend>;
-  auto a = DeviceAdapter<Dev>::Create(
-      [&](const MemoryTable& m, CallInterrupt& i) {
+  auto a =
+      DeviceAdapter<Dev>::Create([&](const MemoryTable& m, CallInterrupt& i) {
         return Dev::Create(m, i, *backend, opts);
       });
   if (!a.ok()) return a.status();
   constexpr bool kTap = std::is_same_v<Backend, virtio::TapNet>;
+  constexpr bool kGenerator = std::is_same_v<Backend, virtio::GeneratorNet>;
   Backend* b = backend.get();
   // One group per queue pair (its rx, tx and backend fd); the control
   // queue goes with pair 0.
@@ -244,7 +263,7 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> MakeNet(
       },
       [b](Dev& d, uint16_t p, uint32_t) {
         if (p >= d.max_pairs()) return;
-        if constexpr (!kTap) {
+        if constexpr (!kTap && !kGenerator) {
           DrainEventFd(b->pair(p).fd());
         } else {
           (void)b;
@@ -266,6 +285,8 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Net(const DeviceSpec& s) {
   ASSIGN_OR_RETURN(bool ctrl, p.Bool("ctrl-vq", true));
   ASSIGN_OR_RETURN(bool packed, p.Bool("packed", true));
   ASSIGN_OR_RETURN(std::string name, p.Str("id", "net"));
+  ASSIGN_OR_RETURN(uint64_t frame_len,
+                   p.Size("frame-len", 0, virtio::net::kMaxFrameSize));
   if (absl::Status st = p.CheckAllUsed(); !st.ok()) return st;
   if (pairs == 0) return Bad("net: queue-pairs must be at least 1");
   if (pairs > 1 && !ctrl) return Bad("net: queue-pairs > 1 needs ctrl-vq=on");
@@ -276,8 +297,12 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Net(const DeviceSpec& s) {
   opts.mtu = static_cast<uint16_t>(mtu);
   opts.ctrl_vq = ctrl;
   opts.ring.packed = packed;
+  // QEMU keeps the control queue and passes on GUEST_ANNOUNCE / MQ without
+  // CTRL_VQ; UML and DPDK hand the control queue over.
+  opts.relaxed_ctrl_dependencies = true;
   if (!mac_text.empty() && !ParseMac(mac_text, opts.mac)) {
-    return Bad(absl::StrFormat("net: mac=%s is not xx:xx:xx:xx:xx:xx", mac_text));
+    return Bad(
+        absl::StrFormat("net: mac=%s is not xx:xx:xx:xx:xx:xx", mac_text));
   }
   const auto np = static_cast<uint16_t>(pairs);
   if (backend == "tap") {
@@ -288,14 +313,30 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Net(const DeviceSpec& s) {
     return MakeNet(std::shared_ptr<virtio::TapNet>(*std::move(t)), opts);
   }
   if (!ifname.empty()) return Bad("net: ifname= is for backend=tap");
+  if (backend == "generator" || backend == "gen") {
+    const uint32_t len = frame_len == 0 ? 64 : static_cast<uint32_t>(frame_len);
+    auto g = virtio::GeneratorNet::Create({.num_pairs = np, .frame_len = len});
+    if (!g.ok()) return g.status();
+    virtio::Logf(virtio::LogLevel::kInfo,
+                 "%s: generator backend, %u-byte frames", name, len);
+    return MakeNet(std::shared_ptr<virtio::GeneratorNet>(*std::move(g)), opts);
+  }
+  if (frame_len != 0) return Bad("net: frame-len= is for backend=generator");
+  if (backend == "null") {
+    auto n = virtio::NullNet::Create({.num_pairs = np});
+    if (!n.ok()) return n.status();
+    return MakeNet(std::shared_ptr<virtio::NullNet>(*std::move(n)), opts);
+  }
   if (backend == "loopback") {
     auto l = virtio::LoopbackNet::Create({.num_pairs = np});
     if (!l.ok()) return l.status();
     return MakeNet(std::shared_ptr<virtio::LoopbackNet>(*std::move(l)), opts);
   }
   return Bad(backend.empty()
-                 ? "net: needs backend=tap[,ifname=NAME] or backend=loopback"
-                 : absl::StrFormat("net: unknown backend '%s' (tap, loopback)",
+                 ? "net: needs backend=tap[,ifname=NAME], backend=loopback, "
+                   "backend=null or backend=generator[,frame-len=N]"
+                 : absl::StrFormat("net: unknown backend '%s' (tap, loopback, "
+                                   "null, generator)",
                                    backend));
 }
 
@@ -311,8 +352,8 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> MakeConsole(
   std::shared_ptr<Backend> backend(*std::move(made));
   using Dev = virtio::ConsoleDevice<VhostTraits, Backend>;
   Backend* b = backend.get();
-  auto a = DeviceAdapter<Dev>::Create(
-      [&](const MemoryTable& m, CallInterrupt& i) {
+  auto a =
+      DeviceAdapter<Dev>::Create([&](const MemoryTable& m, CallInterrupt& i) {
         Backend* const ports[] = {b};
         return Dev::Create(m, i, ports, opts);
       });
@@ -321,8 +362,10 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> MakeConsole(
   (*a)->SetGroups(1, std::vector<uint16_t>((*a)->num_queues(), 0));
   (*a)->SetBackendHooks(
       [](Dev& d, uint16_t, std::vector<BackendWatch>& out) {
-        out.push_back({.fd = d.wakeup_fd(), .events = EPOLLIN,
-                       .token = kConsoleWakeToken, .stable = true});
+        out.push_back({.fd = d.wakeup_fd(),
+                       .events = EPOLLIN,
+                       .token = kConsoleWakeToken,
+                       .stable = true});
         int timeout = -1;
         for (uint32_t port = 0; port < d.num_ports(); ++port) {
           const virtio::ConsolePollSet set = d.BackendPoll(port);
@@ -331,10 +374,9 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> MakeConsole(
             uint32_t ev = 0;
             if (cp.events & POLLIN) ev |= EPOLLIN;
             if (cp.events & POLLOUT) ev |= EPOLLOUT;
-            auto same = std::find_if(out.begin(), out.end(),
-                                     [&](const BackendWatch& w) {
-                                       return w.fd == cp.fd;
-                                     });
+            auto same = std::find_if(
+                out.begin(), out.end(),
+                [&](const BackendWatch& w) { return w.fd == cp.fd; });
             if (same != out.end()) {
               same->events |= ev;
             } else {
@@ -381,8 +423,10 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Console(const DeviceSpec& s) {
   opts.name = name;
   const bool needs_path = backend == "socket" || backend == "file";
   if (needs_path && path.empty()) {
-    return Bad(absl::StrFormat("console: backend=%s needs a path "
-                               "(backend=%s=PATH)", backend, backend));
+    return Bad(
+        absl::StrFormat("console: backend=%s needs a path "
+                        "(backend=%s=PATH)",
+                        backend, backend));
   }
   if (!needs_path && !path.empty()) {
     return Bad("console: a path is for backend=socket or backend=file");
@@ -442,9 +486,15 @@ const char* DeviceSpecHelp() {
   return "  blk,path=FILE[,readonly=on][,direct=on][,num-queues=N]"
          "[,queue-size=N][,serial=S][,packed=off][,id=NAME]\n"
          "  blk,backend=ram|null,size=BYTES[K|M|G|T][,...as above]\n"
-         "  net,backend=tap[,ifname=NAME]|backend=loopback[,mac=XX:XX:XX:XX:XX:XX]"
-         "[,queue-pairs=N][,queue-size=N][,mtu=N][,ctrl-vq=off][,packed=off]"
-         "[,id=NAME]\n"
+         "  net,backend=tap[,ifname=NAME]|backend=loopback|backend=null"
+         "|backend=generator[,frame-len=N]\n"
+         "      [,mac=XX:XX:XX:XX:XX:XX][,queue-pairs=N][,queue-size=N][,mtu=N]"
+         "[,ctrl-vq=off][,packed=off][,id=NAME]\n"
+         "      (null drops what the guest sends and receives nothing; "
+         "generator"
+         " fills every rx\n"
+         "      buffer with a fixed frame, 64 bytes by default: for "
+         "benchmarks)\n"
          "  console,backend=stdio|pty|socket=PATH|file=PATH[,queue-size=N]"
          "[,packed=off][,id=NAME]\n"
          "  rng[,rate=BYTES_PER_SECOND][,queue-size=N][,packed=off][,id=NAME]";

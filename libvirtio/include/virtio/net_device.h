@@ -85,7 +85,8 @@
 //   auto tap = virtio::TapNet::Open({.name = "vm0", .num_pairs = 2});
 //   auto net = virtio::NetDevice<MyTraits, virtio::TapNet>::Create(
 //       memory, interrupt, **tap, {.max_pairs = 2, .mac = {...}});
-//   virtio::PciTransport<virtio::NetDevice<MyTraits, virtio::TapNet>> pci(**net);
+//   virtio::PciTransport<virtio::NetDevice<MyTraits, virtio::TapNet>>
+//   pci(**net);
 //   // kicks -> net->Notify(q); (*tap)->pair(i).fd() readable ->
 //   // net->ServiceBackend(i); link change -> net->SetLinkUp(false).
 #ifndef VIRTIO_NET_DEVICE_H_
@@ -132,6 +133,15 @@ struct NetDeviceOptions {
   bool ctrl_vq = true;
   // Net feature bits not to offer (e.g. spec::Bit(net::kFeatureMrgRxbuf)).
   uint64_t disable_features = 0;
+  // Accept control-queue features (CTRL_RX, CTRL_RX_EXTRA, CTRL_VLAN,
+  // GUEST_ANNOUNCE, MQ, CTRL_MAC_ADDR, CTRL_GUEST_OFFLOADS) negotiated
+  // without CTRL_VQ, and GUEST_ANNOUNCE without STATUS, instead of refusing
+  // FEATURES_OK. For glues whose "driver" is a front-end that keeps the
+  // control queue and the config space to itself and passes on only part
+  // of the guest's features: QEMU's vhost-user net sends GUEST_ANNOUNCE and
+  // MQ but never CTRL_VQ or STATUS. Such features then have no effect here
+  // (no VLAN filtering, no announce), except MQ: its queue pairs exist.
+  bool relaxed_ctrl_dependencies = false;
   // Packets per batch (one Flush / Publish each).
   uint32_t tx_batch = 256;
   uint32_t rx_batch = 256;
@@ -214,21 +224,23 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
 
   ~NetDevice() = default;
 
-  // --- Queue layout -------------------------------------------------------------
+  // --- Queue layout
+  // -------------------------------------------------------------
   static constexpr uint16_t rx_queue(uint16_t pair) { return 2 * pair; }
   static constexpr uint16_t tx_queue(uint16_t pair) { return 2 * pair + 1; }
   uint16_t max_pairs() const { return options_.max_pairs; }
   // Index of the control queue as the driver sees it (valid with CTRL_VQ).
   uint16_t ctrl_queue() const {
     return (negotiated_ & spec::Bit(net::kFeatureMq)) ? 2 * options_.max_pairs
-                                                       : 2;
+                                                      : 2;
   }
   // Pairs in use (VQ_PAIRS_SET; 1 without MQ).
   uint16_t active_pairs() const {
     return active_pairs_.load(std::memory_order_relaxed);
   }
 
-  // --- For the glue -------------------------------------------------------------
+  // --- For the glue
+  // -------------------------------------------------------------
 
   // Link state (config status LINK_UP); a change interrupts the driver.
   void SetLinkUp(bool up) {
@@ -336,7 +348,8 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
         "config write of %u bytes at %u (read-only); ignored", len, offset));
   }
 
-  bool AcceptFeatures(uint64_t f) {
+  // The first dependency of §5.1.3.1 that `f` breaks, or nullptr.
+  static const char* BrokenDependency(uint64_t f) {
     auto has = [&](unsigned bit) { return (f & spec::Bit(bit)) != 0; };
     const char* broken = nullptr;
     if ((has(net::kFeatureGuestTso4) || has(net::kFeatureGuestTso6) ||
@@ -364,10 +377,45 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     } else if (has(net::kFeatureGuestAnnounce) && !has(net::kFeatureStatus)) {
       broken = "GUEST_ANNOUNCE without STATUS";
     }
+    return broken;
+  }
+
+  // True if `f` breaks no dependency once the bits in `forgiven` are
+  // treated as absent.
+  static bool AcceptableWithout(uint64_t f, uint64_t forgiven) {
+    return BrokenDependency(f & ~forgiven) == nullptr;
+  }
+
+  bool AcceptFeatures(uint64_t f) {
+    auto has = [&](unsigned bit) { return (f & spec::Bit(bit)) != 0; };
+    const char* broken = BrokenDependency(f);
+    uint64_t effective = f;
+    if (broken != nullptr && options_.relaxed_ctrl_dependencies) {
+      const uint64_t ctrl_only = spec::Bit(net::kFeatureCtrlRx) |
+                                 spec::Bit(net::kFeatureCtrlRxExtra) |
+                                 spec::Bit(net::kFeatureCtrlVlan) |
+                                 spec::Bit(net::kFeatureGuestAnnounce) |
+                                 spec::Bit(net::kFeatureCtrlMacAddr) |
+                                 spec::Bit(net::kFeatureCtrlGuestOffloads);
+      const uint64_t unmet =
+          (has(net::kFeatureCtrlVq) ? 0 : ctrl_only) |
+          (has(net::kFeatureStatus) ? 0
+                                    : spec::Bit(net::kFeatureGuestAnnounce));
+      // Only dependencies on the control queue or STATUS are forgiven:
+      // the offload rules above still apply.
+      const uint64_t forgiven =
+          unmet | (has(net::kFeatureCtrlVq) ? 0 : spec::Bit(net::kFeatureMq));
+      if (AcceptableWithout(f, forgiven)) {
+        broken = nullptr;
+        effective = f & ~unmet;
+      }
+    }
     if (broken != nullptr) {
-      this->GuestError(absl::StrFormat("feature dependency broken: %s", broken));
+      this->GuestError(
+          absl::StrFormat("feature dependency broken: %s", broken));
       return false;
     }
+    f = effective;
     negotiated_ = f;
     mrg_rxbuf_ = has(net::kFeatureMrgRxbuf);
     // Without CTRL_VLAN nothing is filtered by VLAN (QEMU's behaviour).
@@ -531,7 +579,8 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     }
   }
 
-  // --- Transmit -------------------------------------------------------------------
+  // --- Transmit
+  // -------------------------------------------------------------------
 
   template <VirtQueue Q>
   void RunTx(uint16_t pair, uint16_t index, Q& ring) {
@@ -645,7 +694,8 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     return h.gso_size != 0 && h.hdr_len <= frame_len;
   }
 
-  // --- Receive ----------------------------------------------------------------------
+  // --- Receive
+  // ----------------------------------------------------------------------
 
   template <VirtQueue Q>
   void RunRx(uint16_t pair, uint16_t index, Q& ring) {
@@ -812,7 +862,8 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
       uint64_t todo = n;
       for (const iovec& seg : c.writable()) {
         if (todo == 0) break;
-        const size_t take = static_cast<size_t>(std::min<uint64_t>(seg.iov_len, todo));
+        const size_t take =
+            static_cast<size_t>(std::min<uint64_t>(seg.iov_len, todo));
         src.Copy(static_cast<uint8_t*>(seg.iov_base), take);
         todo -= take;
       }
@@ -861,7 +912,8 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     size_t off_ = 0;
   };
 
-  // --- Control queue ------------------------------------------------------------------
+  // --- Control queue
+  // ------------------------------------------------------------------
 
   template <VirtQueue Q>
   void RunCtrl(uint16_t index, Q& ring) {
@@ -889,7 +941,9 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
       return net::kCtrlErr;
     }
     const uint64_t data_len = c.readable_bytes() - sizeof h;
-    auto has = [&](unsigned bit) { return (negotiated_ & spec::Bit(bit)) != 0; };
+    auto has = [&](unsigned bit) {
+      return (negotiated_ & spec::Bit(bit)) != 0;
+    };
     // Reads a fixed-size command argument; false unless exactly that long.
     auto arg = [&](void* out, size_t n) {
       return data_len == n && c.CopyFromReadable(sizeof h, out, n) == n;
