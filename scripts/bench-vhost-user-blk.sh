@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# vhost-user-blk IOPS: our vhost-user-device versus qemu-storage-daemon,
+# driven by bench/vhost_user_blk_bench (libvirtio::vhost_user_frontend, no VM
+# in the way), alternating A/B for several rounds; prints median IOPS and
+# the ratio ours / qsd for each case.
+#
+# Usage: bash scripts/bench-vhost-user-blk.sh [--rounds N] [--min-time SEC]
+#            [--build-dir DIR] [--backings "null shm ram"] [--no-busy-poll]
+#
+# Cases (4 KiB random reads, queue 0, ring size 256):
+#   qd 1 and 32; client waiting on the call eventfd (poll:0, like a guest
+#   waiting for its interrupt) or spinning on the used ring (poll:1);
+#   split ring on both back-ends, packed ring on ours only (qsd's
+#   libvhost-user has no packed rings).
+# Backings (the same on both sides):
+#   null  ours backend=null (reads zero-fill)  | qsd driver=null-co,read-zeroes=on
+#   shm   ours path=/dev/shm/IMG (io_uring)    | qsd driver=file,aio=io_uring on IMG
+#   ram   ours backend=ram (in-process memory) | qsd the shm file above (its
+#         nearest in-memory equivalent: there is no RAM block driver)
+# Back-ends: "ours" (epoll workers), "ours-bp" (--busy-poll), "qsd".
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+
+rounds=5
+min_time=1
+build=build/release
+backings="null shm ram"
+busy_poll=1
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --rounds) rounds=$2; shift 2 ;;
+    --min-time) min_time=$2; shift 2 ;;
+    --build-dir) build=$2; shift 2 ;;
+    --backings) backings=$2; shift 2 ;;
+    --no-busy-poll) busy_poll=0; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+
+banner "1/3 dependencies"
+if ! command -v qemu-storage-daemon >/dev/null; then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get install -y --no-install-recommends qemu-system-common ||
+    die "qemu-storage-daemon is needed (Debian package qemu-system-common)"
+fi
+qemu-storage-daemon --version | head -1
+command -v python3 >/dev/null || die "python3 is needed to summarize results"
+
+banner "2/3 build (release) in $build"
+if [[ ! -f $build/CMakeCache.txt ]]; then
+  cmake --preset release -B "$build"
+fi
+cmake --build "$build" -j "$LIBVIRTIO_JOBS" --target vhost-user-device vhost_user_blk_bench
+daemon=$build/glue/vhost-user/vhost-user-device
+bench=$build/bench/vhost_user_blk_bench
+[[ -x $daemon && -x $bench ]] || die "build did not produce $daemon and $bench"
+
+banner "3/3 run: $rounds rounds, min time ${min_time}s per case"
+work=$(mktemp -d /tmp/vu-blk-bench.XXXXXX)
+img=/dev/shm/vu-blk-bench-$$.img
+disk_bytes=$((1 << 30))
+pid=""
+cleanup() {
+  [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  rm -rf "$work" "$img"
+}
+trap cleanup EXIT
+
+# Real pages behind the whole image, so reads copy memory, not holes.
+dd if=/dev/urandom of="$img" bs=1M count=$((disk_bytes >> 20)) status=none
+
+start_backend() {  # kind backing socket
+  local kind=$1 backing=$2 sock=$3
+  rm -f "$sock"
+  case $kind in
+    ours|ours-bp)
+      local spec
+      case $backing in
+        null) spec="backend=null,size=$disk_bytes" ;;
+        shm) spec="path=$img" ;;
+        ram) spec="backend=ram,size=$disk_bytes" ;;
+      esac
+      local extra=()
+      [[ $kind == ours-bp ]] && extra=(--busy-poll)
+      "$daemon" --socket "$sock" --device "blk,$spec" "${extra[@]}" \
+        2>>"$work/$kind.log" &
+      ;;
+    qsd)
+      local bd
+      case $backing in
+        null) bd="driver=null-co,node-name=n0,size=$disk_bytes,read-zeroes=on" ;;
+        shm|ram) bd="driver=file,node-name=n0,filename=$img,aio=io_uring" ;;
+      esac
+      qemu-storage-daemon --blockdev "$bd" \
+        --export "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$sock,writable=on" \
+        2>>"$work/qsd.log" &
+      ;;
+  esac
+  pid=$!
+  for _ in $(seq 200); do
+    [[ -S $sock ]] && return 0
+    kill -0 "$pid" 2>/dev/null || die "$kind ($backing) exited; see $work/$kind.log"
+    sleep 0.05
+  done
+  die "$kind ($backing) did not create $sock"
+}
+
+stop_backend() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=""
+}
+
+kinds="ours qsd"
+[[ $busy_poll == 1 ]] && kinds="ours qsd ours-bp"
+for round in $(seq "$rounds"); do
+  for backing in $backings; do
+    for kind in $kinds; do
+      filter='randread/'
+      [[ $kind == qsd ]] && filter='randread/qd:[0-9]+/packed:0/'
+      sock=$work/$kind.sock
+      start_backend "$kind" "$backing" "$sock"
+      out=$work/$backing.$kind.$round.json
+      VHOST_USER_BLK_SOCKET=$sock "$bench" --benchmark_filter="$filter" \
+        --benchmark_min_time="$min_time" --benchmark_format=json \
+        --benchmark_out="$out" --benchmark_out_format=json >/dev/null 2>&1 ||
+        echo "  (bench exited with $? for $kind/$backing)"
+      stop_backend
+      printf '  round %s  %-5s %-8s done\n' "$round" "$backing" "$kind"
+    done
+  done
+done
+
+python3 - "$work" "$backings" "$kinds" <<'EOF'
+import glob, json, os, re, statistics, sys
+work, backings, kinds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+runs = {}  # (backing, kind, case) -> [iops per round]
+for path in glob.glob(os.path.join(work, "*.json")):
+    backing, kind, _, _ = os.path.basename(path).split(".")
+    try:
+        data = json.load(open(path))
+    except (OSError, ValueError):
+        continue
+    for b in data.get("benchmarks", []):
+        if b.get("error_occurred") or "items_per_second" not in b:
+            continue
+        case = re.sub(r"^randread/|/real_time$", "", b["name"])
+        runs.setdefault((backing, kind, case), []).append(b["items_per_second"])
+
+def med(backing, kind, case):
+    v = runs.get((backing, kind, case))
+    return statistics.median(v) if v else None
+
+def fmt(x):
+    return "%9.1fk" % (x / 1000) if x else "        -"
+
+def ratio(a, b):
+    return "%6.2f" % (a / b) if a and b else "     -"
+
+print()
+print("4 KiB random read IOPS, median of rounds (k = thousand); ratio = ours / qsd split")
+print("%-6s %-26s %10s %10s %10s %7s %7s" %
+      ("back", "case", "ours", "ours-bp", "qsd", "ours/q", "bp/q"))
+cases = sorted({c for (_, _, c) in runs},
+               key=lambda c: [int(x) for x in re.findall(r"\d+", c)][::-1])
+for backing in backings:
+    for case in cases:
+        ours = med(backing, "ours", case)
+        bp = med(backing, "ours-bp", case)
+        qcase = case.replace("packed:1", "packed:0")
+        qsd = med(backing, "qsd", qcase)
+        if not (ours or bp):
+            continue
+        print("%-6s %-26s %10s %10s %10s %7s %7s" %
+              (backing, case, fmt(ours), fmt(bp), fmt(qsd), ratio(ours, qsd),
+               ratio(bp, qsd)))
+print()
+print("targets: ours/qsd >= 1.2 at qd 32, >= 1.0 at qd 1")
+EOF
