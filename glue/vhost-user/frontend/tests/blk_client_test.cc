@@ -4,6 +4,7 @@
 // back-end that corrupts its replies.
 #include "blk_client.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -433,6 +434,334 @@ TEST(BlkClientTest, PackedRefusedWhenNotOffered) {
   o.packed = true;
   auto c = BlkClient::Connect(o);
   EXPECT_TRUE(absl::IsFailedPrecondition(c.status())) << c.status();
+}
+
+// --- Against qemu-storage-daemon ---------------------------------------------
+
+std::string FindInPath(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string all = path ? path : "/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= all.size()) {
+    size_t end = all.find(':', start);
+    if (end == std::string::npos) end = all.size();
+    const std::string p = all.substr(start, end - start) + "/" + name;
+    if (access(p.c_str(), X_OK) == 0) return p;
+    start = end + 1;
+  }
+  return "";
+}
+
+class QemuStorageDaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    qsd_ = FindInPath("qemu-storage-daemon");
+    if (qsd_.empty()) {
+      GTEST_SKIP() << "qemu-storage-daemon not installed (Debian package "
+                      "qemu-system-common)";
+    }
+  }
+  bool Start(bool writable, int queues) {
+    const std::string img = MakeImage(dir_.dir, kDiskBytes);
+    return proc_.Start(
+        {qsd_, "--blockdev", "driver=file,node-name=f0,filename=" + img,
+         "--export",
+         "type=vhost-user-blk,id=e0,node-name=f0,addr.type=unix,addr.path=" +
+             dir_.socket + ",writable=" + (writable ? "on" : "off") +
+             ",num-queues=" + std::to_string(queues)},
+        dir_.socket);
+  }
+  std::unique_ptr<BlkClient> Connect(uint16_t queues) {
+    BlkClientOptions o;
+    o.socket_path = dir_.socket;
+    o.num_queues = queues;
+    auto c = BlkClient::Connect(o);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+  std::string qsd_;
+  Daemon dir_;  // only its temp dir and socket path; not started
+  Process proc_;
+};
+
+TEST_F(QemuStorageDaemonTest, WriteReadBackFlushMultiQueue) {
+  ASSERT_TRUE(Start(true, 2));
+  auto c = Connect(2);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->capacity_sectors(), kDiskBytes / 512);
+  EXPECT_EQ(c->num_queues(), 2);
+  EXPECT_FALSE(c->packed());
+  WriteReadVerify(*c, 0, 128, 32, 0);
+  WriteReadVerify(*c, 1, 64, 16, 16384);
+  EXPECT_EQ(One(*c, 0, c->Flush(0, 1)), BlkResult::kOk);
+  auto* b = static_cast<uint8_t*>(c->AllocBuffer(4096));
+  ASSERT_NE(b, nullptr);
+  if (c->has_feature(blk::kFeatureWriteZeroes)) {
+    Fill(b, 8, 4096);
+    EXPECT_EQ(One(*c, 0, c->Write(0, 8, b, 4096, 2)), BlkResult::kOk);
+    EXPECT_EQ(One(*c, 0, c->WriteZeroes(0, 8, 8, false, 3)), BlkResult::kOk);
+    EXPECT_EQ(One(*c, 0, c->Read(0, 8, b, 4096, 4)), BlkResult::kOk);
+    for (int i = 0; i < 4096; ++i) ASSERT_EQ(b[i], 0) << i;
+  }
+  if (c->has_feature(blk::kFeatureDiscard)) {
+    EXPECT_EQ(One(*c, 0, c->Discard(0, 8, 8, 5)), BlkResult::kOk);
+  }
+  EXPECT_EQ(One(*c, 0, c->Read(0, kDiskBytes / 512, b, 4096, 6)),
+            BlkResult::kIoError);
+}
+
+TEST_F(QemuStorageDaemonTest, ReadOnlyRejectsWrites) {
+  ASSERT_TRUE(Start(false, 1));
+  auto c = Connect(1);
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(c->read_only());
+  auto* b = static_cast<uint8_t*>(c->AllocBuffer(4096));
+  ASSERT_NE(b, nullptr);
+  const BlkResult r = One(*c, 0, c->Write(0, 0, b, 4096, 1));
+  EXPECT_TRUE(r == BlkResult::kIoError || r == BlkResult::kUnsupported)
+      << static_cast<int>(r);
+  EXPECT_EQ(One(*c, 0, c->Read(0, 0, b, 4096, 2)), BlkResult::kOk);
+}
+
+// --- Against a hostile back-end
+// ------------------------------------------------
+
+enum class Hostility {
+  kBadId,          // used element names an ID never submitted
+  kReplayId,       // the same ID completed twice
+  kNoStatus,       // completes without writing the status byte
+  kHugeLen,        // used length beyond the request's writable bytes
+  kIndexJump,      // used->idx far ahead of what was submitted
+  kShortFeatures,  // GET_FEATURES reply of the wrong size
+  kCloseAtConfig,  // hangs up instead of answering GET_CONFIG
+};
+
+// Speaks just enough vhost-user to get a split ring going (no REPLY_ACK,
+// CONFIG only), then answers the first request the way `Hostility` says.
+// Runs in this process: the front-end's memory is identity-mapped, so the
+// ring addresses it sends are usable pointers here.
+class HostileBackend {
+ public:
+  explicit HostileBackend(Hostility h) : h_(h) {
+    auto l = Listen(socket_);
+    if (l.ok()) listen_ = *std::move(l);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~HostileBackend() {
+    thread_.join();
+    if (data_.joinable()) data_.join();
+    unlink(socket_.c_str());
+    rmdir(dir_.c_str());
+  }
+  const std::string& socket() const { return socket_; }
+
+ private:
+  void Reply(Connection& c, uint32_t request, const void* p, size_t n) {
+    Message m;
+    m.header = {request, kVersion | kFlagReply, 0};
+    m.payload.assign(static_cast<const uint8_t*>(p),
+                     static_cast<const uint8_t*>(p) + n);
+    (void)c.Send(m);
+  }
+
+  void Serve() {
+    if (!listen_) return;
+    auto fd = Accept(listen_.get());
+    if (!fd.ok()) return;
+    Connection c(*std::move(fd), 5000);
+    for (;;) {
+      auto m = c.Receive();
+      if (!m.ok()) return;
+      switch (m->request()) {
+        case kGetFeatures: {
+          const uint64_t f =
+              spec::Bit(spec::kFeatureVersion1) | Bit(kFeatureProtocolFeatures);
+          Reply(c, kGetFeatures, &f, h_ == Hostility::kShortFeatures ? 4 : 8);
+          break;
+        }
+        case kGetProtocolFeatures: {
+          const uint64_t f = Bit(kProtocolConfig);
+          Reply(c, kGetProtocolFeatures, &f, 8);
+          break;
+        }
+        case kGetConfig: {
+          if (h_ == Hostility::kCloseAtConfig) return;
+          const auto h = m->As<ConfigHeader>();
+          std::vector<uint8_t> r(sizeof h + h.size, 0);
+          std::memcpy(r.data(), &h, sizeof h);
+          const uint64_t capacity = 2048;
+          if (h.offset == 0 && h.size >= 8) {
+            std::memcpy(r.data() + sizeof h, &capacity, 8);
+          }
+          Reply(c, kGetConfig, r.data(), r.size());
+          break;
+        }
+        case kSetVringAddr:
+          addr_ = m->As<VringAddr>();
+          break;
+        case kSetVringNum:
+          num_ = m->As<VringState>().num;
+          break;
+        case kSetVringCall:
+          if (!m->fds.empty()) call_ = std::move(m->fds[0]);
+          break;
+        case kSetVringKick:
+          if (!m->fds.empty()) kick_ = std::move(m->fds[0]);
+          data_ = std::thread([this] { Misbehave(); });
+          break;
+        default:
+          break;  // SET_OWNER, SET_FEATURES, SET_MEM_TABLE, ... accepted
+      }
+    }
+  }
+
+  void Misbehave() {
+    pollfd p{kick_.get(), POLLIN, 0};
+    if (poll(&p, 1, 5000) <= 0) return;
+    auto* avail = reinterpret_cast<uint16_t*>(addr_.avail_user_addr);
+    auto* desc = reinterpret_cast<spec::SplitDesc*>(addr_.desc_user_addr);
+    auto* used = reinterpret_cast<uint8_t*>(addr_.used_user_addr);
+    const uint16_t head = avail[2];
+    // The status byte: the chain's last descriptor.
+    uint16_t i = head;
+    for (int n = 0; n < 16 && (desc[i].flags & spec::kDescFlagNext); ++n) {
+      i = desc[i].next;
+    }
+    auto* status = reinterpret_cast<uint8_t*>(desc[i].addr);
+    auto* elems = reinterpret_cast<spec::SplitUsedElem*>(used + 4);
+    uint16_t idx = 1;
+    switch (h_) {
+      case Hostility::kBadId:
+        elems[0] = {999, 1};
+        break;
+      case Hostility::kReplayId:
+        *status = 0;
+        elems[0] = {head, 1};
+        elems[1] = {head, 1};
+        idx = 2;
+        break;
+      case Hostility::kNoStatus:
+        elems[0] = {head, 1};
+        break;
+      case Hostility::kHugeLen:
+        *status = 0;
+        elems[0] = {head, 1u << 30};
+        break;
+      case Hostility::kIndexJump:
+        *status = 0;
+        elems[0] = {head, 1};
+        idx = 100;
+        break;
+      default:
+        return;
+    }
+    __atomic_store_n(reinterpret_cast<uint16_t*>(used + 2), idx,
+                     __ATOMIC_RELEASE);
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(call_.get(), &one, sizeof one);
+  }
+
+  Hostility h_;
+  std::string dir_ = TempDir();
+  std::string socket_ = dir_ + "/hostile.sock";
+  UniqueFd listen_;
+  std::thread thread_, data_;
+  VringAddr addr_{};
+  uint32_t num_ = 0;
+  UniqueFd kick_, call_;
+};
+
+std::unique_ptr<BlkClient> ConnectHostile(const HostileBackend& b,
+                                          absl::Status* error = nullptr) {
+  BlkClientOptions o;
+  o.socket_path = b.socket();
+  o.timeout_ms = 2000;
+  auto c = BlkClient::Connect(o);
+  if (error != nullptr) *error = c.status();
+  return c.ok() ? *std::move(c) : nullptr;
+}
+
+// Submits one 4 KiB read and waits for what comes back.
+absl::StatusOr<size_t> ReadOnce(BlkClient& c, BlkCompletion* out, size_t max) {
+  void* b = c.AllocBuffer(4096);
+  if (b == nullptr) return absl::InternalError("no buffer");
+  if (absl::Status s = c.Read(0, 0, b, 4096, 42); !s.ok()) return s;
+  return c.Wait(0, absl::Span<BlkCompletion>(out, max), 1, 5000);
+}
+
+TEST(HostileBackendTest, UnknownIdStopsTheQueue) {
+  HostileBackend b(Hostility::kBadId);
+  auto c = ConnectHostile(b);
+  ASSERT_NE(c, nullptr);
+  BlkCompletion out[4];
+  auto n = ReadOnce(*c, out, 4);
+  EXPECT_TRUE(absl::IsDataLoss(n.status())) << n.status();
+  void* buf = c->AllocBuffer(4096);
+  EXPECT_TRUE(absl::IsFailedPrecondition(c->Read(0, 0, buf, 4096, 1)));
+}
+
+TEST(HostileBackendTest, ReplayedIdCompletesOnce) {
+  HostileBackend b(Hostility::kReplayId);
+  auto c = ConnectHostile(b);
+  ASSERT_NE(c, nullptr);
+  // Two requests out; the back-end completes the first one twice.
+  void* buf = c->AllocBuffer(8192);
+  ASSERT_NE(buf, nullptr);
+  ASSERT_TRUE(c->Read(0, 0, buf, 4096, 42).ok());
+  ASSERT_TRUE(c->Read(0, 8, static_cast<uint8_t*>(buf) + 4096, 4096, 43).ok());
+  BlkCompletion out[4];
+  auto n = c->Wait(0, absl::Span<BlkCompletion>(out, 4), 1, 5000);
+  ASSERT_TRUE(n.ok()) << n.status();
+  ASSERT_EQ(*n, 1u);
+  EXPECT_EQ(out[0].user_data, 42u);
+  EXPECT_EQ(out[0].result, BlkResult::kOk);
+  auto again = c->Poll(0, absl::Span<BlkCompletion>(out, 4));
+  EXPECT_TRUE(absl::IsDataLoss(again.status())) << again.status();
+}
+
+TEST(HostileBackendTest, MissingStatusIsABadReply) {
+  HostileBackend b(Hostility::kNoStatus);
+  auto c = ConnectHostile(b);
+  ASSERT_NE(c, nullptr);
+  BlkCompletion out[4];
+  auto n = ReadOnce(*c, out, 4);
+  ASSERT_TRUE(n.ok()) << n.status();
+  ASSERT_EQ(*n, 1u);
+  EXPECT_EQ(out[0].result, BlkResult::kBadReply);
+}
+
+TEST(HostileBackendTest, OversizedLengthIsABadReply) {
+  HostileBackend b(Hostility::kHugeLen);
+  auto c = ConnectHostile(b);
+  ASSERT_NE(c, nullptr);
+  BlkCompletion out[4];
+  auto n = ReadOnce(*c, out, 4);
+  ASSERT_TRUE(n.ok()) << n.status();
+  ASSERT_EQ(*n, 1u);
+  EXPECT_EQ(out[0].result, BlkResult::kBadReply);
+}
+
+TEST(HostileBackendTest, UsedIndexJumpStopsTheQueue) {
+  HostileBackend b(Hostility::kIndexJump);
+  auto c = ConnectHostile(b);
+  ASSERT_NE(c, nullptr);
+  BlkCompletion out[4];
+  auto n = ReadOnce(*c, out, 4);
+  EXPECT_TRUE(absl::IsDataLoss(n.status())) << n.status();
+}
+
+TEST(HostileBackendTest, MalformedReplyFailsConnect) {
+  HostileBackend b(Hostility::kShortFeatures);
+  absl::Status s;
+  EXPECT_EQ(ConnectHostile(b, &s), nullptr);
+  EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+}
+
+TEST(HostileBackendTest, HangUpFailsConnect) {
+  HostileBackend b(Hostility::kCloseAtConfig);
+  absl::Status s;
+  EXPECT_EQ(ConnectHostile(b, &s), nullptr);
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
 }
 
 }  // namespace
