@@ -325,3 +325,79 @@ sync
 poweroff -f
 INIT
 }
+
+# rc_uml_prepare: finds Debian's User-mode Linux (rc_need_pkgs
+# user-mode-linux first) and sets UML (the linux.uml binary), UML_VER,
+# UML_KMODS (its module tree, for rc_mod_closure), and the arrays UML_WRAP
+# (a command to start linux.uml under) and UML_EXTRA (extra words for its
+# command line). On a host with AMX, UML 6.1 panics at its first guest
+# process (machine.md): then UML_WRAP is the NT_X86_XSTATE seccomp filter,
+# built here, and UML_EXTRA keeps guest programs off AVX. Detected, not
+# assumed; RC_UML_XSTATE_WORKAROUND=1 forces it. Skips when UML is unusable.
+rc_uml_prepare() {
+  UML=$(command -v linux.uml) || skip "linux.uml missing (install user-mode-linux)"
+  UML_VER=$(ls /usr/lib/uml/modules/ 2>/dev/null | sort -V | tail -1)
+  [[ -n $UML_VER ]] || skip "user-mode-linux ships no modules dir"
+  UML_KMODS=/usr/lib/uml/modules/$UML_VER
+  [[ -w /dev/shm ]] || skip "UML keeps guest memory in /dev/shm, which is not writable here"
+  UML_WRAP=() UML_EXTRA=()
+  if grep -qw amx_tile /proc/cpuinfo || [[ -n ${RC_UML_XSTATE_WORKAROUND:-} ]]; then
+    command -v cc >/dev/null || skip "host has AMX and no C compiler for the UML seccomp wrapper"
+    cc -O2 -o "$RC_TMP/uml_xstate_seccomp" "$RC_DIR/uml_xstate_seccomp.c" ||
+      fail "building uml_xstate_seccomp failed"
+    UML_WRAP=("$RC_TMP/uml_xstate_seccomp")
+    UML_EXTRA=("GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX_VNNI,-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX512_VNNI,-AVX512_BF16,-AVX512_FP16,-AMX_BF16,-AMX_TILE,-AMX_INT8,-FMA,-FMA4,-F16C,-XOP")
+  fi
+}
+
+# rc_qemu_pick_accel QEMU: KVM only where a probe boot of the Debian kernel
+# (rc_get_kernel first) reaches its init under accel=kvm within
+# RC_KVM_PROBE_SECS (default 15 s); TCG otherwise. On these machines the
+# nested KVM cannot run a stock Linux kernel (machine.md), so a failed probe
+# is remembered in $CACHE (per host kernel, QEMU and guest kernel; delete
+# $CACHE/kvm-probe.* to probe again). RC_QEMU_ACCEL=kvm|tcg forces a choice.
+# Sets QEMU_ACCEL (kvm|tcg), QEMU_CPU and QEMU_ACCEL_WHY (one line).
+rc_qemu_pick_accel() {
+  local qemu=$1 secs=${RC_KVM_PROBE_SECS:-15}
+  QEMU_ACCEL=tcg QEMU_CPU=qemu64
+  case ${RC_QEMU_ACCEL:-} in
+    tcg) QEMU_ACCEL_WHY="TCG (RC_QEMU_ACCEL=tcg)"; return 0 ;;
+    kvm) QEMU_ACCEL=kvm QEMU_CPU=host QEMU_ACCEL_WHY="KVM (RC_QEMU_ACCEL=kvm)"; return 0 ;;
+  esac
+  if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then
+    QEMU_ACCEL_WHY="TCG (no usable /dev/kvm)"
+    return 0
+  fi
+  local qver key
+  qver=$("$qemu" --version 2>/dev/null | head -1 | grep -o '[0-9][0-9.]*' | head -1)
+  key="$CACHE/kvm-probe.$(uname -r).qemu-$qver.$KVER"
+  if [[ -f $key ]]; then
+    QEMU_ACCEL_WHY="TCG (an earlier probe boot under KVM failed: $(cat "$key"); rm $key to retry)"
+    return 0
+  fi
+  local root=$RC_TMP/kvm-probe
+  rm -rf "$root"; mkdir -p "$root"/{bin,dev,proc}
+  cp /bin/busybox "$root/bin/busybox" || fail "no /bin/busybox"
+  printf '#!/bin/busybox sh\n/bin/busybox echo RC-KVM-PROBE-OK\n/bin/busybox poweroff -f\n' >"$root/init"
+  chmod +x "$root/init"
+  (cd "$root" && find . | sort | /bin/busybox cpio -o -H newc 2>/dev/null >"$RC_TMP/kvm-probe.cpio") ||
+    fail "building the KVM probe initramfs failed"
+  rc_bg kvm-probe "$qemu" -machine q35,accel=kvm -cpu host -smp 1 -m 256M \
+    -nodefaults -no-user-config -display none -no-reboot \
+    -serial "file:$RC_TMP/kvm-probe.console" \
+    -kernel "$QEMU_KERNEL" -initrd "$RC_TMP/kvm-probe.cpio" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=1"
+  # 2>/dev/null: bash's own report of a QEMU that aborted, which is
+  # summarised below.
+  rc_watch "$RC_LAST_PID" "$secs" 'RC-KVM-PROBE-OK' "$RC_TMP/kvm-probe.console" 2>/dev/null
+  local prc=$?
+  if grep -q RC-KVM-PROBE-OK "$RC_TMP/kvm-probe.console" 2>/dev/null; then
+    QEMU_ACCEL=kvm QEMU_CPU=host
+    QEMU_ACCEL_WHY="KVM (a probe boot reached init)"
+    return 0
+  fi
+  local why="no init within ${secs} s"
+  [[ $prc != 124 ]] && why="QEMU exited with $prc before init ($(tail -1 "$RC_TMP/kvm-probe.log" 2>/dev/null))"
+  echo "$why" >"$key"
+  QEMU_ACCEL_WHY="TCG (a probe boot under KVM failed: $why)"
+}
