@@ -294,6 +294,10 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Net(const DeviceSpec& s) {
   opts.name = name;
   opts.max_pairs = static_cast<uint16_t>(pairs);
   opts.queue_size = static_cast<uint32_t>(qsize);
+  // vhost-user has no way to tell a front-end the largest ring it may use:
+  // each picks its own control queue size (QEMU 64, UML 256 as for every
+  // ring). The limit only bounds what a hostile front-end can ask for.
+  opts.ctrl_queue_size = std::max<uint32_t>(opts.queue_size, 1024);
   opts.mtu = static_cast<uint16_t>(mtu);
   opts.ctrl_vq = ctrl;
   opts.ring.packed = packed;
