@@ -30,11 +30,6 @@ void SetNonBlocking(int fd) {
 
 constexpr uint64_t kDescSize = 16;
 
-// The shadow avail rings (inflight.h): far above any guest-physical or
-// front-end virtual address, one slot per queue.
-constexpr uint64_t kShadowGpa = uint64_t{0xfff0} << 48;
-constexpr uint64_t kShadowSlot = 128 * 1024;  // >= a 32768-entry avail ring
-
 }  // namespace
 
 Backend::Backend(VhostDevice& device, BackendOptions options)
@@ -90,16 +85,10 @@ void Backend::Stop(uint16_t q) {
   if (!dev_.queue_running(q)) return;
   std::optional<virtio::QueueState> s = dev_.StopQueue(q);
   if (s) vrings_[q].base = EncodeBase(*s);
-  if (vrings_[q].inflight) {
-    vrings_[q].inflight->Reap();  // requests finished by StopQueue
-    vrings_[q].inflight.reset();
-  }
+  // The requests StopQueue finished were published through the observer,
+  // so the region is up to date; detach it.
+  observers_[q].inflight = nullptr;
   ++generation_;
-}
-
-InflightSplit* Backend::inflight(uint16_t q) const {
-  if (q >= vrings_.size() || !dev_.queue_running(q)) return nullptr;
-  return vrings_[q].inflight.get();
 }
 
 void Backend::UnmapInflight() {
@@ -171,11 +160,12 @@ absl::Status Backend::SetInflightFd(Message& m) {
   return SyncAll();
 }
 
-absl::Status Backend::StartInflight(uint16_t q, virtio::QueueConfig& cfg,
-                                    virtio::QueueState& state) {
+absl::Status Backend::StartInflight(
+    uint16_t q, const virtio::QueueConfig& cfg, virtio::QueueState& state,
+    std::vector<virtio::ResubmitChain>& resubmit) {
   Vring& v = vrings_[q];
-  v.inflight.reset();
-  if (inflight_map_ == nullptr || packed() ||
+  observers_[q].inflight = nullptr;
+  if (inflight_map_ == nullptr ||
       !(protocol_features_ & Bit(kProtocolInflightShmfd))) {
     return absl::OkStatus();
   }
@@ -185,62 +175,32 @@ absl::Status Backend::StartInflight(uint16_t q, virtio::QueueConfig& cfg,
         "size %u)",
         q, v.num, inflight_queues_, inflight_queue_size_));
   }
-  MemoryTable& mem = dev_.memory();
-  if (!shadow_in_table_) {
-    const uint64_t len = kShadowSlot * vrings_.size();
-    if (!shadow_fd_) {
-      shadow_fd_.reset(memfd_create("vhost-user-shadow", MFD_CLOEXEC));
-      if (!shadow_fd_ ||
-          ftruncate(shadow_fd_.get(), static_cast<off_t>(len)) != 0) {
-        shadow_fd_.reset();
-        return absl::InternalError("inflight: shadow memfd failed");
-      }
-    }
-    UniqueFd dup_fd(fcntl(shadow_fd_.get(), F_DUPFD_CLOEXEC, 0));
-    absl::Status s = mem.Add({kShadowGpa, len, kShadowGpa, 0}, std::move(dup_fd));
-    if (!s.ok()) {
-      // Every memory slot taken by the front-end: serve untracked.
-      virtio::Logf(virtio::LogLevel::kWarning,
-                   "%s: queue %u runs without inflight tracking: no room "
-                   "for the shadow rings: %s",
-                   options_.name, q, s.message());
-      return absl::OkStatus();
-    }
-    shadow_in_table_ = true;
-  }
-  const uint64_t shadow_gpa = kShadowGpa + kShadowSlot * q;
   const uint32_t n = v.num;
-  uint8_t* avail = mem.TranslateContiguous(cfg.driver_addr,
-                                           spec::SplitAvailRingSize(n));
-  uint8_t* used = mem.TranslateContiguous(cfg.device_addr,
-                                          spec::SplitUsedRingSize(n));
-  uint8_t* shadow =
-      mem.TranslateContiguous(shadow_gpa, spec::SplitAvailRingSize(n));
-  if (avail == nullptr || used == nullptr || shadow == nullptr ||
-      reinterpret_cast<uintptr_t>(avail) % 2 != 0 ||
-      reinterpret_cast<uintptr_t>(used) % 4 != 0) {
+  InflightRing ring{.packed = packed(), .size = static_cast<uint16_t>(n)};
+  // Split: recovery reads the used ring. Packed: pops save descriptors
+  // from the descriptor ring.
+  ring.ring = packed() ? dev_.memory().TranslateContiguous(cfg.desc_addr,
+                                                           kDescSize * n)
+                       : dev_.memory().TranslateContiguous(
+                             cfg.device_addr, spec::SplitUsedRingSize(n));
+  if (ring.ring == nullptr || reinterpret_cast<uintptr_t>(ring.ring) % 4 != 0) {
     return absl::InvalidArgumentError("inflight: rings not mapped");
   }
-  uint8_t* region =
-      inflight_map_ + uint64_t{q} * InflightQueueRegionSize(inflight_queue_size_);
-  auto t = std::make_unique<InflightSplit>(
-      region, inflight_queue_size_, static_cast<uint16_t>(n), avail, used,
-      shadow, (acked_features_ & spec::Bit(spec::kFeatureEventIdx)) != 0,
-      v.call.get());
-  uint32_t resubmitted = 0;
-  uint16_t next_avail = 0;
-  if (!t->Recover(static_cast<uint16_t>(v.base), &resubmitted, &next_avail)) {
-    return absl::InvalidArgumentError(
-        "inflight region has more requests in flight than the ring holds");
-  }
-  if (resubmitted > 0) {
+  const uint64_t per_queue = InflightQueueRegionSize(inflight_queue_size_);
+  InflightRecovery r;
+  absl::Status s = v.inflight.Start(inflight_map_ + uint64_t{q} * per_queue,
+                                    per_queue, ring, state, &r);
+  if (!s.ok()) return s;
+  if (!r.resubmit.empty() || (!r.fresh && packed())) {
     virtio::Logf(virtio::LogLevel::kInfo,
-                 "%s: queue %u resubmits %u requests that were in flight",
-                 options_.name, q, resubmitted);
+                 "%s: queue %u resumes from the inflight region at avail %u "
+                 "used %u, resubmitting %u requests",
+                 options_.name, q, r.state.next_avail, r.state.next_used,
+                 r.resubmit.size());
   }
-  cfg.driver_addr = shadow_gpa;
-  state.next_avail = next_avail;
-  v.inflight = std::move(t);
+  state = r.state;
+  resubmit = std::move(r.resubmit);
+  observers_[q].inflight = &v.inflight;
   return absl::OkStatus();
 }
 
@@ -312,25 +272,26 @@ absl::Status Backend::Sync(uint16_t q) {
       return fail("used ring not mapped or misaligned");
     }
     state.next_used = virtio::LoadAcquire(reinterpret_cast<const uint16_t*>(p));
-    if (absl::Status st = StartInflight(q, cfg, state); !st.ok()) {
-      return fail(st.message());
-    }
-    const uint16_t lost = static_cast<uint16_t>(state.next_avail - state.next_used);
-    if (lost != 0 && lost <= n && !vrings_[q].inflight) {
+  }
+  std::vector<virtio::ResubmitChain> resubmit;
+  if (absl::Status st = StartInflight(q, cfg, state, resubmit); !st.ok()) {
+    return fail(st.message());
+  }
+  if (!packed() && observers_[q].inflight == nullptr) {
+    const uint16_t lost =
+        static_cast<uint16_t>(state.next_avail - state.next_used);
+    if (lost != 0 && lost <= n) {
       virtio::Logf(virtio::LogLevel::kWarning,
                    "%s: queue %u resumes with %u requests the previous back-end "
                    "took but never completed",
                    options_.name, q, lost);
     }
   }
-  InflightSplit* track = vrings_[q].inflight.get();
-  if (track != nullptr) track->Sync();
-  absl::Status s = dev_.StartQueue(q, cfg, state, &observers_[q], {});
+  absl::Status s = dev_.StartQueue(q, cfg, state, &observers_[q], resubmit);
   if (!s.ok()) {
-    vrings_[q].inflight.reset();
+    observers_[q].inflight = nullptr;
     return fail(s.message());
   }
-  if (track != nullptr) track->Reap();
   ++generation_;
   return absl::OkStatus();
 }
@@ -359,8 +320,6 @@ void Backend::Disconnect() {
   dev_.SetConfigChannel(-1);
   backend_req_.reset();
   dev_.memory().Clear();
-  shadow_in_table_ = false;
-  shadow_fd_.reset();
   UnmapInflight();
   owner_ = false;
   features_set_ = false;
@@ -382,7 +341,6 @@ absl::Status Backend::ChangeMemory(Message& m) {
                   n * sizeof(MemoryRegion));
     }
     s = dev_.memory().Replace(regions, std::move(m.fds));
-    if (s.ok()) shadow_in_table_ = false;
   } else {
     const auto r = m.As<SingleMemoryRegion>();
     if (m.request() == kAddMemReg) {
@@ -573,7 +531,6 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       }
       if (m.request() == kSetVringCall) {
         dev_.SetCallFd(*q, fd.get());
-        if (ring.inflight) ring.inflight->set_call_fd(fd.get());
         ring.call = std::move(fd);
       } else {
         dev_.SetErrFd(*q, fd.get());

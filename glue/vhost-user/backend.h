@@ -35,6 +35,7 @@
 #include "absl/status/status.h"
 #include "device.h"
 #include "inflight.h"
+#include "inflight_queue.h"
 #include "message.h"
 #include "queue_observer.h"
 #include "unique_fd.h"
@@ -78,10 +79,6 @@ class Backend {
   // Changes whenever the set of fds to watch may have changed.
   uint64_t generation() const { return generation_; }
   uint64_t protocol_features() const { return protocol_features_; }
-  // Inflight tracking of running queue `q` (split rings with a region from
-  // SET_INFLIGHT_FD), else nullptr. The event loop calls Sync() before and
-  // Reap() after every device call on the queue (see inflight.h).
-  InflightSplit* inflight(uint16_t q) const;
   uint64_t acked_features() const { return acked_features_; }
 
  private:
@@ -92,7 +89,9 @@ class Backend {
     UniqueFd kick, call, err;
     bool started = false;  // kick fd (or no-fd flag) received
     bool enabled = false;  // SET_VRING_ENABLE
-    std::unique_ptr<InflightSplit> inflight;  // while running, if tracked
+    // Inflight tracking (inflight_queue.h): attached to the queue's
+    // observer while it runs with a SET_INFLIGHT_FD region.
+    InflightQueue inflight;
   };
 
   absl::Status Dispatch(Message& m, std::optional<Message>* reply);
@@ -111,10 +110,12 @@ class Backend {
   absl::Status GetInflightFd(const Message& m, std::optional<Message>* reply);
   absl::Status SetInflightFd(Message& m);
   void UnmapInflight();
-  // Sets up tracking for queue `q` about to start; adjusts `cfg` (the
-  // shadow avail ring) and `state` (where to resume).
-  absl::Status StartInflight(uint16_t q, virtio::QueueConfig& cfg,
-                             virtio::QueueState& state);
+  // Sets up tracking for queue `q` about to start (if there is a region):
+  // recovers the region, sets `state` (where to resume) and `resubmit`
+  // (chains still in flight), attaches the tracker to the observer.
+  absl::Status StartInflight(uint16_t q, const virtio::QueueConfig& cfg,
+                             virtio::QueueState& state,
+                             std::vector<virtio::ResubmitChain>& resubmit);
   void ResetRings();
 
   VhostDevice& dev_;
@@ -133,10 +134,6 @@ class Backend {
   size_t inflight_len_ = 0;
   uint16_t inflight_queues_ = 0;
   uint16_t inflight_queue_size_ = 0;
-  // Back-end private memory for the shadow avail rings, in the MemoryTable
-  // at kShadowGpa while any queue is tracked.
-  UniqueFd shadow_fd_;
-  bool shadow_in_table_ = false;
   uint64_t generation_ = 0;
 };
 

@@ -112,7 +112,6 @@ class Worker {
     int kick;     // -1: none
     int done;     // completion fd, -1: none
     bool polled;  // running without a kick fd
-    InflightSplit* inflight;  // tracking (inflight.h), or nullptr
   };
 
   Worker(VhostDevice& dev, uint16_t group, bool busy_poll, std::string name)
@@ -238,7 +237,6 @@ class Worker {
           Kick(q);
         } else if (tag == kTagDone) {
           dev_.Complete(q);
-          if (InflightSplit* t = Tracker(q)) t->Reap();
         } else if (tag == kTagBackend) {
           backend.Service(static_cast<uint32_t>(events[i].data.u64));
         } else if (tag == kTagCtl) {
@@ -264,35 +262,9 @@ class Worker {
     }
   }
 
-  const QueueFds* Find(uint16_t q) const {
-    for (const QueueFds& f : queues_) {
-      if (f.q == q) return &f;
-    }
-    return nullptr;
-  }
-  InflightSplit* Tracker(uint16_t q) const {
-    const QueueFds* f = Find(q);
-    return f != nullptr ? f->inflight : nullptr;
-  }
-  void Kick(uint16_t q) {
-    const QueueFds* f = Find(q);
-    InflightSplit* t = f != nullptr ? f->inflight : nullptr;
-    if (t == nullptr) {
-      dev_.Kick(q);
-      return;
-    }
-    // The device only sees what Sync() exposed: entries the driver
-    // published meanwhile (its kick possibly suppressed) are taken in
-    // further rounds; bounded so a flooding driver cannot keep the worker,
-    // which then comes back through its own kick fd.
-    for (int round = 0; round < 4; ++round) {
-      t->Sync();
-      dev_.Kick(q);
-      t->Reap();
-      if (!t->More()) return;
-    }
-    if (f->kick >= 0) SignalFd(f->kick);
-  }
+  // Inflight tracking, where enabled, happens inside the device's ring
+  // calls (the queue's observer, backend.h): nothing to do around them.
+  void Kick(uint16_t q) { dev_.Kick(q); }
 
   VhostDevice& dev_;
   const uint16_t group_;
@@ -333,8 +305,7 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
       const uint16_t g = dev.queue_group(q);
       sets[g < sets.size() ? g : 0].push_back({q, backend.kick_fd(q),
                                                dev.completion_fd(q),
-                                               backend.polled(q),
-                                               backend.inflight(q)});
+                                               backend.polled(q)});
     }
     absl::Status s;
     for (size_t g = 0; g < workers.size(); ++g) {
