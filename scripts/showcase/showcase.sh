@@ -177,7 +177,9 @@ rc_bg qemu timeout -k 5 150 "$QEMU" -machine "q35,accel=$QEMU_ACCEL" -cpu "$QEMU
   -netdev vhost-user,id=net0,chardev=net0 \
   -device virtio-net-pci,netdev=net0,mac="$MAC",vectors=0
 QEMU_PID=$RC_LAST_PID
-rc_watch "$QEMU_PID" 120 "$RC_FATAL_RE" "$RC_TMP/qemu.log" "$RC_TMP/daemon_blk.log" "$RC_TMP/daemon_net.log"
+# 2>/dev/null: bash's report of a QEMU killed by a signal (said below).
+rc_watch "$QEMU_PID" 120 "$RC_FATAL_RE" "$RC_TMP/qemu.log" "$RC_TMP/daemon_blk.log" \
+  "$RC_TMP/daemon_net.log" 2>/dev/null
 qrc=$?
 GUEST_SECS=$((SECONDS - G0))
 sleep 0.5
@@ -190,7 +192,11 @@ show_guest() {
 }
 [[ $qrc == 124 ]] && { show_guest; fail "the guest did not power off within 120 s"; }
 [[ $qrc == 125 ]] && { show_guest; fail "stopped the guest early: $RC_WATCH_HIT"; }
-[[ $qrc == 0 ]] || { show_guest; fail "QEMU exited with status $qrc"; }
+if [[ $qrc != 0 ]]; then
+  show_guest
+  ((qrc > 128)) && fail "QEMU was killed by SIG$(kill -l $((qrc - 128)) 2>/dev/null) (status $qrc)"
+  fail "QEMU exited with status $qrc"
+fi
 grep -q '^RC-RESULT: OK' <(tr -d '\r' <"$CONSOLE") ||
   { show_guest; fail "the guest reported: $(tr -d '\r' <"$CONSOLE" | grep RC-RESULT || echo 'no result')"; }
 [[ -n ${RC_VERBOSE:-} ]] && show_guest
