@@ -2,8 +2,10 @@
 // fuzzer-chosen guest memory, eventfds), into the back-end protocol handler
 // serving a virtio-rng or a RAM-disk virtio-blk device, and kicks every
 // running queue after each message so rings built from fuzzed addresses
-// and memory are parsed too. Checks that nothing crashes, that every fd
-// and mapping is released at disconnect, and that the device is reset.
+// and memory are parsed too (with LOG_SHMFD / LOG_ALL negotiated, a memfd
+// sent with SET_LOG_BASE becomes the dirty log those kicks mark). Checks
+// that nothing crashes, that every fd and mapping (guest memory, the dirty
+// log) is released at disconnect, and that the device is reset.
 //
 // Input: byte 0 picks the device; then messages, each
 //   u32 request (taken modulo 48), u8 flags, u8 fd kinds (bits 0-3: count
@@ -121,6 +123,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     backend.Disconnect();
+    // SET_LOG_BASE's mapping goes with the connection.
+    if (backend.dirty_log().mapped()) std::abort();
   }
   if (dev.status() != 0 || dev.memory().num_regions() != 0) std::abort();
   if (CountFds() != fds_before) std::abort();

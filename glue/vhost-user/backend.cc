@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "connection.h"
 #include "virtio/log.h"
 #include "virtio/ring_access.h"
 #include "virtio/spec.h"
@@ -85,6 +86,12 @@ void Backend::Stop(uint16_t q) {
   if (!dev_.queue_running(q)) return;
   std::optional<virtio::QueueState> s = dev_.StopQueue(q);
   if (s) vrings_[q].base = EncodeBase(*s);
+  // A migration takes its final copy after the rings stop: whatever the
+  // device wrote to them last (notification fields included) is marked.
+  if (observers_[q].dirty_log != nullptr) {
+    observers_[q].dirty_log->MarkRing();
+    observers_[q].dirty_log = nullptr;
+  }
   // The requests StopQueue finished were published through the observer,
   // so the region is up to date; detach it.
   observers_[q].inflight = nullptr;
@@ -191,7 +198,7 @@ absl::Status Backend::StartInflight(
   absl::Status s = v.inflight.Start(inflight_map_ + uint64_t{q} * per_queue,
                                     per_queue, ring, state, &r);
   if (!s.ok()) return s;
-  if (!r.resubmit.empty() || (!r.fresh && packed())) {
+  if (!r.fresh) {
     virtio::Logf(virtio::LogLevel::kInfo,
                  "%s: queue %u resumes from the inflight region at avail %u "
                  "used %u, resubmitting %u requests",
@@ -273,8 +280,12 @@ absl::Status Backend::Sync(uint16_t q) {
     }
     state.next_used = virtio::LoadAcquire(reinterpret_cast<const uint16_t*>(p));
   }
+  if (absl::Status st = StartDirtyLog(q, cfg); !st.ok()) {
+    return fail(st.message());
+  }
   std::vector<virtio::ResubmitChain> resubmit;
   if (absl::Status st = StartInflight(q, cfg, state, resubmit); !st.ok()) {
+    observers_[q].dirty_log = nullptr;
     return fail(st.message());
   }
   if (!packed() && observers_[q].inflight == nullptr) {
@@ -290,6 +301,7 @@ absl::Status Backend::Sync(uint16_t q) {
   absl::Status s = dev_.StartQueue(q, cfg, state, &observers_[q], resubmit);
   if (!s.ok()) {
     observers_[q].inflight = nullptr;
+    observers_[q].dirty_log = nullptr;
     return fail(s.message());
   }
   ++generation_;
@@ -302,6 +314,80 @@ absl::Status Backend::SyncAll() {
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
+}
+
+bool Backend::logging() const {
+  return log_.mapped() && (acked_features_ & Bit(kFeatureLogAll)) != 0;
+}
+
+absl::Status Backend::SetLogBase(Message& m, std::optional<Message>* reply) {
+  if (auto s = NeedProtocol(kProtocolLogShmfd, m); !s.ok()) return s;
+  if (m.fds.empty()) return Protocol(m, "no fd (LOG_SHMFD needs one)");
+  const auto d = m.As<LogDescription>();
+  UniqueFd fd = std::move(m.fds[0]);
+  m.fds.clear();
+  absl::StatusOr<DirtyLog> log = DirtyLog::Map(fd.get(), d.mmap_size,
+                                               d.mmap_offset);
+  if (!log.ok()) return Protocol(m, log.status().message());
+  // Every write to guest memory must have its bit (spec: the log covers
+  // address 0 to the end of the highest region).
+  const uint64_t end = dev_.memory().guest_end();
+  if (!log->Covers(0, end)) {
+    return Protocol(m, absl::StrFormat(
+                           "a log of %u bytes covers guest-physical memory "
+                           "below 0x%x, the memory table reaches 0x%x",
+                           log->size(), log->covered_end(), end));
+  }
+  // Rings log into the old mapping until they stop; the front-end frees
+  // it once we answer.
+  StopAll();
+  log_ = *std::move(log);
+  absl::Status s = SyncAll();
+  if (!s.ok()) return s;
+  // Answered whether or not REPLY_ACK is on: QEMU waits for it.
+  *reply = MakeReply(m.request(), uint64_t{0});
+  return absl::OkStatus();
+}
+
+absl::Status Backend::StartDirtyLog(uint16_t q,
+                                    const virtio::QueueConfig& cfg) {
+  Vring& v = vrings_[q];
+  observers_[q].dirty_log = nullptr;
+  if (!logging()) return absl::OkStatus();
+  DirtyLogRing ring{.packed = packed(),
+                    .size = v.num,
+                    .desc_gpa = cfg.desc_addr,
+                    .log_used = (v.addr->flags & kVringFlagLog) != 0,
+                    .used_log_gpa = v.addr->log_guest_addr};
+  if (ring.log_used) {
+    const uint64_t len = packed() ? sizeof(spec::PackedEventSuppress)
+                                  : spec::SplitUsedRingSize(v.num);
+    if (!log_.Covers(ring.used_log_gpa, len)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "log_guest_addr 0x%x (+%u) lies beyond the dirty log (0x%x)",
+          ring.used_log_gpa, len, log_.covered_end()));
+    }
+  }
+  v.dirty_log.Start(log_, dev_.memory(), ring, log_call_.get());
+  observers_[q].dirty_log = &v.dirty_log;
+  return absl::OkStatus();
+}
+
+absl::Status Backend::SendBackendRequest(const Message& m,
+                                         absl::Span<const int> fds) {
+  if (!backend_req_) {
+    return absl::FailedPreconditionError(
+        "no back-end request channel (SET_BACKEND_REQ_FD)");
+  }
+  if (!fds.empty() && !(protocol_features_ & Bit(kProtocolBackendSendFd))) {
+    return absl::FailedPreconditionError(
+        "sending fds needs BACKEND_SEND_FD, not negotiated");
+  }
+  if (fds.size() > kMaxFds) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%u fds, at most %u per message", fds.size(), kMaxFds));
+  }
+  return SendMessage(backend_req_.get(), m, fds);
 }
 
 void Backend::ResetRings() {
@@ -321,6 +407,8 @@ void Backend::Disconnect() {
   backend_req_.reset();
   dev_.memory().Clear();
   UnmapInflight();
+  log_ = DirtyLog();
+  log_call_.reset();
   owner_ = false;
   features_set_ = false;
   acked_features_ = 0;
@@ -389,7 +477,11 @@ absl::Status Backend::Handle(Message m, std::optional<Message>* reply) {
 absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
   const uint64_t offered_features =
       dev_.features() |
-      (options_.protocol_features ? Bit(kFeatureProtocolFeatures) : 0);
+      (options_.protocol_features ? Bit(kFeatureProtocolFeatures) : 0) |
+      // Without a shared-memory log QEMU refuses to migrate anyway.
+      ((options_.protocol_features & Bit(kProtocolLogShmfd))
+           ? Bit(kFeatureLogAll)
+           : 0);
   switch (m.request()) {
     case kGetFeatures:
       *reply = MakeReply(m.request(), offered_features);
@@ -400,12 +492,16 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
         return Protocol(m, absl::StrFormat("features 0x%x were not offered",
                                            f & ~offered_features));
       }
-      const uint64_t virtio_bits = f & ~Bit(kFeatureProtocolFeatures);
+      // LOG_ALL is vhost's, not the device's; it may flip while rings
+      // run (migration start and end).
+      const uint64_t vhost_bits =
+          Bit(kFeatureProtocolFeatures) | Bit(kFeatureLogAll);
+      const uint64_t virtio_bits = f & ~vhost_bits;
       bool running = false;
       for (uint16_t q = 0; q < vrings_.size(); ++q) {
         running |= dev_.queue_running(q);
       }
-      const uint64_t old_bits = acked_features_ & ~Bit(kFeatureProtocolFeatures);
+      const uint64_t old_bits = acked_features_ & ~vhost_bits;
       if (running && features_set_ && virtio_bits != old_bits) {
         return Protocol(m, "features changed while rings are running");
       }
@@ -413,10 +509,14 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
           (!features_set_ || virtio_bits != old_bits)) {
         dev_.Reset();  // renegotiation
       }
+      const bool log_flip = ((acked_features_ ^ f) & Bit(kFeatureLogAll)) != 0;
+      // Chains in flight when logging starts were popped unobserved: the
+      // rings restart around the change, finishing them first.
+      if (log_flip) StopAll();
       acked_features_ = f;
       features_set_ = true;
       dev_.SetDriverFeatures(virtio_bits);
-      return absl::OkStatus();
+      return log_flip ? SyncAll() : absl::OkStatus();
     }
     case kSetOwner:
       owner_ = true;
@@ -476,10 +576,25 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       const auto a = m.As<VringAddr>();
       auto q = QueueIndex(a.index, m);
       if (!q.ok()) return q.status();
-      if (a.flags & ~1u) {
+      if (a.flags & ~kVringFlagLog) {
         return Protocol(m, absl::StrFormat("unknown flags 0x%x", a.flags));
       }
-      if (dev_.queue_running(*q)) return Protocol(m, "queue is running");
+      if (dev_.queue_running(*q)) {
+        // Migration turns used-ring logging on and off on running rings
+        // (QEMU resends the same addresses with VHOST_VRING_F_LOG).
+        const VringAddr& now = *vrings_[*q].addr;
+        if (a.desc_user_addr != now.desc_user_addr ||
+            a.avail_user_addr != now.avail_user_addr ||
+            a.used_user_addr != now.used_user_addr) {
+          return Protocol(m, "queue is running");
+        }
+        if (a.flags == now.flags && a.log_guest_addr == now.log_guest_addr) {
+          return absl::OkStatus();
+        }
+        Stop(*q);
+        vrings_[*q].addr = a;
+        return Sync(*q);
+      }
       vrings_[*q].addr = a;
       return absl::OkStatus();
     }
@@ -548,6 +663,15 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       vrings_[*q].enabled = st.num == 1;
       return Sync(*q);
     }
+    case kSetLogBase:
+      return SetLogBase(m, reply);
+    case kSetLogFd:
+      if (auto s = NeedProtocol(kProtocolLogShmfd, m); !s.ok()) return s;
+      // Queues pick the fd up at their next start.
+      StopAll();
+      log_call_ = std::move(m.fds[0]);
+      SetNonBlocking(log_call_.get());
+      return SyncAll();
     case kSetBackendReqFd:
       if (auto s = NeedProtocol(kProtocolBackendReq, m); !s.ok()) return s;
       backend_req_ = std::move(m.fds[0]);

@@ -33,7 +33,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "device.h"
+#include "dirty_log.h"
 #include "inflight.h"
 #include "inflight_queue.h"
 #include "message.h"
@@ -47,7 +49,8 @@ inline constexpr uint64_t kImplementedProtocolFeatures =
     Bit(kProtocolMq) | Bit(kProtocolReplyAck) | Bit(kProtocolConfig) |
     Bit(kProtocolBackendReq) | Bit(kProtocolResetDevice) |
     Bit(kProtocolConfigureMemSlots) | Bit(kProtocolStatus) |
-    Bit(kProtocolInflightShmfd);
+    Bit(kProtocolInflightShmfd) | Bit(kProtocolLogShmfd) |
+    Bit(kProtocolBackendSendFd);
 
 struct BackendOptions {
   std::string name = "vhost-user";
@@ -80,6 +83,20 @@ class Backend {
   uint64_t generation() const { return generation_; }
   uint64_t protocol_features() const { return protocol_features_; }
   uint64_t acked_features() const { return acked_features_; }
+  // The dirty log from SET_LOG_BASE (unmapped until then); queues log
+  // into it while VHOST_F_LOG_ALL is acked (see dirty_log.h).
+  const DirtyLog& dirty_log() const { return log_; }
+  // Dirty logging of queue `q` (tests, statistics).
+  const DirtyLogQueue& dirty_log_queue(uint16_t q) const {
+    return vrings_[q].dirty_log;
+  }
+
+  // Sends back-end request `m` (a BackendRequest) to the front-end on the
+  // SET_BACKEND_REQ_FD channel with `fds` attached: at most kMaxFds, and
+  // any only with BACKEND_SEND_FD negotiated. FailedPrecondition without a
+  // channel or the feature. Control thread only (as Handle()).
+  absl::Status SendBackendRequest(const Message& m,
+                                  absl::Span<const int> fds = {});
 
  private:
   struct Vring {
@@ -92,6 +109,9 @@ class Backend {
     // Inflight tracking (inflight_queue.h): attached to the queue's
     // observer while it runs with a SET_INFLIGHT_FD region.
     InflightQueue inflight;
+    // Dirty logging: attached to the queue's observer while it runs with
+    // LOG_ALL acked and a log mapped.
+    DirtyLogQueue dirty_log;
   };
 
   absl::Status Dispatch(Message& m, std::optional<Message>* reply);
@@ -117,6 +137,10 @@ class Backend {
                              virtio::QueueState& state,
                              std::vector<virtio::ResubmitChain>& resubmit);
   void ResetRings();
+  bool logging() const;
+  absl::Status SetLogBase(Message& m, std::optional<Message>* reply);
+  // Attaches dirty logging to queue `q` about to start on `cfg`, if on.
+  absl::Status StartDirtyLog(uint16_t q, const virtio::QueueConfig& cfg);
 
   VhostDevice& dev_;
   BackendOptions options_;
@@ -135,6 +159,9 @@ class Backend {
   uint16_t inflight_queues_ = 0;
   uint16_t inflight_queue_size_ = 0;
   uint64_t generation_ = 0;
+  // SET_LOG_BASE / SET_LOG_FD.
+  DirtyLog log_;
+  UniqueFd log_call_;
 };
 
 }  // namespace vhost_user

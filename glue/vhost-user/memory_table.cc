@@ -38,6 +38,8 @@ void MemoryTable::Unmap(Mapped& m) {
 
 void MemoryTable::Clear() {
   map_ = virtio::GuestMemoryMap();
+  by_host_.clear();
+  guest_end_ = 0;
   for (Mapped& m : regions_) Unmap(m);
   regions_.clear();
 }
@@ -129,6 +131,19 @@ absl::Status MemoryTable::Install(std::vector<Mapped>& all) {
         absl::StrFormat("memory table rejected: %s", map.status().message()));
   }
   map_ = *std::move(map);
+  by_host_.clear();
+  guest_end_ = 0;
+  for (const Mapped& m : all) {
+    by_host_.push_back({reinterpret_cast<uintptr_t>(m.host),
+                        m.region.memory_size, m.region.guest_phys_addr});
+    // A region may end exactly at 2^64: saturate rather than wrap to 0.
+    const uint64_t end = m.region.guest_phys_addr + m.region.memory_size;
+    guest_end_ = std::max(guest_end_, end == 0 ? UINT64_MAX : end);
+  }
+  std::sort(by_host_.begin(), by_host_.end(),
+            [](const HostRange& a, const HostRange& b) {
+              return a.host < b.host;
+            });
   return absl::OkStatus();
 }
 
@@ -203,6 +218,21 @@ std::optional<uint64_t> MemoryTable::UserToGuest(uint64_t uaddr,
     }
   }
   return std::nullopt;
+}
+
+std::optional<uint64_t> MemoryTable::HostToGuest(const void* host,
+                                                 uint64_t len) const {
+  const auto h = reinterpret_cast<uintptr_t>(host);
+  // The last range starting at or below h is the only candidate: mappings
+  // do not overlap.
+  auto it = std::upper_bound(
+      by_host_.begin(), by_host_.end(), h,
+      [](uintptr_t v, const HostRange& r) { return v < r.host; });
+  if (it == by_host_.begin()) return std::nullopt;
+  --it;
+  const uint64_t offset = h - it->host;
+  if (offset >= it->size || len > it->size - offset) return std::nullopt;
+  return it->gpa + offset;
 }
 
 }  // namespace vhost_user

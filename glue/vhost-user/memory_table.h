@@ -54,6 +54,13 @@ class MemoryTable {
   // The guest-physical address of front-end virtual range
   // [uaddr, uaddr + len) if it lies inside one region.
   std::optional<uint64_t> UserToGuest(uint64_t uaddr, uint64_t len) const;
+  // The guest-physical address of host range [host, host + len) if it lies
+  // inside one region's mapping: the reverse of TranslateContiguous, for
+  // dirty logging, which sees buffers only as host iovecs. O(log regions),
+  // no allocation.
+  std::optional<uint64_t> HostToGuest(const void* host, uint64_t len) const;
+  // One past the highest guest-physical address of any region (0: none).
+  uint64_t guest_end() const { return guest_end_; }
 
   size_t num_regions() const { return regions_.size(); }
   const virtio::GuestMemoryMap& map() const { return map_; }
@@ -81,8 +88,17 @@ class MemoryTable {
   // Checks `all` for overlaps and builds the map; on success installs it.
   absl::Status Install(std::vector<Mapped>& all);
 
+  // Host mapping → guest-physical, sorted by host address (HostToGuest).
+  struct HostRange {
+    uintptr_t host;
+    uint64_t size;
+    uint64_t gpa;
+  };
+
   std::vector<Mapped> regions_;
   virtio::GuestMemoryMap map_;
+  std::vector<HostRange> by_host_;
+  uint64_t guest_end_ = 0;
 };
 
 static_assert(virtio::GuestMemory<MemoryTable>);

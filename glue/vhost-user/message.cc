@@ -111,6 +111,12 @@ std::string ValidateShape(const Message& m) {
     }
     case kSetBackendReqFd:
       return Want(m, 0, 1, 1);
+    case kSetLogBase:
+      // The fd is required with LOG_SHMFD (the back-end checks); without
+      // it the payload was a front-end pointer, meaningless here.
+      return Want(m, sizeof(LogDescription), 0, 1);
+    case kSetLogFd:
+      return Want(m, 0, 1, 1);
     case kSetMemTable: {
       if (m.header.size < kMemTableHeaderSize) {
         return Want(m, kMemTableHeaderSize, 0, 0);

@@ -154,6 +154,21 @@ struct SingleMemoryRegion {
 };
 static_assert(sizeof(SingleMemoryRegion) == 40);
 
+// SET_VRING_ADDR flags: VHOST_VRING_F_LOG, log the ring's used-ring writes
+// at log_guest_addr.
+inline constexpr uint32_t kVringFlagLog = 1u << 0;
+
+// SET_LOG_BASE payload (with LOG_SHMFD; one fd): the dirty log is
+// `mmap_size` bytes of the fd from `mmap_offset`, one bit per
+// kLogPageSize-byte guest-physical page, bit 0 of byte 0 = page 0.
+struct LogDescription {
+  uint64_t mmap_size;
+  uint64_t mmap_offset;
+};
+static_assert(sizeof(LogDescription) == 16);
+// VHOST_LOG_PAGE.
+inline constexpr uint64_t kLogPageSize = 0x1000;
+
 // GET/SET_CONFIG: offset, size, flags, then `size` bytes.
 struct ConfigHeader {
   uint32_t offset;

@@ -155,7 +155,8 @@ TEST(VhostUserProtocol, AdvertisesOnlyImplementedFeatures) {
   ASSERT_TRUE(pf);
   EXPECT_EQ(*pf, kImplementedProtocolFeatures);
   EXPECT_TRUE(*pf & Bit(kProtocolInflightShmfd));
-  EXPECT_FALSE(*pf & Bit(kProtocolLogShmfd));
+  EXPECT_TRUE(*pf & Bit(kProtocolLogShmfd));
+  EXPECT_TRUE(*pf & Bit(kProtocolBackendSendFd));
   auto qn = s.f().GetU64(kGetQueueNum);
   ASSERT_TRUE(qn);
   EXPECT_EQ(*qn, 2u);
