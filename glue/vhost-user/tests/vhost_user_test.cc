@@ -8,10 +8,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <optional>
+#include <random>
 #include <future>
 #include <thread>
 
@@ -28,6 +30,8 @@
 #include "virtio/blk_spec.h"
 #include "virtio/net_spec.h"
 #include "virtio/spec.h"
+#include "virtio/testing/driver.h"
+#include "virtio/testing/test_memory.h"
 
 namespace vhost_user::testing {
 namespace {
@@ -677,7 +681,8 @@ class PackedRing {
       d.flags = avail_wrap_ ? spec::kDescFlagAvail : spec::kDescFlagUsed;
       if (bufs[i].writable) d.flags |= spec::kDescFlagWrite;
       if (i + 1 < bufs.size()) d.flags |= spec::kDescFlagNext;
-      auto* slot = reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + 16u * avail_);
+      auto* slot =
+          reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + 16u * avail_);
       if (i == 0) {
         head_flags = d.flags;
         d.flags = 0;  // published last
@@ -688,15 +693,18 @@ class PackedRing {
         avail_wrap_ = !avail_wrap_;
       }
     }
-    auto* head = reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + 16u * id);
+    auto* head =
+        reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + 16u * id);
     __atomic_store_n(&head->flags, head_flags, __ATOMIC_RELEASE);
     return id;
   }
   // The next used element: (buffer ID, length).
   std::optional<std::pair<uint32_t, uint32_t>> Reap() {
-    auto* d = reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + 16u * used_);
+    auto* d =
+        reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + 16u * used_);
     const uint16_t flags = __atomic_load_n(&d->flags, __ATOMIC_ACQUIRE);
-    const bool a = flags & spec::kDescFlagAvail, u = flags & spec::kDescFlagUsed;
+    const bool a = flags & spec::kDescFlagAvail,
+               u = flags & spec::kDescFlagUsed;
     if (a != used_wrap_ || u != used_wrap_) return std::nullopt;
     const uint16_t id = d->id;
     const uint32_t len = d->len;
@@ -714,9 +722,11 @@ class PackedRing {
     // A fresh ring: offset 0, both wrap counters 1 (bits 15 and 31). After
     // a crash QEMU sends this same stale value again.
     const uint32_t base = (1u << 15) | (1u << 31);
-    VringAddr a{q, 0, mem_.uaddr(ring_), mem_.uaddr(device_), mem_.uaddr(driver_), 0};
+    VringAddr a{
+        q, 0, mem_.uaddr(ring_), mem_.uaddr(device_), mem_.uaddr(driver_), 0};
     return f.Send(kSetVringNum, VringState{q, size_}) &&
-           f.Send(kSetVringBase, VringState{q, base}) && f.Send(kSetVringAddr, a) &&
+           f.Send(kSetVringBase, VringState{q, base}) &&
+           f.Send(kSetVringAddr, a) &&
            f.Send(kSetVringCall, uint64_t{q}, {call.get()}) &&
            f.Send(kSetVringKick, uint64_t{q}, {kick.get()}) &&
            f.Send(kSetVringEnable, VringState{q, 1});
@@ -811,7 +821,8 @@ TEST_P(VhostUserInflight, RestartedBackendResubmitsInFlightRequestsOnce) {
     UniqueFd kick, call;
     ASSERT_TRUE(ring.Setup(f, 0, kick, call));
     // Three requests complete normally.
-    for (int i = 0; i < 3; ++i) QueueWrite(mem, ring, i, static_cast<uint8_t>(i));
+    for (int i = 0; i < 3; ++i)
+      QueueWrite(mem, ring, i, static_cast<uint8_t>(i));
     ASSERT_TRUE(SignalFd(kick.get()));
     int done = 0;
     for (int spin = 0; spin < 100 && done < 3; ++spin) {
@@ -822,7 +833,8 @@ TEST_P(VhostUserInflight, RestartedBackendResubmitsInFlightRequestsOnce) {
     // Five more are held by the disk when the back-end goes away.
     disk1.hold = true;
     for (int i = 0; i < 5; ++i) {
-      held.push_back(QueueWrite(mem, ring, 10 + i, static_cast<uint8_t>(0x50 + i)));
+      held.push_back(
+          QueueWrite(mem, ring, 10 + i, static_cast<uint8_t>(0x50 + i)));
     }
     ASSERT_TRUE(SignalFd(kick.get()));
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -859,9 +871,10 @@ TEST_P(VhostUserInflight, RestartedBackendResubmitsInFlightRequestsOnce) {
     // Without FLUSH negotiated each write is followed by a flush: count
     // the writes.
     auto writes = [&] {
-      return std::count_if(disk2.log.begin(), disk2.log.end(), [](const auto& r) {
-        return r.op == virtio::blktest::ScriptedDisk::Op::kWrite;
-      });
+      return std::count_if(
+          disk2.log.begin(), disk2.log.end(), [](const auto& r) {
+            return r.op == virtio::blktest::ScriptedDisk::Op::kWrite;
+          });
     };
     ASSERT_EQ(writes(), 5);
     for (int i = 0; i < 5; ++i) {
@@ -883,7 +896,8 @@ TEST_P(VhostUserInflight, RestartedBackendResubmitsInFlightRequestsOnce) {
     EXPECT_EQ(writes(), 6);
     disk2.hold = true;
     for (int i = 0; i < 2; ++i) {
-      held2.push_back(QueueWrite(mem, ring, 30 + i, static_cast<uint8_t>(0x90 + i)));
+      held2.push_back(
+          QueueWrite(mem, ring, 30 + i, static_cast<uint8_t>(0x90 + i)));
     }
     ASSERT_TRUE(SignalFd(kick.get()));
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -927,6 +941,201 @@ INSTANTIATE_TEST_SUITE_P(Rings, VhostUserInflight, ::testing::Bool(),
                          [](const auto& info) {
                            return info.param ? "Packed" : "Split";
                          });
+
+// --- inflight tracking, crash at every hook ----------------------------------
+//
+// A device runs a random workload on one queue with InflightQueue attached
+// (out-of-order completions, batches of several pushes, multi-slot packed
+// chains, ring wrap-around). Before and after every hook call the test
+// "crashes" there: with the guest memory and a copy of the region as they
+// are at that instant, a new InflightQueue recovers, a new queue resumes
+// from its state and resubmit list (packed: from a stale base, as QEMU
+// gives it), and a new device completes everything. The driver (a copy of
+// its state at that instant) must then get every outstanding chain back
+// exactly once, and the ring must go on.
+
+struct CrashObserver {
+  InflightQueue* inflight = nullptr;
+  std::function<void()> crash_point;  // empty: none
+  void Crash() {
+    if (crash_point) crash_point();
+  }
+  void OnPop(const virtio::DescriptorChain& c, uint16_t p, bool r) {
+    Crash();
+    inflight->OnPop(c, p, r);
+    Crash();
+  }
+  void OnPush(virtio::UsedToken t, uint32_t len, uint16_t p) {
+    Crash();
+    inflight->OnPush(t, len, p);
+    Crash();
+  }
+  void OnPublish(const virtio::QueueState& st) {
+    Crash();
+    inflight->OnPublish(st);
+    Crash();
+  }
+};
+
+struct SplitCrash {
+  static constexpr const char* kName = "split";
+  static constexpr bool kPacked = false;
+  using Driver = virtio::testing::SplitDriver;
+  using Queue = virtio::SplitQueue<virtio::GuestMemoryMap, CrashObserver>;
+};
+struct PackedCrash {
+  static constexpr const char* kName = "packed";
+  static constexpr bool kPacked = true;
+  using Driver = virtio::testing::PackedDriver;
+  using Queue = virtio::PackedQueue<virtio::GuestMemoryMap, CrashObserver>;
+};
+struct CrashNames {
+  template <typename T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+
+template <typename L>
+class InflightCrashTest : public ::testing::Test {};
+using CrashLayouts = ::testing::Types<SplitCrash, PackedCrash>;
+TYPED_TEST_SUITE(InflightCrashTest, CrashLayouts, CrashNames);
+
+TYPED_TEST(InflightCrashTest,
+           EveryChainCompletesExactlyOnceAfterACrashAnywhere) {
+  using Driver = typename TypeParam::Driver;
+  using Queue = typename TypeParam::Queue;
+  constexpr uint64_t kBase = 0x10000, kBytes = 64 * 1024;
+  constexpr uint16_t kSize = 8;
+  virtio::testing::TestGuestMemory mem({{kBase, kBytes}});
+  Driver driver(mem, kSize);
+  const virtio::QueueConfig cfg = driver.config();
+  InflightRing ring{.packed = TypeParam::kPacked, .size = kSize};
+  ring.ring = TypeParam::kPacked
+                  ? mem.Host(cfg.desc_addr, spec::PackedDescRingSize(kSize))
+                  : mem.Host(cfg.device_addr, spec::SplitUsedRingSize(kSize));
+  const uint64_t region_bytes = InflightQueueRegionSize(kSize);
+  std::vector<uint64_t> region(region_bytes / 8, 0);
+  auto* region_p = reinterpret_cast<uint8_t*>(region.data());
+  std::vector<uint64_t> bufs;
+  for (int i = 0; i < 3 * kSize; ++i) bufs.push_back(mem.Alloc(64, 16));
+
+  // Recovers from the current memory and a copy of the region; restores
+  // the guest memory afterwards so the live run goes on.
+  int crashes = 0, resubmitted_total = 0;
+  auto check_crash = [&](const Driver& at_crash) {
+    ++crashes;
+    std::vector<uint8_t> saved(mem.Host(kBase, kBytes),
+                               mem.Host(kBase, kBytes) + kBytes);
+    std::vector<uint64_t> reg = region;
+    Driver d = at_crash;
+    const uint32_t outstanding = d.outstanding();
+    InflightQueue iq;
+    InflightRecovery rec;
+    virtio::QueueState base;  // packed: stale (a fresh ring), as QEMU sends
+    if (!TypeParam::kPacked) {
+      uint16_t used_idx;
+      std::memcpy(&used_idx, ring.ring + 2, 2);
+      base.next_avail = base.next_used = used_idx;  // QEMU: last avail = used
+    }
+    absl::Status st = iq.Start(reinterpret_cast<uint8_t*>(reg.data()),
+                               region_bytes, ring, base, &rec);
+    ASSERT_TRUE(st.ok()) << st << " at crash " << crashes;
+    EXPECT_FALSE(rec.fresh);
+    resubmitted_total += static_cast<int>(rec.resubmit.size());
+    CrashObserver obs{&iq, {}};
+    auto q = Queue::Create(mem.map(), cfg, rec.state, &obs);
+    ASSERT_TRUE(q.ok()) << q.status() << " at crash " << crashes;
+    ASSERT_TRUE(q->Resubmit(rec.resubmit).ok()) << " at crash " << crashes;
+    virtio::DescriptorChain chain;
+    auto serve = [&] {
+      for (int round = 0; round < 4; ++round) {
+        std::vector<virtio::UsedToken> popped;
+        while (q->Pop(chain) == virtio::PopStatus::kChain)
+          popped.push_back(chain.token());
+        for (auto t : popped) q->Push(t, 0);
+        q->Publish();
+      }
+    };
+    serve();
+    ASSERT_EQ(q->error(), virtio::RingError::kNone) << " at crash " << crashes;
+    uint32_t reaped = 0;
+    while (d.Reap()) ++reaped;
+    EXPECT_EQ(d.device_error(), "") << " at crash " << crashes;
+    EXPECT_EQ(reaped, outstanding) << " at crash " << crashes;
+    EXPECT_EQ(d.outstanding(), 0u) << " at crash " << crashes;
+    // The ring goes on at the right positions.
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(d.Add({{bufs[i], 64, false}, {bufs[i + 1], 64, true}}));
+    }
+    d.Kick();
+    serve();
+    reaped = 0;
+    while (d.Reap()) ++reaped;
+    EXPECT_EQ(reaped, 3u) << " at crash " << crashes;
+    EXPECT_EQ(d.device_error(), "") << " at crash " << crashes;
+    std::memcpy(mem.Host(kBase, kBytes), saved.data(), kBytes);
+  };
+
+  InflightQueue live;
+  InflightRecovery rec;
+  ASSERT_TRUE(live.Start(region_p, region_bytes, ring, {}, &rec).ok());
+  ASSERT_TRUE(rec.fresh);
+  CrashObserver obs{&live, [&] { check_crash(driver); }};
+  auto q = Queue::Create(mem.map(), cfg, rec.state, &obs);
+  ASSERT_TRUE(q.ok()) << q.status();
+  std::mt19937 rng(12345);
+  std::vector<virtio::UsedToken> popped;
+  virtio::DescriptorChain chain;
+  int completed = 0;
+  for (int step = 0; step < 2000 && !::testing::Test::HasFatalFailure();
+       ++step) {
+    switch (rng() % 4) {
+      case 0: {  // the driver adds one to three chains of 1-3 buffers
+        const int n = 1 + static_cast<int>(rng() % 3);
+        for (int i = 0; i < n; ++i) {
+          std::vector<virtio::testing::Buffer> b;
+          const int len = 1 + static_cast<int>(rng() % 3);
+          for (int j = 0; j < len; ++j) {
+            b.push_back({bufs[(step + j) % bufs.size()], 64, j == len - 1});
+          }
+          if (!driver.Add(b)) break;
+        }
+        driver.Kick();
+        break;
+      }
+      case 1: {  // the device pops a few
+        const int n = 1 + static_cast<int>(rng() % 4);
+        for (int i = 0; i < n && q->Pop(chain) == virtio::PopStatus::kChain;
+             ++i) {
+          popped.push_back(chain.token());
+        }
+        break;
+      }
+      case 2: {  // pushes a random subset in random order, one publish
+        std::shuffle(popped.begin(), popped.end(), rng);
+        const size_t n = popped.empty() ? 0 : 1 + rng() % popped.size();
+        for (size_t i = 0; i < n; ++i) q->Push(popped[i], 1);
+        popped.erase(popped.begin(), popped.begin() + static_cast<long>(n));
+        q->Publish();
+        break;
+      }
+      default:  // the driver reaps
+        while (driver.Reap()) ++completed;
+        break;
+    }
+    ASSERT_EQ(q->error(), virtio::RingError::kNone) << "step " << step;
+  }
+  EXPECT_EQ(driver.device_error(), "");
+  std::printf(
+      "%s: %d chains completed live, %d crash points recovered, %d "
+      "chains resubmitted in all\n",
+      TypeParam::kName, completed, crashes, resubmitted_total);
+  EXPECT_GT(completed, 300);
+  EXPECT_GT(crashes, 2000);
+  EXPECT_GT(resubmitted_total, 100);  // crashes with chains in flight
+  EXPECT_EQ(live.untracked(), 0u);
+}
 
 // --- net over vhost-user (loopback backend) ---------------------------------
 
