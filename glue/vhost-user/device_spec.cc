@@ -409,7 +409,9 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Console(const DeviceSpec& s) {
   Props p(s);
   ASSIGN_OR_RETURN(std::string backend, p.Str("backend", ""));
   ASSIGN_OR_RETURN(std::string path, p.Str("path", ""));
-  ASSIGN_OR_RETURN(uint64_t qsize, p.Size("queue-size", 128, 32768));
+  // A limit, not a size (vhost-user front-ends choose theirs): UML uses
+  // 256-entry rings, QEMU 128.
+  ASSIGN_OR_RETURN(uint64_t qsize, p.Size("queue-size", 1024, 32768));
   ASSIGN_OR_RETURN(bool packed, p.Bool("packed", true));
   ASSIGN_OR_RETURN(std::string name, p.Str("id", "console"));
   if (absl::Status st = p.CheckAllUsed(); !st.ok()) return st;
