@@ -954,26 +954,32 @@ INSTANTIATE_TEST_SUITE_P(Rings, VhostUserInflight, ::testing::Bool(),
 // its state at that instant) must then get every outstanding chain back
 // exactly once, and the ring must go on.
 
+// Crash points: before a hook, after it, and after it but with the
+// region's position fields (header bytes 12-23: split used_idx, packed
+// used_pos and avail_commit) as they were before it: a crash inside the
+// hook, between its marks and the position store that commits them.
+enum class CrashAt { kBefore, kAfter, kBeforeCommit };
+
 struct CrashObserver {
   InflightQueue* inflight = nullptr;
-  std::function<void()> crash_point;  // empty: none
-  void Crash() {
-    if (crash_point) crash_point();
+  std::function<void(CrashAt)> crash_point;  // empty: none
+  void Crash(CrashAt at) {
+    if (crash_point) crash_point(at);
+  }
+  void Around(auto&& hook) {
+    Crash(CrashAt::kBefore);
+    hook();
+    Crash(CrashAt::kAfter);
+    Crash(CrashAt::kBeforeCommit);
   }
   void OnPop(const virtio::DescriptorChain& c, uint16_t p, bool r) {
-    Crash();
-    inflight->OnPop(c, p, r);
-    Crash();
+    Around([&] { inflight->OnPop(c, p, r); });
   }
   void OnPush(virtio::UsedToken t, uint32_t len, uint16_t p) {
-    Crash();
-    inflight->OnPush(t, len, p);
-    Crash();
+    Around([&] { inflight->OnPush(t, len, p); });
   }
   void OnPublish(const virtio::QueueState& st) {
-    Crash();
-    inflight->OnPublish(st);
-    Crash();
+    Around([&] { inflight->OnPublish(st); });
   }
 };
 
@@ -1023,11 +1029,17 @@ TYPED_TEST(InflightCrashTest,
   // Recovers from the current memory and a copy of the region; restores
   // the guest memory afterwards so the live run goes on.
   int crashes = 0, resubmitted_total = 0;
-  auto check_crash = [&](const Driver& at_crash) {
+  uint8_t header_before[12];
+  auto check_crash = [&](const Driver& at_crash, CrashAt at) {
+    if (at == CrashAt::kBefore) std::memcpy(header_before, region_p + 12, 12);
     ++crashes;
     std::vector<uint8_t> saved(mem.Host(kBase, kBytes),
                                mem.Host(kBase, kBytes) + kBytes);
     std::vector<uint64_t> reg = region;
+    if (at == CrashAt::kBeforeCommit) {
+      std::memcpy(reinterpret_cast<uint8_t*>(reg.data()) + 12, header_before,
+                  12);
+    }
     Driver d = at_crash;
     const uint32_t outstanding = d.outstanding();
     InflightQueue iq;
@@ -1081,7 +1093,7 @@ TYPED_TEST(InflightCrashTest,
   InflightRecovery rec;
   ASSERT_TRUE(live.Start(region_p, region_bytes, ring, {}, &rec).ok());
   ASSERT_TRUE(rec.fresh);
-  CrashObserver obs{&live, [&] { check_crash(driver); }};
+  CrashObserver obs{&live, [&](CrashAt at) { check_crash(driver, at); }};
   auto q = Queue::Create(mem.map(), cfg, rec.state, &obs);
   ASSERT_TRUE(q.ok()) << q.status();
   std::mt19937 rng(12345);
@@ -1132,7 +1144,7 @@ TYPED_TEST(InflightCrashTest,
       "chains resubmitted in all\n",
       TypeParam::kName, completed, crashes, resubmitted_total);
   EXPECT_GT(completed, 300);
-  EXPECT_GT(crashes, 2000);
+  EXPECT_GT(crashes, 3000);
   EXPECT_GT(resubmitted_total, 100);  // crashes with chains in flight
   EXPECT_EQ(live.untracked(), 0u);
 }
