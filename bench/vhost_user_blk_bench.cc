@@ -20,6 +20,7 @@
 // not offer packed rings skips the packed:1 cases. Each benchmark connects
 // once and reuses the connection (same layout) across repetitions.
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -66,6 +67,11 @@ BlkClient* GetClient(bool packed, std::string* why) {
   o.queue_size = 256;
   o.buffer_memory = 64 * kBlock + (1 << 20);
   auto client = BlkClient::Connect(o);
+  // A back-end just started may not listen yet.
+  for (int i = 0; i < 100 && absl::IsUnavailable(client.status()); ++i) {
+    usleep(20000);
+    client = BlkClient::Connect(o);
+  }
   if (!client.ok()) {
     *why = std::string(client.status().message());
     return nullptr;

@@ -157,7 +157,8 @@ absl::Status BlkClient::Setup(const BlkClientOptions& o) {
       return absl::DataLossError(
           "config: seg_max is 0 with VIRTIO_BLK_F_SEG_MAX");
     }
-    max_segments_ = std::min(max_segments_, config_.seg_max);
+    const uint32_t seg_max = config_.seg_max;  // packed struct: copy out
+    max_segments_ = std::min(max_segments_, seg_max);
   }
   if (!indirect_ && max_segments_ + 2 > queue_size_) {
     if (queue_size_ < 3) {

@@ -6,7 +6,7 @@
 
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -26,8 +26,6 @@
 #include "gtest/gtest.h"
 #include "virtio/blk_spec.h"
 #include "virtio/spec.h"
-
-extern char** environ;
 
 namespace vhost_user {
 namespace {
@@ -53,16 +51,26 @@ class Process {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    if (posix_spawnp(&pid_, args[0], nullptr, nullptr, args.data(), environ) !=
-        0) {
-      pid_ = -1;
-      return false;
+    // Not posix_spawn: the child must die with the test (PDEATHSIG), or a
+    // test killed by a timeout or a sanitizer leaves the back-end running
+    // and holding ctest's output pipe.
+    const pid_t parent = getpid();
+    pid_ = fork();
+    if (pid_ < 0) return false;
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      execvp(args[0], args.data());
+      _exit(127);
     }
-    // Ready once the socket accepts a connection: probe with a connect that
-    // the back-end then sees close (it serves the next connection).
+    // Ready once the socket accepts connections (it exists a moment
+    // before the back-end listens).
     for (int i = 0; i < 500; ++i) {
       struct stat st;
-      if (stat(socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return true;
+      if (stat(socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) &&
+          Connect(socket).ok()) {
+        return true;  // the back-end sees this probe hang up and goes on
+      }
       int status;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
