@@ -342,6 +342,9 @@ absl::Status Backend::SetLogBase(Message& m, std::optional<Message>* reply) {
   // it once we answer.
   StopAll();
   log_ = *std::move(log);
+  virtio::Logf(virtio::LogLevel::kInfo,
+               "%s: dirty log of %u bytes (guest-physical below 0x%x)",
+               options_.name, log_.size(), log_.covered_end());
   absl::Status s = SyncAll();
   if (!s.ok()) return s;
   // Answered whether or not REPLY_ACK is on: QEMU waits for it.
@@ -512,7 +515,11 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       const bool log_flip = ((acked_features_ ^ f) & Bit(kFeatureLogAll)) != 0;
       // Chains in flight when logging starts were popped unobserved: the
       // rings restart around the change, finishing them first.
-      if (log_flip) StopAll();
+      if (log_flip) {
+        StopAll();
+        virtio::Logf(virtio::LogLevel::kInfo, "%s: dirty logging %s",
+                     options_.name, (f & Bit(kFeatureLogAll)) ? "on" : "off");
+      }
       acked_features_ = f;
       features_set_ = true;
       dev_.SetDriverFeatures(virtio_bits);
