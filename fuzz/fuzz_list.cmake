@@ -19,6 +19,7 @@ libvirtio_add_fuzzer(net_fuzzer net_fuzzer.cc)
 libvirtio_add_fuzzer(vhost_user_fuzzer vhost_user_fuzzer.cc)
 target_sources(vhost_user_fuzzer PRIVATE
   ${PROJECT_SOURCE_DIR}/glue/vhost-user/backend.cc
+  ${PROJECT_SOURCE_DIR}/glue/vhost-user/connection.cc
   ${PROJECT_SOURCE_DIR}/glue/vhost-user/device_spec.cc
   ${PROJECT_SOURCE_DIR}/glue/vhost-user/dirty_log.cc
   ${PROJECT_SOURCE_DIR}/glue/vhost-user/interrupt.cc
