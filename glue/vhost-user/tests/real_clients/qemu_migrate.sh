@@ -16,9 +16,19 @@
 # sector in the backing file, the guest's next round sees it and powers off
 # with its verdict. The source daemon must have logged "dirty logging on".
 #
+# The ring is split; qemu_migrate_packed.sh runs this with a packed ring
+# (RC_MIGRATE_RING=packed), where the used elements the dirty log must
+# cover are the descriptor ring's slots.
+#
 # usage: qemu_migrate.sh PATH/TO/vhost-user-device CACHE_DIR
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 rc_init "$@"
+RING=${RC_MIGRATE_RING:-split}
+case $RING in
+  split) DAEMON_RING=packed=off, QEMU_RING= ;;
+  packed) DAEMON_RING= QEMU_RING=,packed=on ;;
+  *) fail "RC_MIGRATE_RING=$RING: split or packed" ;;
+esac
 
 rc_need_pkgs qemu-system-x86 busybox-static python3
 rc_get_kernel
@@ -29,6 +39,7 @@ truncate -s 32M "$DISK"
 mkdir "$RC_TMP/extra"
 head -c 8M /dev/urandom >"$RC_TMP/extra/pattern"
 dd if="$RC_TMP/extra/pattern" of="$DISK" conv=notrunc 2>/dev/null
+[[ $RING == packed ]] && echo 1 >"$RC_TMP/extra/packed" || echo 0 >"$RC_TMP/extra/packed"
 # The stop flag lives in the last 4 KiB of the disk (sector 65528).
 FLAG_SECTOR=65528
 
@@ -37,6 +48,9 @@ RESULT=OK
 bad() { echo "guest: FAIL: $*"; RESULT="FAIL ($*)"; }
 i=0; while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 if [ -b /dev/vda ]; then
+  # Virtio feature bit 34: RING_PACKED.
+  [ "$(cut -c35 /sys/block/vda/device/features)" = "$(cat /packed)" ] ||
+    bad "ring layout: packed bit $(cut -c35 /sys/block/vda/device/features), expected $(cat /packed)"
   echo "guest: MIGRATE-NOW"
   round=0; failed=0
   while [ $round -lt 3000 ]; do
@@ -69,10 +83,10 @@ rc_initramfs "$RC_TMP/initrd" "$RC_TMP/init" "$RC_TMP/test.sh" \
 log "kernel $KVER, initramfs $(du -k "$RC_TMP/initrd" | cut -f1) KiB"
 
 rc_bg daemon_src timeout -k 5 300 "$DAEMON" --socket "$RC_TMP/src.sock" \
-  --device "blk,path=$DISK,packed=off,readonly=true"
+  --device "blk,path=$DISK,${DAEMON_RING}readonly=true"
 PID_SRC=$RC_LAST_PID
 rc_bg daemon_dst timeout -k 5 300 "$DAEMON" --socket "$RC_TMP/dst.sock" \
-  --device "blk,path=$DISK,packed=off,readonly=true"
+  --device "blk,path=$DISK,${DAEMON_RING}readonly=true"
 PID_DST=$RC_LAST_PID
 rc_wait_socket "$RC_TMP/src.sock" || { cat "$RC_TMP/daemon_src.log"; fail "source daemon did not listen"; }
 rc_wait_socket "$RC_TMP/dst.sock" || { cat "$RC_TMP/daemon_dst.log"; fail "destination daemon did not listen"; }
@@ -85,7 +99,7 @@ qemu_args() {  # SOCK CONSOLE QMP: sets QARGS
     -kernel "$QEMU_KERNEL" -initrd "$RC_TMP/initrd" \
     -append "console=ttyS0 panic=-1 quiet loglevel=4 init_on_alloc=0" \
     -chardev socket,id=c0,path="$1" \
-    -device vhost-user-blk-pci,chardev=c0,num-queues=1)
+    -device "vhost-user-blk-pci,chardev=c0,num-queues=1$QEMU_RING")
 }
 qemu_args "$RC_TMP/dst.sock" "$RC_TMP/console_dst.log" "$RC_TMP/dst.qmp"
 rc_bg qemu_dst "$QEMU" "${QARGS[@]}" -incoming "unix:$RC_TMP/mig.sock"
@@ -191,4 +205,4 @@ grep -q "dirty log of" "$RC_TMP/daemon_src.log" ||
 
 rc_stop_daemon "$PID_SRC" "$RC_TMP/daemon_src.log"
 rc_stop_daemon "$PID_DST" "$RC_TMP/daemon_dst.log"
-echo "PASS: qemu live migration with vhost-user-blk (dirty log), $src_rounds + $dst_rounds readback rounds"
+echo "PASS: qemu live migration with vhost-user-blk ($RING ring, dirty log), $src_rounds + $dst_rounds readback rounds"
