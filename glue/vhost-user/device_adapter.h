@@ -267,7 +267,8 @@ class DeviceAdapter final : public VhostDevice {
     if (dev_->in_flight(q) > 0) {
       virtio::Logf(virtio::LogLevel::kError,
                    "%s: queue %u stopped with %u requests still in flight; "
-                   "draining the backend, they will not complete",
+                   "draining the backend: they stay marked in the inflight "
+                   "region, if there is one, for the next start to resubmit",
                    dev_->name(), q, dev_->in_flight(q));
       dev_->backend().queue(q).Drain();
     }
