@@ -51,7 +51,11 @@ absl::StatusOr<std::unique_ptr<BlkClient>> BlkClient::Connect(
   return c;
 }
 
-BlkClient::~BlkClient() = default;
+BlkClient::~BlkClient() {
+  // Hang up first (the back-end resets its device on disconnect), then let
+  // the eventfds and our mapping of the memory go.
+  client_.reset();
+}
 
 absl::Status BlkClient::Setup(const BlkClientOptions& o) {
   if (o.queue_size == 0 || o.queue_size > spec::kMaxQueueSize ||
