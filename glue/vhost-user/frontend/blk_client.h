@@ -27,8 +27,9 @@
 // be. Poll() harvests completions without blocking (with call interrupts
 // suppressed, so a back-end never signals a polling client); Wait() sleeps
 // on the call eventfd. Up to queue_size requests can be in flight per
-// queue when the back-end offers indirect descriptors (else each takes
-// 2 + segments descriptors; see BlkClientOptions::indirect). Nothing on the
+// queue with Indirect::kAlways and a back-end that offers indirect
+// descriptors (a direct request takes 2 + segments descriptors; see
+// BlkClientOptions::indirect). Nothing on the
 // data path allocates or locks; a full queue answers ResourceExhausted (with no
 // message, no allocation). A queue is used by one thread at a time; different
 // queues may be used by different threads concurrently.
