@@ -8,7 +8,8 @@
 # The guest runs one fio job per disk (random 4k writes at queue depth 16,
 # libaio, direct, crc32c verify headers). While they run, the host SIGKILLs
 # both daemons and restarts them on the same sockets and files, RC_KILLS
-# times (default 2). QEMU reconnects, hands the inflight region back, and
+# times (default 2), each at a moment its inflight region shows requests
+# in flight (kill_when_busy.py reads the daemon's region). QEMU reconnects, hands the inflight region back, and
 # the new daemon resubmits what the dead one had in flight (packed: resuming
 # from the ring position recorded in the region, since QEMU's is stale).
 # Then the guest verifies everything fio wrote (a separate verify-only
@@ -21,6 +22,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 rc_init "$@"
 
 rc_need_pkgs qemu-system-x86 busybox-static fio
+command -v python3 >/dev/null || rc_need_pkgs python3
 rc_get_kernel
 QEMU=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing after install"
 
@@ -141,7 +143,14 @@ for ((k = 1; k <= MAX_KILLS; k++)); do
     grep -q "front-end connected" "$RC_TMP/$l.log" ||
       { show; fail "$l has no front-end before kill $k"; }
   done
-  kill -KILL "$PID_A" "$PID_B"
+  # Each daemon dies at a moment its region shows requests in flight
+  # (within 3 s; then regardless).
+  python3 "$RC_DIR/kill_when_busy.py" "$PID_A" split 3 >"$RC_TMP/kill_a$k" 2>&1 &
+  KA=$!
+  python3 "$RC_DIR/kill_when_busy.py" "$PID_B" packed 3 >"$RC_TMP/kill_b$k" 2>&1 &
+  KB=$!
+  wait "$KA" "$KB"
+  kill -KILL "$PID_A" "$PID_B" 2>/dev/null
   wait "$PID_A" "$PID_B" 2>/dev/null
   GEN=$k
   start_daemons
@@ -159,7 +168,7 @@ for ((k = 1; k <= MAX_KILLS; k++)); do
     else
       RESUB_B=$((RESUB_B + n)); [[ $n -gt 0 ]] && HIT_B=$((HIT_B + 1))
     fi
-    log "kill $k, daemon $d: queue ${line#*: queue }"
+    log "kill $k, daemon $d (killed $(head -c 40 "$RC_TMP/kill_$d$k")): queue ${line#*: queue }"
   done
   KILLED=$k
   [[ $k -ge $KILLS && $HIT_A -gt 0 && $HIT_B -gt 0 ]] && break
@@ -167,7 +176,7 @@ done
 [[ ${KILLED:-0} -ge $KILLS ]] ||
   { show; fail "the write phase ended after ${KILLED:-0} kills (want $KILLS): raise RC_RECONNECT_SIZE"; }
 [[ $HIT_A -gt 0 && $HIT_B -gt 0 ]] ||
-  { show; fail "after $KILLED kills, no kill caught requests in flight on the ${HIT_A/#0/split }${HIT_B/#0/packed} ring (resubmitted: split $RESUB_A, packed $RESUB_B)"; }
+  { show; fail "after $KILLED kills, split ring hit $HIT_A times, packed $HIT_B: some ring was never killed with requests in flight"; }
 log "$KILLED kills; resubmitted after restarts: split $RESUB_A (in $HIT_A kills), packed $RESUB_B (in $HIT_B kills)"
 
 rc_watch "$QPID" 600 'ssertion|device needs reset' "$RC_TMP/qemu.log" "$RC_TMP"/daemon_*.log
