@@ -257,6 +257,26 @@ TYPED_TEST(NetDeviceTest, DisablingQueueReturnsHeldChainsAndResumes) {
   EXPECT_FALSE(rig.dev().needs_reset());
 }
 
+// Minimal feature sets (no EVENT_IDX, INDIRECT or offloads): the device
+// still serves tx and rx, on both layouts.
+TYPED_TEST(NetDeviceTest, MinimalFeatureSetsServeTxAndRx) {
+  for (uint64_t extra : {uint64_t{0}, spec::Bit(net::kFeatureMrgRxbuf)}) {
+    typename TestFixture::R rig;
+    const uint64_t want = spec::Bit(spec::kFeatureVersion1) |
+                          spec::Bit(spec::kFeatureRingPacked) | extra;
+    ASSERT_TRUE(rig.BringUp(want));
+    EXPECT_EQ(rig.features() & ~spec::Bit(spec::kFeatureRingPacked),
+              want & ~spec::Bit(spec::kFeatureRingPacked));
+    rig.Post(0, 4, 1526);
+    const auto f = Frame(100, 3);
+    ASSERT_TRUE(rig.Send(0, {}, f).has_value()) << "extra=" << extra;
+    auto p = rig.Receive(0);
+    ASSERT_TRUE(p.has_value()) << "extra=" << extra;
+    EXPECT_EQ(p->frame, f);
+    EXPECT_FALSE(rig.dev().needs_reset());
+  }
+}
+
 TYPED_TEST(NetDeviceTest, PacketLargerThanWholeRingIsDropped) {
   typename TestFixture::R rig;
   ASSERT_TRUE(rig.BringUp(AllNetFeatures(), /*queue_size=*/8));
