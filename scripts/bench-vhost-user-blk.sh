@@ -19,6 +19,8 @@
 #   ram   ours backend=ram (in-process memory) | qsd the shm file above (its
 #         nearest in-memory equivalent: there is no RAM block driver)
 # Back-ends: "ours" (epoll workers), "ours-bp" (--busy-poll), "qsd".
+# poll:1 and ours-bp spin a thread each: they need idle cores, and on a busy
+# 2-core machine their numbers swing several-fold between rounds.
 # --guest: afterwards, a sanity check through a real guest: QEMU (TCG) boots
 #   Debian's kernel and runs fio (randread 4k, libaio, direct, qd 1 and 32,
 #   5 s each) on a vhost-user-blk-pci disk served by ours, then by qsd (null
@@ -41,7 +43,7 @@ while [[ $# -gt 0 ]]; do
     --backings) backings=$2; shift 2 ;;
     --no-busy-poll) busy_poll=0; shift ;;
     --guest) guest=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
