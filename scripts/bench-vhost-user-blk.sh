@@ -43,7 +43,7 @@ while [[ $# -gt 0 ]]; do
     --backings) backings=$2; shift 2 ;;
     --no-busy-poll) busy_poll=0; shift ;;
     --guest) guest=1; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
