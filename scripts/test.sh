@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 run_asan=1
-fuzz_seconds=60
+fuzz_seconds=30
 while [[ $# -gt 0 ]]; do
   case $1 in
     --no-asan) run_asan=0; shift ;;
