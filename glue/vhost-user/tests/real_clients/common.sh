@@ -342,6 +342,7 @@ rc_uml_prepare() {
   [[ -w /dev/shm ]] || skip "UML keeps guest memory in /dev/shm, which is not writable here"
   UML_WRAP=() UML_EXTRA=()
   if grep -qw amx_tile /proc/cpuinfo || [[ -n ${RC_UML_XSTATE_WORKAROUND:-} ]]; then
+    log "host has AMX (or forced): running UML under the NT_X86_XSTATE seccomp filter, no AVX in the guest"
     command -v cc >/dev/null || skip "host has AMX and no C compiler for the UML seccomp wrapper"
     cc -O2 -o "$RC_TMP/uml_xstate_seccomp" "$RC_DIR/uml_xstate_seccomp.c" ||
       fail "building uml_xstate_seccomp failed"

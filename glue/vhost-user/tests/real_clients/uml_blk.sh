@@ -19,28 +19,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 rc_init "$@"
 
 rc_need_pkgs user-mode-linux busybox-static fio
-UML=$(command -v linux.uml) || skip "linux.uml missing after installing user-mode-linux"
-UMLVER=$(ls /usr/lib/uml/modules/ 2>/dev/null | sort -V | tail -1)
-[[ -n $UMLVER ]] || skip "user-mode-linux ships no modules dir"
-KMODS=/usr/lib/uml/modules/$UMLVER
-[[ -w /dev/shm ]] || skip "UML keeps guest memory in /dev/shm, which is not writable here"
-
-# --- AMX / xstate workaround, only where needed
-WRAP=() EXTRA=()
-if grep -qw amx_tile /proc/cpuinfo || [[ -n ${RC_UML_XSTATE_WORKAROUND:-} ]]; then
-  log "host has AMX (or forced): running UML under the NT_X86_XSTATE seccomp filter, no AVX in the guest"
-  command -v cc >/dev/null || skip "host has AMX and no C compiler for the UML seccomp wrapper"
-  cc -O2 -o "$RC_TMP/uml_xstate_seccomp" "$RC_DIR/uml_xstate_seccomp.c" ||
-    fail "building uml_xstate_seccomp failed"
-  WRAP=("$RC_TMP/uml_xstate_seccomp")
-  EXTRA=("GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX_VNNI,-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX512_VNNI,-AVX512_BF16,-AVX512_FP16,-AMX_BF16,-AMX_TILE,-AMX_INT8,-FMA,-FMA4,-F16C,-XOP")
-fi
+rc_uml_prepare
 
 DISK=$RC_TMP/disk.img
 truncate -s 64M "$DISK"
 head -c 1M /dev/urandom >"$RC_TMP/pattern"
-MODS=$(rc_mod_closure "$KMODS" virtio_blk | sed "s|^|$KMODS/|" | tr '\n' ' ')
-[[ -n $MODS ]] || skip "UML $UMLVER has no virtio_blk module"
+MODS=$(rc_mod_closure "$UML_KMODS" virtio_blk | sed "s|^|$UML_KMODS/|" | tr '\n' ' ')
+[[ -n $MODS ]] || skip "UML $UML_VER has no virtio_blk module"
 
 cat >"$RC_TMP/init" <<EOF2
 #!/bin/busybox sh
@@ -87,13 +72,13 @@ rc_bg daemon timeout -k 5 100 "$DAEMON" --socket "$RC_TMP/blk.sock" --no_packed 
 DPID=$RC_LAST_PID
 rc_wait_socket "$RC_TMP/blk.sock" || { cat "$RC_TMP/daemon.log"; fail "daemon did not listen"; }
 
-log "booting UML $UMLVER"
+log "booting UML $UML_VER"
 # UML's stdin must not be a terminal it would put in raw mode; its console
 # goes to stdout (captured). TMPDIR: where UML creates its guest memory file.
-rc_bg uml env TMPDIR=/dev/shm "${WRAP[@]}" "$UML" mem=256M \
+rc_bg uml env TMPDIR=/dev/shm "${UML_WRAP[@]}" "$UML" mem=256M \
   root=/dev/root rootfstype=hostfs rootflags=/ ro \
   init="$RC_TMP/init" con=null con0=null,fd:1 \
-  virtio_uml.device="$RC_TMP/blk.sock:2" "${EXTRA[@]}"
+  virtio_uml.device="$RC_TMP/blk.sock:2" "${UML_EXTRA[@]}"
 rc_watch "$RC_LAST_PID" 25 "$RC_FATAL_RE|Kernel panic|ptrace set fp regs failed" "$RC_TMP/uml.log" "$RC_TMP/daemon.log"
 urc=$?
 log "UML exited with $urc"

@@ -19,23 +19,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 rc_init "$@"
 
 rc_need_pkgs user-mode-linux busybox-static python3
-UML=$(command -v linux.uml) || skip "linux.uml missing after installing user-mode-linux"
-UMLVER=$(ls /usr/lib/uml/modules/ 2>/dev/null | sort -V | tail -1)
-[[ -n $UMLVER ]] || skip "user-mode-linux ships no modules dir"
-KMODS=/usr/lib/uml/modules/$UMLVER
-[[ -w /dev/shm ]] || skip "UML keeps guest memory in /dev/shm, which is not writable here"
-
-WRAP=() EXTRA=()
-if grep -qw amx_tile /proc/cpuinfo || [[ -n ${RC_UML_XSTATE_WORKAROUND:-} ]]; then
-  log "host has AMX (or forced): running UML under the NT_X86_XSTATE seccomp filter, no AVX in the guest"
-  command -v cc >/dev/null || skip "host has AMX and no C compiler for the UML seccomp wrapper"
-  cc -O2 -o "$RC_TMP/uml_xstate_seccomp" "$RC_DIR/uml_xstate_seccomp.c" ||
-    fail "building uml_xstate_seccomp failed"
-  WRAP=("$RC_TMP/uml_xstate_seccomp")
-  EXTRA=("GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX_VNNI,-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX512_VNNI,-AVX512_BF16,-AVX512_FP16,-AMX_BF16,-AMX_TILE,-AMX_INT8,-FMA,-FMA4,-F16C,-XOP")
-fi
-MODS=$(rc_mod_closure "$KMODS" virtio_console | sed "s|^|$KMODS/|" | tr '\n' ' ')
-[[ -n $MODS ]] || skip "UML $UMLVER has no virtio_console module"
+rc_uml_prepare
+MODS=$(rc_mod_closure "$UML_KMODS" virtio_console | sed "s|^|$UML_KMODS/|" | tr '\n' ' ')
+[[ -n $MODS ]] || skip "UML $UML_VER has no virtio_console module"
 
 BLOB=$((96 * 1024))
 head -c "$BLOB" /dev/urandom >"$RC_TMP/blob_g"   # guest -> host (read over hostfs)
@@ -147,11 +133,11 @@ rc_wait_socket "$CSOCK" || { cat "$RC_TMP/daemon.log"; fail "console socket $CSO
 rc_bg host timeout 150 python3 "$RC_TMP/host.py" "$CSOCK" "$TOKEN" "$SHA_G" "$RC_TMP/blob_h" "$SHA_H"
 HPID=$RC_LAST_PID
 
-log "booting UML $UMLVER"
-rc_bg uml env TMPDIR=/dev/shm "${WRAP[@]}" "$UML" mem=256M \
+log "booting UML $UML_VER"
+rc_bg uml env TMPDIR=/dev/shm "${UML_WRAP[@]}" "$UML" mem=256M \
   root=/dev/root rootfstype=hostfs rootflags=/ ro \
   init="$RC_TMP/init" con=null con0=null,fd:1 \
-  virtio_uml.device="$SOCK:3" "${EXTRA[@]}"
+  virtio_uml.device="$SOCK:3" "${UML_EXTRA[@]}"
 rc_watch "$RC_LAST_PID" 120 "$RC_FATAL_RE|Kernel panic|ptrace set fp regs failed" "$RC_TMP/uml.log" "$RC_TMP/daemon.log"
 urc=$?
 log "UML exited with $urc"

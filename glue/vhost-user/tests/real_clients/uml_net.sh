@@ -20,24 +20,9 @@ rc_init "$@"
 
 [[ $(id -u) == 0 ]] || skip "needs root for a network namespace and a TAP device"
 rc_need_pkgs user-mode-linux busybox-static iproute2
-UML=$(command -v linux.uml) || skip "linux.uml missing after installing user-mode-linux"
-UMLVER=$(ls /usr/lib/uml/modules/ 2>/dev/null | sort -V | tail -1)
-[[ -n $UMLVER ]] || skip "user-mode-linux ships no modules dir"
-KMODS=/usr/lib/uml/modules/$UMLVER
-[[ -w /dev/shm ]] || skip "UML keeps guest memory in /dev/shm, which is not writable here"
-[[ -c /dev/net/tun ]] || skip "no /dev/net/tun"
-
-WRAP=() EXTRA=()
-if grep -qw amx_tile /proc/cpuinfo || [[ -n ${RC_UML_XSTATE_WORKAROUND:-} ]]; then
-  log "host has AMX (or forced): running UML under the NT_X86_XSTATE seccomp filter, no AVX in the guest"
-  command -v cc >/dev/null || skip "host has AMX and no C compiler for the UML seccomp wrapper"
-  cc -O2 -o "$RC_TMP/uml_xstate_seccomp" "$RC_DIR/uml_xstate_seccomp.c" ||
-    fail "building uml_xstate_seccomp failed"
-  WRAP=("$RC_TMP/uml_xstate_seccomp")
-  EXTRA=("GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX_VNNI,-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX512_VNNI,-AVX512_BF16,-AVX512_FP16,-AMX_BF16,-AMX_TILE,-AMX_INT8,-FMA,-FMA4,-F16C,-XOP")
-fi
-MODS=$(rc_mod_closure "$KMODS" virtio_net | sed "s|^|$KMODS/|" | tr '\n' ' ')
-[[ -n $MODS ]] || skip "UML $UMLVER has no virtio_net module"
+rc_uml_prepare
+MODS=$(rc_mod_closure "$UML_KMODS" virtio_net | sed "s|^|$UML_KMODS/|" | tr '\n' ' ')
+[[ -n $MODS ]] || skip "UML $UML_VER has no virtio_net module"
 
 NS=vurc-unet-$$
 ip netns add "$NS" 2>"$RC_TMP/netns.err" ||
@@ -111,11 +96,11 @@ ip -n "$NS" addr add "$HOST_IP/24" dev vutap0 && ip -n "$NS" link set vutap0 up 
 rc_bg listen "${NSX[@]}" timeout 100 sh -c \
   "sleep 3600 | busybox nc -l -p 5000 >'$RC_TMP/recv_g'"
 
-log "booting UML $UMLVER"
-rc_bg uml env TMPDIR=/dev/shm "${WRAP[@]}" "$UML" mem=256M \
+log "booting UML $UML_VER"
+rc_bg uml env TMPDIR=/dev/shm "${UML_WRAP[@]}" "$UML" mem=256M \
   root=/dev/root rootfstype=hostfs rootflags=/ ro \
   init="$RC_TMP/init" con=null con0=null,fd:1 \
-  virtio_uml.device="$SOCK:1" "${EXTRA[@]}"
+  virtio_uml.device="$SOCK:1" "${UML_EXTRA[@]}"
 UPID=$RC_LAST_PID
 show() {
   echo "--- UML console"; tail -80 "$RC_TMP/uml.log"
