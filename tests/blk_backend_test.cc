@@ -1,11 +1,15 @@
 // The block backends on their own, through the BlockBackend API: RamDisk,
 // NullDisk and UringDisk (io_uring on a temporary image file).
+#include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <vector>
 
@@ -39,7 +43,8 @@ void WriteReadRoundTrip(Disk& disk) {
   auto& q = disk.queue(0);
   std::vector<uint8_t> a = Pattern(4096, 1), b(4096, 0);
   iovec wv[2] = {{a.data(), 1024}, {a.data() + 1024, 3072}};
-  iovec rv[3] = {{b.data(), 512}, {b.data() + 512, 512}, {b.data() + 1024, 3072}};
+  iovec rv[3] = {
+      {b.data(), 512}, {b.data() + 512, 512}, {b.data() + 1024, 3072}};
   ASSERT_TRUE(q.Write(8192, wv, 2, 1));
   q.Submit();
   auto d1 = ReapN(q, 1);
@@ -175,7 +180,8 @@ TEST(UringDiskTest, ManyInFlightThenDrain) {
     std::vector<iovec> iov(64);
     for (int i = 0; i < 64; ++i) {
       iov[i] = {bufs[i].data(), bufs[i].size()};
-      ASSERT_TRUE(q.Read(uint64_t(i) * (256 << 10) % (32 << 20), &iov[i], 1, i));
+      ASSERT_TRUE(
+          q.Read(uint64_t(i) * (256 << 10) % (32 << 20), &iov[i], 1, i));
     }
     uint8_t x[512];
     iovec xv{x, 512};
@@ -230,6 +236,225 @@ TEST(UringDiskTest, ReadOnlyOpen) {
   q.Submit();
   EXPECT_EQ(ReapN(q, 1)[1], -EROFS);
   EXPECT_EQ(img.Contents()[0], 0);
+}
+
+using Inline = UringDiskOptions::Inline;
+
+// True if `path` is on tmpfs / ramfs.
+bool OnMemoryFs(const std::string& path) {
+  struct statfs sf;
+  return statfs(path.c_str(), &sf) == 0 &&
+         (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
+}
+
+// A `size`-byte pattern image on /dev/shm (tmpfs), or "" if there is none.
+class ShmImage {
+ public:
+  explicit ShmImage(uint64_t size) {
+    if (!OnMemoryFs("/dev/shm")) return;
+    std::string tmpl = "/dev/shm/libvirtio-blk-XXXXXX";
+    const int fd = mkstemp(tmpl.data());
+    if (fd < 0) return;
+    std::vector<uint8_t> buf(size);
+    for (uint64_t i = 0; i < size; ++i)
+      buf[i] = static_cast<uint8_t>(3 + i * 7);
+    const bool ok = write(fd, buf.data(), size) == static_cast<ssize_t>(size);
+    close(fd);
+    if (ok) path_ = tmpl;
+  }
+  ~ShmImage() {
+    if (!path_.empty()) std::filesystem::remove(path_);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(UringDiskInlineTest, AutoPicksSyncOnTmpfsAndCompletesWithoutTheRing) {
+  ShmImage img(64 << 10);
+  if (img.path().empty()) GTEST_SKIP() << "no writable tmpfs at /dev/shm";
+  auto disk = UringDisk::Open({.path = img.path()});
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  EXPECT_EQ((*disk)->inline_io(), Inline::kSync);
+  auto& q = (*disk)->queue(0);
+  std::vector<uint8_t> b(8192), w = Pattern(4096, 9);
+  iovec rv[2] = {{b.data(), 4096}, {b.data() + 4096, 4096}};
+  iovec wv{w.data(), w.size()};
+  ASSERT_TRUE(q.Read(4096, rv, 2, 1));
+  ASSERT_TRUE(q.Write(32768, &wv, 1, 2));
+  // Finished inside Read() / Write(): nothing went to the kernel and the
+  // completion fd stays quiet; the Reap() after Submit() reports them.
+  EXPECT_EQ(q.in_kernel(), 0u);
+  EXPECT_EQ(q.outstanding(), 2u);
+  q.Submit();
+  pollfd p{q.completion_fd(), POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 0), 0);
+  std::map<uint64_t, int32_t> done;
+  EXPECT_EQ(q.Reap([&](uint64_t c, int32_t r) { done[c] = r; }), 2u);
+  EXPECT_EQ(done[1], 0);
+  EXPECT_EQ(done[2], 0);
+  EXPECT_EQ(q.outstanding(), 0u);
+  EXPECT_EQ(q.inline_done(), 2u);
+  EXPECT_EQ(q.inline_fallbacks(), 0u);
+  for (int i = 0; i < 8192; ++i) {
+    ASSERT_EQ(b[i], static_cast<uint8_t>(3 + (4096 + i) * 7)) << i;
+  }
+  std::vector<uint8_t> back(4096);
+  iovec bv{back.data(), back.size()};
+  ASSERT_TRUE(q.Read(32768, &bv, 1, 3));
+  q.Submit();
+  EXPECT_EQ(ReapN(q, 1)[3], 0);
+  EXPECT_EQ(back, w);
+}
+
+TEST(UringDiskInlineTest, TmpfsShortAndEndOfFileFallBackToTheRing) {
+  ShmImage img(8192);
+  if (img.path().empty()) GTEST_SKIP() << "no writable tmpfs at /dev/shm";
+  auto disk = UringDisk::Open({.path = img.path()});
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  auto& q = (*disk)->queue(0);
+  // Shrink the image under the disk: capacity still says 8 KiB.
+  ASSERT_EQ(truncate(img.path().c_str(), 6144), 0);
+  std::vector<uint8_t> b(4096);
+  iovec v{b.data(), 4096};
+  ASSERT_TRUE(q.Read(4096, &v, 1, 1));  // 2 KiB inline, then end of file
+  EXPECT_EQ(q.inline_fallbacks(), 1u);
+  EXPECT_EQ(q.in_kernel(), 1u);  // the remainder went to io_uring
+  q.Submit();
+  auto done = ReapN(q, 1);
+  EXPECT_EQ(done[1], -EIO);
+  EXPECT_EQ(b[0], static_cast<uint8_t>(3 + 4096 * 7));
+  EXPECT_EQ(b[2047], static_cast<uint8_t>(3 + 6143 * 7));
+  // Entirely past the end: nothing inline, the ring says EOF.
+  ASSERT_TRUE(q.Read(6144, &v, 1, 2));
+  q.Submit();
+  EXPECT_EQ(ReapN(q, 1)[2], -EIO);
+  EXPECT_EQ(q.inline_done(), 0u);
+  EXPECT_EQ(q.inline_fallbacks(), 2u);
+}
+
+TEST(UringDiskInlineTest, BadBufferFailsTheRequestOnly) {
+  ShmImage img(8192);
+  if (img.path().empty()) GTEST_SKIP() << "no writable tmpfs at /dev/shm";
+  auto disk = UringDisk::Open({.path = img.path()});
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  auto& q = (*disk)->queue(0);
+  // An unmapped buffer: EFAULT inline, and again from io_uring.
+  iovec bad{reinterpret_cast<void*>(uintptr_t{4096}), 4096};
+  std::vector<uint8_t> b(4096);
+  iovec good{b.data(), 4096};
+  ASSERT_TRUE(q.Read(0, &bad, 1, 1));
+  ASSERT_TRUE(q.Write(0, &bad, 1, 2));
+  ASSERT_TRUE(q.Read(4096, &good, 1, 3));
+  q.Submit();
+  auto done = ReapN(q, 3);
+  ASSERT_EQ(done.size(), 3u);
+  EXPECT_EQ(done[1], -EFAULT);
+  EXPECT_EQ(done[2], -EFAULT);
+  EXPECT_EQ(done[3], 0);
+  EXPECT_EQ(b[0], static_cast<uint8_t>(3 + 4096 * 7));
+}
+
+TEST(UringDiskInlineTest, NoWaitHitsThePageCacheAndFallsBackOnAMiss) {
+  // A file on a disk file system (the build tree), so RWF_NOWAIT reads hit
+  // or miss the page cache.
+  std::string dir = std::filesystem::current_path().string();
+  if (OnMemoryFs(dir)) GTEST_SKIP() << dir << " is memory-backed";
+  std::string tmpl = dir + "/libvirtio-nowait-XXXXXX";
+  const int fd = mkstemp(tmpl.data());
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  std::vector<uint8_t> data = Pattern(1 << 20, 5);
+  ASSERT_EQ(write(fd, data.data(), data.size()),
+            static_cast<ssize_t>(data.size()));
+  fsync(fd);
+  close(fd);
+  struct Cleanup {
+    std::string p;
+    ~Cleanup() { std::filesystem::remove(p); }
+  } cleanup{tmpl};
+  auto disk = UringDisk::Open({.path = tmpl, .inline_io = Inline::kAuto});
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  if ((*disk)->inline_io() == Inline::kOff) {
+    GTEST_SKIP() << "no RWF_NOWAIT on " << dir;
+  }
+  EXPECT_EQ((*disk)->inline_io(), Inline::kNoWait);
+  auto& q = (*disk)->queue(0);
+  std::vector<uint8_t> b(4096);
+  iovec v{b.data(), 4096};
+  // Cached (just written): inline.
+  ASSERT_TRUE(q.Read(8192, &v, 1, 1));
+  q.Submit();
+  EXPECT_EQ(ReapN(q, 1)[1], 0);
+  EXPECT_EQ(0, std::memcmp(b.data(), data.data() + 8192, 4096));
+  EXPECT_EQ(q.inline_done(), 1u);
+  // Evicted: EAGAIN inline, served by io_uring. Eviction is advisory, so
+  // only check the data and that each read went one way or the other.
+  const int efd = open(tmpl.c_str(), O_RDONLY);
+  ASSERT_GE(efd, 0);
+  posix_fadvise(efd, 0, 0, POSIX_FADV_DONTNEED);
+  close(efd);
+  ASSERT_TRUE(q.Read(65536, &v, 1, 2));
+  q.Submit();
+  EXPECT_EQ(ReapN(q, 1)[2], 0);
+  EXPECT_EQ(0, std::memcmp(b.data(), data.data() + 65536, 4096));
+  EXPECT_EQ(q.inline_done() + q.inline_fallbacks(), 2u);
+  // Writes never go inline in kNoWait mode.
+  ASSERT_TRUE(q.Write(0, &v, 1, 3));
+  EXPECT_EQ(q.in_kernel(), 1u);
+  q.Submit();
+  EXPECT_EQ(ReapN(q, 1)[3], 0);
+  EXPECT_EQ(q.inline_done() + q.inline_fallbacks(), 2u);
+}
+
+TEST(UringDiskInlineTest, OffAndDirectUseTheRing) {
+  ShmImage img(8192);
+  if (img.path().empty()) GTEST_SKIP() << "no writable tmpfs at /dev/shm";
+  auto disk = UringDisk::Open({.path = img.path(), .inline_io = Inline::kOff});
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  EXPECT_EQ((*disk)->inline_io(), Inline::kOff);
+  auto& q = (*disk)->queue(0);
+  std::vector<uint8_t> b(4096);
+  iovec v{b.data(), 4096};
+  ASSERT_TRUE(q.Read(0, &v, 1, 1));
+  EXPECT_EQ(q.in_kernel(), 1u);
+  q.Submit();
+  EXPECT_EQ(ReapN(q, 1)[1], 0);
+  EXPECT_EQ(q.inline_done() + q.inline_fallbacks(), 0u);
+  EXPECT_EQ(b[1], static_cast<uint8_t>(3 + 7));
+  disk->reset();
+  // O_DIRECT: tmpfs refuses it on some kernels; only check when it opens.
+  TempImage direct_img(8192);
+  auto direct = UringDisk::Open({.path = direct_img.path(), .direct = true});
+  if (direct.ok()) {
+    EXPECT_EQ((*direct)->inline_io(), Inline::kOff);
+  }
+}
+
+TEST(UringDiskInlineTest, NoWaitUnsupportedFallsBackAndStopsTrying) {
+  ShmImage img(8192);
+  if (img.path().empty()) GTEST_SKIP() << "no writable tmpfs at /dev/shm";
+  auto disk =
+      UringDisk::Open({.path = img.path(), .inline_io = Inline::kNoWait});
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  EXPECT_EQ((*disk)->inline_io(), Inline::kNoWait);  // as asked
+  auto& q = (*disk)->queue(0);
+  std::vector<uint8_t> b(4096);
+  iovec v{b.data(), 4096};
+  for (uint64_t i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(q.Read(4096, &v, 1, i));
+    q.Submit();
+    EXPECT_EQ(ReapN(q, 1)[i], 0);
+    EXPECT_EQ(b[0], static_cast<uint8_t>(3 + 4096 * 7));
+    b[0] = 0;
+  }
+  // Either tmpfs serves RWF_NOWAIT here (all three inline), or it said
+  // EOPNOTSUPP once and the queue stopped trying.
+  if (q.inline_done() == 0) {
+    EXPECT_EQ(q.inline_fallbacks(), 1u);
+  } else {
+    EXPECT_EQ(q.inline_done(), 3u);
+  }
 }
 
 TEST(UringDiskTest, CompletionFdSignals) {

@@ -4,10 +4,13 @@
 #include <liburing.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -28,9 +31,33 @@ void WakeEventFd(int fd) {
   [[maybe_unused]] ssize_t r = write(fd, &one, sizeof one);
 }
 
+using Inline = UringDiskOptions::Inline;
+
+// What kAuto means for this open file (see uring_disk.h).
+Inline ResolveInline(int fd, const UringDiskOptions& options,
+                     bool block_device) {
+  if (options.direct || options.inline_io == Inline::kOff) return Inline::kOff;
+  if (options.inline_io != Inline::kAuto) return options.inline_io;
+  struct statfs sf;
+  if (!block_device && fstatfs(fd, &sf) == 0 &&
+      (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC)) {
+    return Inline::kSync;
+  }
+  // EOPNOTSUPP: the file has no FMODE_NOWAIT; EINVAL: a kernel without
+  // RWF_NOWAIT. EAGAIN (not cached) means it is supported.
+  uint8_t probe[512];
+  iovec v{probe, sizeof probe};
+  if (preadv2(fd, &v, 1, 0, RWF_NOWAIT) < 0 &&
+      (errno == EOPNOTSUPP || errno == EINVAL)) {
+    return Inline::kOff;
+  }
+  return Inline::kNoWait;
+}
+
 }  // namespace
 
-// --- UringDisk ----------------------------------------------------------------
+// --- UringDisk
+// ----------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<UringDisk>> UringDisk::Open(
     const UringDiskOptions& options) {
@@ -99,24 +126,25 @@ absl::StatusOr<std::unique_ptr<UringDisk>> UringDisk::Open(
         "UringDisk: %s is smaller than one %u-byte block (%u bytes)",
         options.path, disk->block_size_, size));
   }
-  if (options.lock &&
-      flock(disk->fd_, (options.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+  if (options.lock && flock(disk->fd_, (options.read_only ? LOCK_SH : LOCK_EX) |
+                                           LOCK_NB) != 0) {
     const int err = errno;
     if (err == EWOULDBLOCK) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "UringDisk: %s is locked by another process", options.path));
     }
-    return absl::InternalError(absl::StrFormat(
-        "UringDisk: flock(%s): %s", options.path, ErrnoString(err)));
+    return absl::InternalError(absl::StrFormat("UringDisk: flock(%s): %s",
+                                               options.path, ErrnoString(err)));
   }
+  disk->inline_ = ResolveInline(disk->fd_, options, disk->block_device_);
   disk->queues_.reserve(options.num_queues);
   for (uint16_t i = 0; i < options.num_queues; ++i) {
     disk->queues_.emplace_back(new Queue(disk.get(), options.queue_depth));
     absl::Status s = disk->queues_.back()->Init();
     if (!s.ok()) {
-      return absl::Status(s.code(), absl::StrFormat("UringDisk %s queue %u: %s",
-                                                    options.path, i,
-                                                    s.message()));
+      return absl::Status(
+          s.code(), absl::StrFormat("UringDisk %s queue %u: %s", options.path,
+                                    i, s.message()));
     }
   }
   return disk;
@@ -127,10 +155,15 @@ UringDisk::~UringDisk() {
   if (fd_ >= 0) close(fd_);
 }
 
-// --- UringDisk::Queue ---------------------------------------------------------
+// --- UringDisk::Queue
+// ---------------------------------------------------------
 
 UringDisk::Queue::Queue(UringDisk* disk, uint32_t depth)
-    : disk_(disk), depth_(depth), ops_(depth), ready_(depth) {
+    : disk_(disk),
+      depth_(depth),
+      ops_(depth),
+      ready_(depth),
+      inline_(disk->inline_) {
   free_.reserve(depth);
   for (uint32_t i = depth; i > 0; --i) free_.push_back(i - 1);
 }
@@ -159,8 +192,8 @@ absl::Status UringDisk::Queue::Init() {
   }
   const int e = io_uring_register_eventfd(ring_, event_fd_);
   if (e < 0) {
-    return absl::InternalError(absl::StrFormat(
-        "io_uring_register_eventfd: %s", ErrnoString(-e)));
+    return absl::InternalError(
+        absl::StrFormat("io_uring_register_eventfd: %s", ErrnoString(-e)));
   }
   return absl::OkStatus();
 }
@@ -223,22 +256,51 @@ bool UringDisk::Queue::Issue(uint32_t index) {
       io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
       break;
     case Kind::kPunch:
-      io_uring_prep_fallocate(sqe, fd,
-                              FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                              static_cast<off_t>(op.offset),
-                              static_cast<off_t>(op.length));
+      io_uring_prep_fallocate(
+          sqe, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+          static_cast<off_t>(op.offset), static_cast<off_t>(op.length));
       break;
     case Kind::kZeroRange:
-      io_uring_prep_fallocate(sqe, fd,
-                              FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                              static_cast<off_t>(op.offset),
-                              static_cast<off_t>(op.length));
+      io_uring_prep_fallocate(
+          sqe, fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+          static_cast<off_t>(op.offset), static_cast<off_t>(op.length));
       break;
   }
   io_uring_sqe_set_data64(sqe, index);
   ++in_kernel_;
   ++unsubmitted_;
   return true;
+}
+
+void UringDisk::Queue::Start(uint32_t index) {
+  Op& op = ops_[index];
+  const bool write = op.kind == Kind::kWrite;
+  if (inline_ == Inline::kSync || (inline_ == Inline::kNoWait && !write)) {
+    const int flags = inline_ == Inline::kNoWait ? RWF_NOWAIT : 0;
+    const auto offset = static_cast<off_t>(op.offset);
+    const int cnt = static_cast<int>(op.iovcnt);
+    const ssize_t r = write ? pwritev2(disk_->fd_, op.iov, cnt, offset, flags)
+                            : preadv2(disk_->fd_, op.iov, cnt, offset, flags);
+    if (r >= 0 && static_cast<uint64_t>(r) == op.length) {
+      // No eventfd wake-up: the Reap() that follows Submit() finds it.
+      ready_.Push(index, 0);
+      ++inline_done_;
+      return;
+    }
+    ++inline_fallbacks_;
+    if (r < 0 && errno == EOPNOTSUPP && inline_ == Inline::kNoWait) {
+      inline_ = Inline::kOff;
+    }
+    // Anything but a full transfer (not cached, short, end of file, an
+    // error) goes through io_uring, which then decides the outcome exactly
+    // as if inline I/O were off: one code path for retries and errors.
+    if (r > 0) {
+      op.done = static_cast<uint64_t>(r);
+      IssueRemainder(index);
+      return;
+    }
+  }
+  Issue(index);
 }
 
 // After a short transfer of `op.done` bytes, points op.iov at the rest.
@@ -280,12 +342,12 @@ bool UringDisk::Queue::Read(uint64_t offset, const iovec* iov, uint32_t iovcnt,
     Complete(index, 0);
     return true;
   }
-  Issue(index);
+  Start(index);
   return true;
 }
 
-bool UringDisk::Queue::Write(uint64_t offset, const iovec* iov,
-                             uint32_t iovcnt, uint64_t cookie) {
+bool UringDisk::Queue::Write(uint64_t offset, const iovec* iov, uint32_t iovcnt,
+                             uint64_t cookie) {
   uint32_t index;
   Op* op = Alloc(cookie, &index);
   if (op == nullptr) return false;
@@ -302,7 +364,7 @@ bool UringDisk::Queue::Write(uint64_t offset, const iovec* iov,
     Complete(index, 0);
     return true;
   }
-  Issue(index);
+  Start(index);
   return true;
 }
 
@@ -340,8 +402,8 @@ bool UringDisk::Queue::Discard(uint64_t offset, uint64_t length,
   return true;
 }
 
-bool UringDisk::Queue::WriteZeroes(uint64_t offset, uint64_t length,
-                                   bool unmap, uint64_t cookie) {
+bool UringDisk::Queue::WriteZeroes(uint64_t offset, uint64_t length, bool unmap,
+                                   uint64_t cookie) {
   uint32_t index;
   Op* op = Alloc(cookie, &index);
   if (op == nullptr) return false;

@@ -27,6 +27,28 @@
 // looks at the completion ring in shared memory (no system call) unless a
 // short transfer had to be resubmitted.
 //
+// Inline I/O (UringDiskOptions::inline_io). io_uring serves a buffered read
+// that may block by handing it to an io-wq kernel worker thread: on a file
+// system without RWF_NOWAIT support (tmpfs, where even a page-cache hit is
+// "may block" for io_uring) that is every read, a thread hop and wakeup per
+// request that costs far more than the 4 KiB copy. So buffered reads (and,
+// on memory-backed files, writes) are first tried synchronously in the
+// calling thread, inside Read() / Write():
+//   * kNoWait: preadv2(RWF_NOWAIT), served only from the page cache; on
+//     EAGAIN (not cached), a short or empty transfer, or EINTR the request
+//     (or its remainder) goes through io_uring as usual. Writes always use
+//     io_uring.
+//   * kSync: plain preadv2 / pwritev2. Only sensible where the "disk" is
+//     memory (tmpfs, ramfs): a copy that can wait only for
+//     memory (allocation, swap-in), never for a device.
+// kAuto picks kSync for memory-backed files, else kNoWait if the kernel
+// supports it on the file, else kOff. O_DIRECT (`direct`) always uses
+// io_uring. A request finished inline is reported by the next Reap(), like
+// any other, but it does NOT signal completion_fd(): the caller must Reap()
+// after Submit() (BlkDevice does: every Submit() is followed by a Reap()
+// in the same pump), which is what the concept requires of backends whose
+// completion_fd() is -1 as well.
+//
 // Setup errors are reported by Open(): a missing or unopenable image, a file
 // smaller than one block, an image locked by another process, or
 // io_uring_queue_init() failing (e.g. io_uring disabled by
@@ -73,6 +95,9 @@ struct UringDiskOptions {
   // Take an advisory flock() (shared if read-only, else exclusive) so two
   // processes do not serve the same image.
   bool lock = true;
+  // Try buffered I/O synchronously before io_uring (see the file comment).
+  enum class Inline : uint8_t { kAuto, kOff, kNoWait, kSync };
+  Inline inline_io = Inline::kAuto;
 };
 
 class UringDisk {
@@ -110,6 +135,10 @@ class UringDisk {
     uint32_t outstanding() const;
     // Requests the kernel has not completed yet.
     uint32_t in_kernel() const { return in_kernel_; }
+    // Reads / writes finished inline (without io_uring), and those that
+    // tried inline and fell back to io_uring (not cached, short, EOF).
+    uint64_t inline_done() const { return inline_done_; }
+    uint64_t inline_fallbacks() const { return inline_fallbacks_; }
 
    private:
     friend class UringDisk;
@@ -137,6 +166,9 @@ class UringDisk {
     bool IssueRemainder(uint32_t index);
     // Finishes ops_[index] without the kernel.
     void Complete(uint32_t index, int32_t result);
+    // Read / Write after Alloc: inline if the mode allows, else (or for
+    // the rest) Issue().
+    void Start(uint32_t index);
     bool NextCompletion(uint64_t* cookie, int32_t* result);
 
     UringDisk* disk_;
@@ -148,6 +180,11 @@ class UringDisk {
     CompletionRing ready_;  // finished without a CQE
     uint32_t in_kernel_ = 0;
     uint32_t unsubmitted_ = 0;
+    // Copied from the disk; kNoWait drops to kOff if the kernel says
+    // EOPNOTSUPP after all.
+    UringDiskOptions::Inline inline_ = UringDiskOptions::Inline::kOff;
+    uint64_t inline_done_ = 0;
+    uint64_t inline_fallbacks_ = 0;
   };
 
   static absl::StatusOr<std::unique_ptr<UringDisk>> Open(
@@ -166,6 +203,8 @@ class UringDisk {
   Queue& queue(uint16_t index) { return *queues_[index]; }
 
   bool is_block_device() const { return block_device_; }
+  // What kAuto resolved to (never kAuto).
+  UringDiskOptions::Inline inline_io() const { return inline_; }
   int fd() const { return fd_; }
 
  private:
@@ -176,6 +215,7 @@ class UringDisk {
   bool block_device_ = false;
   uint64_t capacity_ = 0;
   uint32_t block_size_ = 512;
+  UringDiskOptions::Inline inline_ = UringDiskOptions::Inline::kOff;
   std::vector<std::unique_ptr<Queue>> queues_;
 };
 
