@@ -258,6 +258,32 @@ TYPED_TEST(DeviceCoreTest, DisableQueueReturnsPositionAndResumes) {
   EXPECT_EQ(this->driver_->device_error(), "");
 }
 
+// Polled mode is the device's, not one ring's: it holds across a queue
+// restart, and leaving it reports the work a kick would have announced.
+TYPED_TEST(DeviceCoreTest, PolledQueueSurvivesRestart) {
+  this->BringUp();
+  auto& mem = this->mem_;
+  const uint64_t in = mem.Alloc(4), out = mem.Alloc(4);
+  EXPECT_FALSE(this->dev_.SetQueuePolled(0, true));
+  this->driver_->Add({Buffer{in, 4, false}, Buffer{out, 4, true}});
+  EXPECT_FALSE(this->driver_->Kick());
+  this->dev_.Notify(0);
+  ASSERT_TRUE(this->driver_->Reap().has_value());
+  const std::optional<QueueState> state = this->dev_.DisableQueue(0);
+  ASSERT_TRUE(state.has_value());
+  ASSERT_TRUE(this->dev_.EnableQueue(0, *state));
+  this->driver_->Add({Buffer{in, 4, false}, Buffer{out, 4, true}});
+  EXPECT_FALSE(this->driver_->Kick()) << "the restarted ring asks for kicks";
+  EXPECT_TRUE(this->dev_.SetQueuePolled(0, false));
+  this->dev_.Notify(0);
+  EXPECT_EQ(this->dev_.processed.load(), 2);
+  ASSERT_TRUE(this->driver_->Reap().has_value());
+  this->driver_->Add({Buffer{in, 4, false}, Buffer{out, 4, true}});
+  EXPECT_TRUE(this->driver_->Kick());
+  EXPECT_FALSE(this->dev_.SetQueuePolled(9, true));  // no such queue
+  EXPECT_EQ(this->driver_->device_error(), "");
+}
+
 TYPED_TEST(DeviceCoreTest, EnabledQueueConfigIsReadOnly) {
   this->BringUp();
   EXPECT_EQ(this->dev_.queue_config(0), nullptr);

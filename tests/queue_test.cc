@@ -201,6 +201,62 @@ TYPED_TEST(QueueTest, DisabledNotificationsSuppressKicks) {
   EXPECT_TRUE(this->driver_->Kick());
 }
 
+// A polled queue keeps the driver's kicks off whatever the device asks, and
+// hands back a wait for a kick that would never come when polling stops.
+TYPED_TEST(QueueTest, PolledQueueKeepsKicksSuppressed) {
+  for (const bool event_idx : {false, true}) {
+    SCOPED_TRACE(event_idx ? "event_idx" : "flags");
+    this->SetUp(16, {.event_idx = event_idx, .indirect = true});
+    auto& mem = this->mem_;
+    auto& q = *this->queue_;
+    auto& d = *this->driver_;
+    auto pop_all = [&] {
+      int n = 0;
+      while (q.Pop(this->chain_) == PopStatus::kChain) {
+        q.Push(this->chain_.token(), 0);
+        ++n;
+      }
+      q.Publish();
+      while (d.Reap().has_value()) {
+      }
+      return n;
+    };
+    EXPECT_FALSE(q.EnableNotification());
+    EXPECT_FALSE(q.SetPolled(true));
+    EXPECT_TRUE(q.polled());
+    for (int round = 0; round < 40; ++round) {  // past a 16-entry ring twice
+      d.Add({Buffer{mem.Alloc(8), 8, true}});
+      EXPECT_FALSE(d.Kick()) << "round " << round;
+      // The device waits for buffers: told they are there, no kick asked.
+      EXPECT_TRUE(q.EnableNotification());
+      d.Add({Buffer{mem.Alloc(8), 8, true}});
+      EXPECT_FALSE(d.Kick()) << "round " << round;
+      EXPECT_EQ(pop_all(), 2);
+      EXPECT_FALSE(q.EnableNotification());
+    }
+    // Polling stops while the device waits and a buffer came: the caller
+    // must process the queue, and kicks are on again.
+    d.Add({Buffer{mem.Alloc(8), 8, true}});
+    EXPECT_FALSE(d.Kick());
+    EXPECT_TRUE(q.SetPolled(false));
+    EXPECT_FALSE(q.polled());
+    EXPECT_EQ(pop_all(), 1);
+    EXPECT_FALSE(q.EnableNotification());
+    d.Add({Buffer{mem.Alloc(8), 8, true}});
+    EXPECT_TRUE(d.Kick());
+    EXPECT_EQ(pop_all(), 1);
+    // A device that did not ask for kicks does not get them back.
+    EXPECT_FALSE(q.SetPolled(true));
+    q.DisableNotification();
+    d.Add({Buffer{mem.Alloc(8), 8, true}});
+    EXPECT_FALSE(d.Kick());
+    EXPECT_FALSE(q.SetPolled(false));
+    EXPECT_EQ(pop_all(), 1);
+    EXPECT_EQ(d.device_error(), "");
+    EXPECT_EQ(q.error(), RingError::kNone);
+  }
+}
+
 TYPED_TEST(QueueTest, DriverSuppressesInterrupts) {
   auto& mem = this->mem_;
   this->driver_->DisableInterrupts();

@@ -84,6 +84,15 @@ class VhostDevice {
   // --- Data path events (the connection's event loop) ---
   // A kick on queue `q`.
   virtual void Kick(uint16_t q) = 0;
+  // Queue `q` is (or no longer is) polled by its worker without waiting for
+  // kicks (busy polling): the ring then keeps the front-end's kicks
+  // suppressed, sparing it a system call per batch. Persists across queue
+  // restarts. True when leaving polled mode if buffers arrived that the
+  // device was waiting for a kick for: call Kick(q) then. Worker thread of
+  // `q`, or the control thread while no worker runs.
+  virtual bool SetQueuePolled(uint16_t /*q*/, bool /*polled*/) {
+    return false;
+  }
   // An fd that becomes readable when queue `q` has backend completions
   // (-1: none), and what to do then.
   virtual int completion_fd(uint16_t q) const = 0;

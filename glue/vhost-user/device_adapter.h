@@ -199,6 +199,10 @@ class DeviceAdapter final : public VhostDevice {
     ReportRingError(q);
   }
 
+  bool SetQueuePolled(uint16_t q, bool polled) override {
+    return dev_->SetQueuePolled(q, polled);
+  }
+
   int completion_fd(uint16_t q) const override {
     if constexpr (internal::AsyncDevice<D>) {
       if (q < dev_->backend().num_queues() && dev_->queue_enabled(q)) {

@@ -299,6 +299,10 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
   const uint16_t ngroups = std::max<uint16_t>(dev.num_groups(), 1);
   absl::Status result;
   std::vector<std::unique_ptr<Worker>> workers;
+  // Busy-polled queues need no kicks: keep the front-end from sending them.
+  if (o.busy_poll) {
+    for (uint16_t q = 0; q < nq; ++q) dev.SetQueuePolled(q, true);
+  }
   for (uint16_t g = 0; g < ngroups && result.ok(); ++g) {
     workers.push_back(std::make_unique<Worker>(dev, g, o.busy_poll, o.name));
     result = workers.back()->Start();

@@ -216,8 +216,39 @@ class DeviceCore {
       SetNeedsReset(absl::StrFormat("queue %u: %s", q, status.message()));
       return false;
     }
+    if (slot.polled) {
+      std::visit(
+          [](auto& ring) {
+            using R = std::decay_t<decltype(ring)>;
+            if constexpr (!std::is_same_v<R, std::monostate>) {
+              ring.SetPolled(true);
+            }
+          },
+          slot.ring);
+    }
     slot.enabled = true;
     return true;
+  }
+
+  // Marks queue `q` as polled by the caller (busy polling): its ring keeps
+  // the driver's notifications suppressed (SplitQueue::SetPolled), now and
+  // whenever the queue is enabled again, until SetQueuePolled(q, false).
+  // Returns true when leaving polled mode if the device was waiting for a
+  // notification and buffers arrived meanwhile: call Notify(q) then. Same
+  // thread rules as Notify(q).
+  bool SetQueuePolled(uint16_t q, bool polled) {
+    if (q >= queues_.size()) return false;
+    queues_[q].polled = polled;
+    bool pending = false;
+    std::visit(
+        [&](auto& ring) {
+          using R = std::decay_t<decltype(ring)>;
+          if constexpr (!std::is_same_v<R, std::monostate>) {
+            pending = ring.SetPolled(polled);
+          }
+        },
+        queues_[q].ring);
+    return pending;
   }
 
   // Stops queue `q` without resetting the device (vhost-user GET_VRING_BASE
@@ -391,6 +422,7 @@ class DeviceCore {
     uint32_t max_size = 0;
     QueueConfig config;
     bool enabled = false;
+    bool polled = false;
     std::variant<std::monostate, Split, Packed> ring;
   };
 

@@ -238,25 +238,41 @@ class PackedQueue {
   }
 
   // Asks the driver to notify on new buffers. Returns true if buffers became
-  // available in the meantime.
+  // available in the meantime. In polled mode (SetPolled) nothing is
+  // written: the return value alone tells.
   bool EnableNotification() {
-    if (notify_mode_ != NotifyMode::kOn) {
-      StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsEnable);
-      notify_mode_ = NotifyMode::kOn;
+    wanted_mode_ = NotifyMode::kOn;
+    if (!polled_) {
+      if (notify_mode_ != NotifyMode::kOn) {
+        StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsEnable);
+        notify_mode_ = NotifyMode::kOn;
+      }
+      FullFence();
     }
-    FullFence();
     return IsAvailable(LoadAcquire(&ring_[next_avail_].flags), avail_wrap_);
   }
 
   // Tells the driver that notifications are not needed.
   void DisableNotification() {
-    // Skip the store when nothing changes: the driver reads this line on
-    // every kick decision.
-    if (notify_mode_ != NotifyMode::kOff) {
-      StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsDisable);
-      notify_mode_ = NotifyMode::kOff;
-    }
+    wanted_mode_ = NotifyMode::kOff;
+    if (!polled_) SuppressNotifications();
   }
+
+  // Polled mode, as SplitQueue::SetPolled: notifications stay suppressed
+  // while some thread polls the queue anyway. Leaving it returns true if the
+  // device was waiting for a notification and buffers arrived meanwhile
+  // (the caller must process the queue then).
+  bool SetPolled(bool polled) {
+    if (polled == polled_) return false;
+    polled_ = polled;
+    if (polled) {
+      SuppressNotifications();
+      return false;
+    }
+    // A ring never told either way had notifications on before polling.
+    return wanted_mode_ != NotifyMode::kOff && EnableNotification();
+  }
+  bool polled() const { return polled_; }
 
   RingError error() const { return error_; }
   QueueState state() const {
@@ -352,6 +368,15 @@ class PackedQueue {
     return PopStatus::kBroken;
   }
 
+  void SuppressNotifications() {
+    // Skip the store when nothing changes: the driver reads this line on
+    // every kick decision.
+    if (notify_mode_ != NotifyMode::kOff) {
+      StoreRelaxed(&device_event_->flags, spec::kRingEventFlagsDisable);
+      notify_mode_ = NotifyMode::kOff;
+    }
+  }
+
   RingError WalkIndirect(uint64_t addr, uint32_t len, DescriptorChain& chain) {
     if (len == 0 || len % sizeof(spec::PackedDesc) != 0 ||
         len / sizeof(spec::PackedDesc) > spec::kMaxQueueSize) {
@@ -391,6 +416,9 @@ class PackedQueue {
   // resumed ring may hold a previous backend's value): the first call writes.
   enum class NotifyMode : uint8_t { kUnknown, kOn, kOff };
   NotifyMode notify_mode_ = NotifyMode::kUnknown;
+  // What the device last asked for (differs from notify_mode_ while polled).
+  NotifyMode wanted_mode_ = NotifyMode::kUnknown;
+  bool polled_ = false;
   RingError error_ = RingError::kNone;
   // Chains from Resubmit() that Pop() has not returned yet.
   uint32_t resubmit_left_ = 0;

@@ -100,6 +100,8 @@ concept VirtQueue = requires(Q& q, const Q& cq, DescriptorChain& chain,
   { q.Publish() } -> std::same_as<bool>;
   { q.EnableNotification() } -> std::same_as<bool>;
   { q.DisableNotification() } -> std::same_as<void>;
+  { q.SetPolled(true) } -> std::same_as<bool>;
+  { cq.polled() } -> std::same_as<bool>;
   { cq.error() } -> std::same_as<RingError>;
   { cq.state() } -> std::same_as<QueueState>;
   { cq.size() } -> std::same_as<uint32_t>;

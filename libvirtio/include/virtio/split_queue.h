@@ -184,8 +184,11 @@ class SplitQueue {
 
   // Asks the driver to notify on new buffers. Returns true if buffers became
   // available in the meantime (the caller should Pop() again, or it may
-  // never be notified of them).
+  // never be notified of them). In polled mode (SetPolled) nothing is
+  // written: the return value alone tells.
   bool EnableNotification() {
+    wanted_mode_ = NotifyMode::kOn;
+    if (polled_) return LoadAcquire(&avail_->idx) != next_avail_;
     if (event_idx_) {
       StoreRelaxed(avail_event_, next_avail_);
     } else if (notify_mode_ != NotifyMode::kOn) {
@@ -199,13 +202,34 @@ class SplitQueue {
   // Tells the driver that notifications are not needed (a hint; with
   // EVENT_IDX the driver stops on its own once it passes avail_event).
   void DisableNotification() {
-    // Skip the store when nothing changes: it would dirty a cache line the
-    // driver reads on every kick decision.
-    if (!event_idx_ && notify_mode_ != NotifyMode::kOff) {
-      StoreRelaxed(&used_->flags, spec::kUsedFlagNoNotify);
-    }
-    notify_mode_ = NotifyMode::kOff;
+    wanted_mode_ = NotifyMode::kOff;
+    if (!polled_) SuppressNotifications();
   }
+
+  // Polled mode, for a queue some thread polls anyway (busy polling): a
+  // notification would only cost the driver a system call or an exit, so
+  // they stay suppressed whatever the device asks, and the driver's cache
+  // line holding the flag is not written back and forth on every empty
+  // poll. Leaving it restores what the device last asked for and returns
+  // true if it was waiting for a notification and buffers arrived
+  // meanwhile: the caller must process the queue then, as no notification
+  // will come for them.
+  bool SetPolled(bool polled) {
+    if (polled == polled_) return false;
+    polled_ = polled;
+    if (polled) {
+      // With EVENT_IDX the driver kicks when its index passes avail_event:
+      // one behind ours puts that 64 Ki buffers away.
+      if (event_idx_) {
+        StoreRelaxed(avail_event_, static_cast<uint16_t>(next_avail_ - 1));
+      }
+      SuppressNotifications();
+      return false;
+    }
+    // A ring never told either way had notifications on before polling.
+    return wanted_mode_ != NotifyMode::kOff && EnableNotification();
+  }
+  bool polled() const { return polled_; }
 
   RingError error() const { return error_; }
   QueueState state() const { return {next_avail_, next_used_, true, true}; }
@@ -248,6 +272,15 @@ class SplitQueue {
   PopStatus Fail(RingError e) {
     error_ = e;
     return PopStatus::kBroken;
+  }
+
+  void SuppressNotifications() {
+    // Skip the store when nothing changes: it would dirty a cache line the
+    // driver reads on every kick decision.
+    if (!event_idx_ && notify_mode_ != NotifyMode::kOff) {
+      StoreRelaxed(&used_->flags, spec::kUsedFlagNoNotify);
+    }
+    notify_mode_ = NotifyMode::kOff;
   }
 
   // Pop() of the next chain given to Resubmit(): already counted in flight,
@@ -326,6 +359,9 @@ class SplitQueue {
   // previous backend's value), so the first call always writes.
   enum class NotifyMode : uint8_t { kUnknown, kOn, kOff };
   NotifyMode notify_mode_ = NotifyMode::kUnknown;
+  // What the device last asked for (differs from notify_mode_ while polled).
+  NotifyMode wanted_mode_ = NotifyMode::kUnknown;
+  bool polled_ = false;
   RingError error_ = RingError::kNone;
   // Chains from Resubmit() that Pop() has not returned yet: a counter on the
   // hot path, the heads out of the way.
