@@ -141,6 +141,41 @@ TEST(ConsolePty, BytesBothWaysThroughTheSlave) {
   EXPECT_FALSE((*dev)->needs_reset());
 }
 
+// What a terminal's opener wrote just before closing it (`echo line >
+// /dev/pts/N`) reaches the guest, also while the pty counts as hung up: the
+// master returns that input before it fails with EIO. The backend used to
+// skip reading once hung up, leaving such input stranded until somebody
+// opened the terminal again (found with UML, uml_console_pty.sh).
+TEST(ConsolePty, InputOfAClosedTerminalStillArrives) {
+  auto pty = PtyConsoleBackend::Create({.print_path = false});
+  ASSERT_TRUE(pty.ok()) << pty.status();
+  PtyConsoleBackend& be = **pty;
+  TestGuestMemory mem;
+  RecordingInterrupt irq;
+  std::vector<PtyConsoleBackend*> ports = {&be};
+  using Dev = ConsoleDevice<TestTraits, PtyConsoleBackend>;
+  auto dev = Dev::Create(mem.map(), irq, ports, {});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  GuestConsole<SplitDriver> guest(mem, 2, 32, {});
+  testing::BringUpDirect(**dev, guest, kFeatures);
+  guest.AddRx(0, 8, 64);
+  for (const std::string line : {"first\n", "second\n"}) {
+    const int term = open(be.path().c_str(), O_RDWR | O_NOCTTY);
+    ASSERT_GE(term, 0) << std::strerror(errno);
+    WriteAll(term, line);
+    close(term);
+    std::string got;
+    auto arrived = [&] {
+      got += guest.Receive(0);
+      return got.size() >= line.size();
+    };
+    EXPECT_TRUE(ServiceUntil(**dev, 0, arrived))
+        << "got \"" << got << "\" of \"" << line << "\"";
+    EXPECT_EQ(got, line);
+    EXPECT_FALSE(be.connected()) << "the terminal is closed";
+  }
+}
+
 TEST(ConsoleSocket, ClientConnectsAndLeavesMultiport) {
   const std::string path = TempPath("sock");
   auto sock = SocketConsoleBackend::Create({.path = path});

@@ -397,6 +397,14 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> MakeConsole(
       [](Dev& d, uint16_t, uint32_t token) {
         if (token == kConsoleWakeToken) {
           DrainEventFd(d.wakeup_fd());
+          // A port waiting on its timeout alone (a pty whose terminal was
+          // closed, a socket peer gone with input unread) has no watch, so
+          // the loop's timeout, which services every watch, reaches it only
+          // through this one. Without this a closed pty stayed closed for
+          // good: reopening the terminal was never noticed.
+          for (uint32_t port = 0; port < d.num_ports(); ++port) {
+            if (d.BackendPoll(port).timeout_ms >= 0) d.ServiceBackend(port);
+          }
           return;  // the loop asks BackendPoll() again
         }
         d.ServiceBackend(token);

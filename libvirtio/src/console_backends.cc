@@ -218,7 +218,10 @@ size_t PtyConsoleBackend::Write(absl::Span<const iovec> iov) {
 }
 
 size_t PtyConsoleBackend::Read(absl::Span<const iovec> iov) {
-  if (hup_) return 0;
+  // Read even after a hangup: what the terminal's last opener wrote before
+  // closing it is still there (the master fails with EIO only once it is
+  // drained), e.g. `echo line > /dev/pts/N`. Skipping the read left such
+  // input stranded until someone opened the terminal again.
   const IoResult r = Readv(master_, iov);
   if (r.status == Io::kOk) return r.bytes;
   if (r.status != Io::kAgain) SetHangup(true);

@@ -1,5 +1,6 @@
 // vhost-user protocol, device adapter and daemon, driven by an in-process
 // front-end over a socketpair / Unix socket with memfd guest memory.
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -1334,6 +1336,84 @@ TEST(VhostUserConsole, SocketBackendBothWays) {
   }
   dev.reset();
   unlink(path.c_str());
+}
+
+// The terminal of the pty the device opened: the /dev/ptmx this process
+// holds.
+std::string DevicePty() {
+  std::string path;
+  for (int fd = 0; fd < 1024; ++fd) {
+    char link[64];
+    const std::string proc = absl::StrFormat("/proc/self/fd/%d", fd);
+    const ssize_t n = readlink(proc.c_str(), link, sizeof link - 1);
+    if (n <= 0) continue;
+    link[n] = '\0';
+    if (std::strcmp(link, "/dev/ptmx") != 0) continue;
+    char name[64];
+    EXPECT_TRUE(path.empty()) << "more than one pty master open";
+    if (ptsname_r(fd, name, sizeof name) == 0) path = name;
+  }
+  return path;
+}
+
+// A pty whose terminal was closed is rechecked on a timer (no fd reports a
+// reopen), and the daemon's loop services every watch when a timeout
+// passes. The closed pty's port had no watch of its own, so it was never
+// looked at again: input typed after the terminal was reopened never
+// reached the guest (found with UML, uml_console_pty.sh).
+TEST(VhostUserConsole, PtyClosedAndReopenedStillDeliversInput) {
+  auto dev = Make("console,backend=pty");
+  ASSERT_NE(dev, nullptr);
+  const std::string pts = DevicePty();
+  ASSERT_EQ(pts.rfind("/dev/pts/", 0), 0u) << pts;
+  {
+    Session s(*dev);
+    Frontend& f = s.f();
+    SharedMemory mem(kGpa, kMemSize);
+    SplitRing rx(mem, 16), tx(mem, 16);
+    Negotiate(f);
+    ASSERT_TRUE(f.SetMemTable(mem));
+    UniqueFd rk, rc, tk, tc;
+    ASSERT_TRUE(f.SetupRing(0, rx, rk, rc));
+    ASSERT_TRUE(f.SetupRing(1, tx, tk, tc));
+    std::map<uint32_t, uint64_t> buf_of;
+    for (int i = 0; i < 8; ++i) {
+      const uint64_t b = mem.Alloc(64);
+      buf_of[rx.Add({{b, 64, true}})] = b;
+    }
+    ASSERT_TRUE(SignalFd(rk.get()));
+    // Bytes the guest receives within `timeout_ms`, until `want` are in.
+    auto receive = [&](size_t want, int timeout_ms) {
+      std::string got;
+      const auto deadline = std::chrono::steady_clock::now() +
+                            std::chrono::milliseconds(timeout_ms);
+      while (got.size() < want && std::chrono::steady_clock::now() < deadline) {
+        WaitEvent(rc.get(), 50);
+        while (auto u = rx.Reap()) {
+          got.append(reinterpret_cast<char*>(mem.host(buf_of[u->first])),
+                     u->second);
+          rx.Add({{buf_of[u->first], 64, true}});
+          SignalFd(rk.get());
+        }
+      }
+      return got;
+    };
+    int term = open(pts.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    ASSERT_GE(term, 0) << std::strerror(errno);
+    ASSERT_EQ(write(term, "one\n", 4), 4);
+    EXPECT_EQ(receive(4, 5000), "one\n");
+    // The terminal closes; the device notices (the master hangs up) ...
+    close(term);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // ... and is opened again: what is typed now must arrive (the pty
+    // backend rechecks every 500 ms).
+    term = open(pts.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    ASSERT_GE(term, 0) << std::strerror(errno);
+    ASSERT_EQ(write(term, "two\n", 4), 4);
+    EXPECT_EQ(receive(4, 5000), "two\n");
+    close(term);
+    EXPECT_TRUE(s.Finish().ok());
+  }
 }
 
 TEST(VhostUserConsole, FileBackend) {
