@@ -6,7 +6,8 @@
 #
 # Usage: bash scripts/bench-vhost-user-blk.sh [--rounds N] [--min-time SEC]
 #            [--build-dir DIR] [--backings "null shm ram"] [--no-busy-poll]
-#            [--guest]
+#            [--kinds "ours qsd ..."] [--base-daemon PATH] [--filter RE]
+#            [--verbose] [--guest]
 #
 # Cases (4 KiB random reads, queue 0, ring size 256):
 #   qd 1 and 32; client waiting on the call eventfd (poll:0, like a guest
@@ -18,7 +19,13 @@
 #   shm   ours path=/dev/shm/IMG (io_uring)    | qsd driver=file,aio=io_uring on IMG
 #   ram   ours backend=ram (in-process memory) | qsd the shm file above (its
 #         nearest in-memory equivalent: there is no RAM block driver)
-# Back-ends: "ours" (epoll workers), "ours-bp" (--busy-poll), "qsd".
+# Back-ends: "ours" (defaults: epoll workers with a 50 us poll window),
+#   "ours-bp" (--busy-poll), "qsd"; with --kinds also "ours-p0" (--poll-us=0:
+#   sleep in epoll at once), "base" / "base-bp" (--base-daemon PATH, e.g. an
+#   older build, run like ours / ours-bp: A/B against a previous version).
+#   Default kinds: "ours qsd ours-bp" ("ours qsd" with --no-busy-poll).
+# --filter: a regex on the case name (qd:1/packed:0/poll:0), e.g. 'poll:0'.
+# --verbose: also print every round's IOPS (to see the spread).
 # poll:1 and ours-bp spin a thread each: they need idle cores, and on a busy
 # 2-core machine their numbers swing several-fold between rounds.
 # --guest: afterwards, a sanity check through a real guest: QEMU (TCG) boots
@@ -35,6 +42,10 @@ build=build/release
 backings="null shm ram"
 busy_poll=1
 guest=0
+kinds=""
+base_daemon=""
+case_filter=""
+verbose=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -42,8 +53,12 @@ while [[ $# -gt 0 ]]; do
     --build-dir) build=$2; shift 2 ;;
     --backings) backings=$2; shift 2 ;;
     --no-busy-poll) busy_poll=0; shift ;;
+    --kinds) kinds=$2; shift 2 ;;
+    --base-daemon) base_daemon=$2; shift 2 ;;
+    --filter) case_filter=$2; shift 2 ;;
+    --verbose) verbose=1; shift ;;
     --guest) guest=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -85,16 +100,18 @@ start_backend() {  # kind backing socket
   local kind=$1 backing=$2 sock=$3
   rm -f "$sock"
   case $kind in
-    ours|ours-bp)
+    ours|ours-bp|ours-p0|base|base-bp)
       local spec
       case $backing in
         null) spec="backend=null,size=$disk_bytes" ;;
         shm) spec="path=$img" ;;
         ram) spec="backend=ram,size=$disk_bytes" ;;
       esac
-      local extra=()
-      [[ $kind == ours-bp ]] && extra=(--busy-poll)
-      "$daemon" --socket "$sock" --device "blk,$spec" "${extra[@]}" \
+      local extra=() bin=$daemon
+      [[ $kind == *-bp ]] && extra=(--busy-poll)
+      [[ $kind == ours-p0 ]] && extra=(--poll-us=0)
+      [[ $kind == base* ]] && bin=$base_daemon
+      "$bin" --socket "$sock" --device "blk,$spec" "${extra[@]}" \
         2>>"$work/$kind.log" &
       ;;
     qsd)
@@ -123,13 +140,24 @@ stop_backend() {
   pid=""
 }
 
-kinds="ours qsd"
-[[ $busy_poll == 1 ]] && kinds="ours qsd ours-bp"
+if [[ -z $kinds ]]; then
+  kinds="ours qsd"
+  [[ $busy_poll == 1 ]] && kinds="ours qsd ours-bp"
+fi
+for kind in $kinds; do
+  case $kind in
+    ours|ours-bp|ours-p0|qsd) ;;
+    base|base-bp) [[ -x $base_daemon ]] || die "$kind needs --base-daemon PATH" ;;
+    *) die "unknown kind $kind" ;;
+  esac
+done
 for round in $(seq "$rounds"); do
   for backing in $backings; do
     for kind in $kinds; do
       filter='randread/'
       [[ $kind == qsd ]] && filter='randread/qd:[0-9]+/packed:0/'
+      # (qsd then also tries the packed:1 cases, which it skips at once)
+      [[ -n $case_filter ]] && filter="randread/.*($case_filter)"
       sock=$work/$kind.sock
       start_backend "$kind" "$backing" "$sock"
       out=$work/$backing.$kind.$round.json
@@ -143,12 +171,14 @@ for round in $(seq "$rounds"); do
   done
 done
 
-python3 - "$work" "$backings" "$kinds" <<'EOF'
+python3 - "$work" "$backings" "$kinds" "$verbose" <<'EOF'
 import glob, json, os, re, statistics, sys
 work, backings, kinds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+verbose = sys.argv[4] == "1"
 runs = {}  # (backing, kind, case) -> [iops per round]
+per_round = {}  # (backing, kind, case) -> [(round, iops)]
 for path in glob.glob(os.path.join(work, "*.json")):
-    backing, kind, _, _ = os.path.basename(path).split(".")
+    backing, kind, rnd, _ = os.path.basename(path).split(".")
     try:
         data = json.load(open(path))
     except (OSError, ValueError):
@@ -158,6 +188,8 @@ for path in glob.glob(os.path.join(work, "*.json")):
             continue
         case = re.sub(r"^randread/|/real_time$", "", b["name"])
         runs.setdefault((backing, kind, case), []).append(b["items_per_second"])
+        per_round.setdefault((backing, kind, case), []).append(
+            (int(rnd), b["items_per_second"]))
 
 def med(backing, kind, case):
     v = runs.get((backing, kind, case))
@@ -170,22 +202,39 @@ def ratio(a, b):
     return "%6.2f" % (a / b) if a and b else "     -"
 
 print()
-print("4 KiB random read IOPS, median of rounds (k = thousand); ratio = ours / qsd split")
-print("%-6s %-26s %10s %10s %10s %7s %7s" %
-      ("back", "case", "ours", "ours-bp", "qsd", "ours/q", "bp/q"))
+print("4 KiB random read IOPS, median of rounds (k = thousand); ratio = kind / qsd split")
+others = [k for k in kinds if k != "qsd"]
+cols = [k for k in kinds]
+hdr = "%-6s %-26s" % ("back", "case") + "".join("%10s" % k for k in cols)
+if "qsd" in kinds:
+    hdr += "".join("%9s" % (k[:6] + "/q") for k in others)
+print(hdr)
 cases = sorted({c for (_, _, c) in runs},
                key=lambda c: [int(x) for x in re.findall(r"\d+", c)][::-1])
 for backing in backings:
     for case in cases:
-        ours = med(backing, "ours", case)
-        bp = med(backing, "ours-bp", case)
         qcase = case.replace("packed:1", "packed:0")
-        qsd = med(backing, "qsd", qcase)
-        if not (ours or bp):
+        vals = {k: med(backing, k, qcase if k == "qsd" else case) for k in cols}
+        if not any(vals[k] for k in others):
             continue
-        print("%-6s %-26s %10s %10s %10s %7s %7s" %
-              (backing, case, fmt(ours), fmt(bp), fmt(qsd), ratio(ours, qsd),
-               ratio(bp, qsd)))
+        line = "%-6s %-26s" % (backing, case) + "".join(
+            "%10s" % fmt(vals[k]) for k in cols)
+        if "qsd" in kinds:
+            line += "".join("%9s" % ratio(vals[k], vals["qsd"]) for k in others)
+        if "base" in kinds and "ours" in kinds:
+            line += "  ours/base %s" % ratio(vals["ours"], vals["base"])
+        print(line)
+if verbose:
+    print()
+    print("per round (k IOPS, in round order):")
+    for backing in backings:
+        for case in cases:
+            for k in cols:
+                c = case.replace("packed:1", "packed:0") if k == "qsd" else case
+                v = sorted(per_round.get((backing, k, c), []))
+                if v and (k != "qsd" or "packed:1" not in case):
+                    print("  %-6s %-24s %-8s %s" % (backing, case, k,
+                          " ".join("%.0f" % (x / 1000) for _, x in v)))
 print()
 print("targets: ours/qsd >= 1.2 at qd 32, >= 1.0 at qd 1")
 EOF

@@ -13,7 +13,15 @@
 // changes, GET_VRING_BASE, resets and fd swaps never race with a queue; the
 // workers resume on the new fd sets afterwards. With `busy_poll` workers
 // never sleep: they process their running rings on every turn (for
-// throughput, at the price of a core each).
+// throughput, at the price of a core each). Without it, a worker that just
+// did work keeps polling its rings for `poll_us` microseconds (QEMU's
+// poll-max-ns idea) before it sleeps in epoll_wait again: a request that
+// comes within the window costs no wake-up, and an idle worker costs
+// nothing. The window adapts: it shrinks, down to nothing, while the
+// worker gets less than its core's time (shared cores: spinning would delay
+// the front-end itself) and grows back to `poll_us` when it has a core.
+// During the window kicks stay enabled: they are how the worker learns that
+// work is still coming.
 //
 // It returns when the front-end disconnects (OK), breaks the protocol (the
 // error, already logged), or `stop_fd` becomes readable (Cancelled). The
@@ -40,6 +48,9 @@ struct ServeOptions {
   int message_timeout_ms = 10000;
   // Workers spin on their rings instead of sleeping in epoll_wait.
   bool busy_poll = false;
+  // Without busy_poll: after the last event that meant work, spin on the
+  // rings up to this long before sleeping (0: sleep at once; adaptive).
+  uint32_t poll_us = 50;
 };
 
 absl::Status ServeConnection(VhostDevice& device, UniqueFd connection,
