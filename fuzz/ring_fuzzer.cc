@@ -187,6 +187,17 @@ class Harness {
         }
       }
 
+      // A pure hint: whatever the guest wrote, it must change nothing (the
+      // state check below) and touch only memory it may (ASan).
+      if (op & 0x80) {
+        const virtio::QueueState before = q_.state();
+        q_.PrefetchAhead((op & 0x10) != 0);
+        const virtio::QueueState after = q_.state();
+        FUZZ_CHECK(before.next_avail == after.next_avail &&
+                   before.next_used == after.next_used &&
+                   before.avail_wrap == after.avail_wrap &&
+                   before.used_wrap == after.used_wrap);
+      }
       const PopStatus s = q_.Pop(chain_);
       CheckQueueInvariants();
       if (check_enable) {

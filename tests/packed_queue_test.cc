@@ -254,6 +254,39 @@ TEST_P(PackedIndirectLengthTest, BadIndirectTableLength) {
 INSTANTIATE_TEST_SUITE_P(Lengths, PackedIndirectLengthTest,
                          ::testing::Values(0u, 4u, 24u, 100u, (32768u + 1) * 16));
 
+// PrefetchAhead() reads descriptors Pop() has not validated yet: buffers
+// outside memory, address overflow and indirect tables ahead, and slots
+// across the wrap, must be skipped without a stray access (ASan) or any
+// change to the ring's state.
+TEST_F(PackedQueueTest, PrefetchAheadSkipsHostileEntries) {
+  Start(8, {.indirect = true});
+  const uint64_t b = mem_.Alloc(8);
+  for (int round = 0; round < 3; ++round) {
+    driver_->PlaceRaw({{Desc(b, 8, kDescFlagWrite, 1)}});
+    driver_->PlaceRaw({{Desc(b, 8, kDescFlagWrite, 2)}});
+    driver_->PlaceRaw({{Desc(0x9000'0000, 8, kDescFlagWrite, 3)}});
+    driver_->PlaceRaw({{Desc(~uint64_t{0} - 3, 8, kDescFlagWrite, 4)}});
+    driver_->PlaceRaw({{Desc(0x5000'0000, 32, kDescFlagIndirect, 5)}});
+    for (int i = 0; i < 5; ++i) {
+      const QueueState before = queue_->state();
+      queue_->PrefetchAhead(true);
+      queue_->PrefetchAhead(false);
+      const QueueState after = queue_->state();
+      EXPECT_EQ(after.next_avail, before.next_avail);
+      EXPECT_EQ(after.avail_wrap, before.avail_wrap);
+      const PopStatus st = queue_->Pop(chain_);
+      if (i == 4) {
+        ASSERT_EQ(st, PopStatus::kBroken);  // the indirect table
+        Start(8, {.indirect = true});
+        break;
+      }
+      ASSERT_EQ(st, PopStatus::kChain);
+      queue_->Push(chain_.token(), 0);
+      queue_->Publish();
+    }
+  }
+}
+
 TEST_F(PackedQueueTest, IndirectTableOutsideMemory) {
   Start(8, {.indirect = true});
   driver_->PlaceRaw({{Desc(0x5000'0000, 32, kDescFlagIndirect)}});

@@ -133,6 +133,30 @@ TEST_F(SplitQueueTest, HeadIndexOutOfRange) {
   ExpectBroken(RingError::kDescriptorIndexOutOfRange);
 }
 
+// PrefetchAhead() follows guest indices and addresses before Pop() has
+// validated them: out-of-range heads, buffers outside memory and indirect
+// tables ahead must be skipped without a stray access (ASan) or any change.
+TEST_F(SplitQueueTest, PrefetchAheadSkipsHostileEntries) {
+  Start(16);
+  const uint64_t b = mem_.Alloc(8);
+  driver_->WriteDesc(0, {.addr = b, .len = 8, .flags = kDescFlagWrite, .next = 0});
+  driver_->WriteDesc(1, {.addr = 0x9000'0000, .len = 8, .flags = kDescFlagWrite, .next = 0});
+  driver_->WriteDesc(2, {.addr = ~uint64_t{0} - 3, .len = 8, .flags = kDescFlagWrite, .next = 0});
+  driver_->WriteDesc(3, {.addr = 0x7000'0000, .len = 32, .flags = kDescFlagIndirect, .next = 0});
+  // Heads: good ones first, then the hostile ones 4 and 8 ahead of them.
+  const uint16_t heads[] = {0, 0, 0, 0, 1, 2, 3, 0, 9999, 1, 2, 3};
+  for (uint16_t h : heads) driver_->PostHead(h);
+  for (int i = 0; i < 4; ++i) {
+    const QueueState before = queue_->state();
+    queue_->PrefetchAhead(true);
+    queue_->PrefetchAhead(false);
+    EXPECT_EQ(queue_->state().next_avail, before.next_avail);
+    EXPECT_EQ(queue_->state().next_used, before.next_used);
+    ASSERT_EQ(queue_->Pop(chain_), PopStatus::kChain);
+    EXPECT_TRUE(chain_.ok());
+  }
+}
+
 TEST_F(SplitQueueTest, NextIndexOutOfRange) {
   Start();
   const uint64_t b = mem_.Alloc(8);

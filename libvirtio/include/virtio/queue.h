@@ -101,6 +101,7 @@ concept VirtQueue = requires(Q& q, const Q& cq, DescriptorChain& chain,
   { q.EnableNotification() } -> std::same_as<bool>;
   { q.DisableNotification() } -> std::same_as<void>;
   { q.SetPolled(true) } -> std::same_as<bool>;
+  { q.PrefetchAhead(true) } -> std::same_as<void>;
   { cq.polled() } -> std::same_as<bool>;
   { cq.error() } -> std::same_as<RingError>;
   { cq.state() } -> std::same_as<QueueState>;
