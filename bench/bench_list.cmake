@@ -11,3 +11,6 @@ if(LIBVIRTIO_GLUE_VHOST_USER)
   libvirtio_add_bench(vhost_user_blk_bench vhost_user_blk_bench.cc)
   target_link_libraries(vhost_user_blk_bench PRIVATE libvirtio::vhost_user_frontend)
 endif()
+# CPU-to-CPU cache-line round trip: the placement probe the net/blk
+# benchmark scripts print next to each measurement.
+libvirtio_add_bench(core_round_trip_bench core_round_trip_bench.cc)

@@ -17,9 +17,18 @@
 # layout; the script prints each measurement, then per mode and layout the
 # medians and the median of the per-round ratios ours/DPDK.
 #
+# Placement: on a VM the two CPUs may be siblings of one host core or two
+# cores, and that can change between runs (measured here: 64-byte rates
+# of 15 or 5 Mpps for the same binary, stable within a run). Before every
+# measurement the script runs bench/core_round_trip_bench (the CPU 0 <-> 1
+# cache-line round trip) and prints it; the summary also gives the median
+# ratio over the rounds whose two measurements saw round trips within 25%
+# of each other ("same placement"), the comparison to trust.
+#
 # usage: scripts/bench-vhost-user-net.sh [-r ROUNDS] [-t SECONDS] [-d DAEMON]
 #        [-m MODES] [-l LAYOUTS] [--hugepages]
 #   DAEMON default: build/release/glue/vhost-user/vhost-user-device
+#   (the probe is taken from the same build tree: DAEMON/../../bench/)
 #   MODES default "txonly rxonly", LAYOUTS default "split packed"
 #   --hugepages: reserve 2 MiB pages and run EAL on them (default --no-huge)
 # Needs root (DPDK), dpdk-testpmd (Debian dpdk-dev) and its virtio and
@@ -41,6 +50,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -x $DAEMON ]] || { echo "no daemon at $DAEMON (build it or pass -d)" >&2; exit 2; }
+PROBE=$(dirname "$DAEMON")/../../bench/core_round_trip_bench
+[[ -x $PROBE ]] || PROBE=$ROOT/build/release/bench/core_round_trip_bench
+[[ -x $PROBE ]] || { echo "no $PROBE (build target core_round_trip_bench)" >&2; exit 2; }
 TESTPMD=$(command -v dpdk-testpmd) || { echo "dpdk-testpmd missing (apt-get install dpdk-dev)" >&2; exit 2; }
 compgen -G "/usr/lib/*/dpdk/pmds-*/librte_net_vhost.so*" >/dev/null ||
   { echo "DPDK's vhost PMD missing (apt-get install librte-net-vhost23)" >&2; exit 2; }
@@ -133,12 +145,20 @@ stop_back() {
   rm -rf /var/run/dpdk/vu-bench-$$-back
 }
 
-# measure WHO MODE LAYOUT: one measurement into MEAS (pps, 0 on failure).
+# probe: the CPU 0 <-> 1 round trip in ns (integer), 0 if it failed.
+probe() {
+  "$PROBE" --benchmark_format=csv 2>/dev/null |
+    awk -F, '/BM_CoreRoundTrip/ {printf "%d", $3; found=1} END {if (!found) print 0}'
+}
+
+# measure WHO MODE LAYOUT: one measurement into MEAS (pps, 0 on failure)
+# and the round trip probed just before it into RT.
 # Not run in a $(...) subshell: the back-end's processes must be tracked
 # (PIDS) and stopped by this shell.
 measure() {
   local who=$1 mode=$2 layout=$3 pps
   MEAS=0
+  RT=$(probe)
   if [[ $who == ours ]]; then back_ours "$mode" || return
   else back_dpdk "$mode" || return; fi
   pps=$(front "$mode" "$layout" "$TMP/front-$who.log")
@@ -156,7 +176,7 @@ measure() {
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-declare -A OURS DPDK RATIO
+declare -A OURS DPDK RATIO SAME
 echo "vhost-user-net 64-byte frames, $ROUNDS rounds of ${SECS}s, EAL ${MEM[*]}"
 echo "daemon: $DAEMON"
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -164,16 +184,19 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for mode in $MODES; do
       k="$mode/$layout"
       if (( r % 2 )); then
-        measure ours "$mode" "$layout"; a=$MEAS
-        measure dpdk "$mode" "$layout"; b=$MEAS
+        measure ours "$mode" "$layout"; a=$MEAS; rta=$RT
+        measure dpdk "$mode" "$layout"; b=$MEAS; rtb=$RT
       else
-        measure dpdk "$mode" "$layout"; b=$MEAS
-        measure ours "$mode" "$layout"; a=$MEAS
+        measure dpdk "$mode" "$layout"; b=$MEAS; rtb=$RT
+        measure ours "$mode" "$layout"; a=$MEAS; rta=$RT
       fi
       ratio=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", (b > 0) ? a / b : 0}')
+      same=$(awk -v a="$rta" -v b="$rtb" 'BEGIN {lo = a < b ? a : b; hi = a < b ? b : a;
+        print (lo > 0 && hi <= 1.25 * lo) ? 1 : 0}')
       OURS[$k]+="$a "; DPDK[$k]+="$b "; RATIO[$k]+="$ratio "
-      printf "round %d %-7s %-6s ours %10d pps  dpdk-vhost %10d pps  ratio %s\n" \
-        "$r" "$mode" "$layout" "$a" "$b" "$ratio"
+      [[ $same == 1 ]] && SAME[$k]+="$ratio "
+      printf "round %d %-7s %-6s ours %10d pps (rt %4d ns)  dpdk-vhost %10d pps (rt %4d ns)  ratio %s%s\n" \
+        "$r" "$mode" "$layout" "$a" "$rta" "$b" "$rtb" "$ratio" "$([[ $same == 1 ]] || echo "  (placement differed)")"
     done
   done
 done
@@ -185,7 +208,9 @@ for layout in $LAYOUTS; do
     mo=$(tr ' ' '\n' <<<"${OURS[$k]}" | grep . | median)
     md=$(tr ' ' '\n' <<<"${DPDK[$k]}" | grep . | median)
     mr=$(tr ' ' '\n' <<<"${RATIO[$k]}" | grep . | median)
-    printf "%-7s %-6s ours %12.0f pps  dpdk-vhost %12.0f pps  ratio %s\n" \
-      "$mode" "$layout" "$mo" "$md" "$mr"
+    ns=$(tr ' ' '\n' <<<"${SAME[$k]:-}" | grep -c .)
+    ms=$(tr ' ' '\n' <<<"${SAME[$k]:-}" | grep . | median)
+    printf "%-7s %-6s ours %12.0f pps  dpdk-vhost %12.0f pps  ratio %s  (same placement: %s over %d rounds)\n" \
+      "$mode" "$layout" "$mo" "$md" "$mr" "$ms" "$ns"
   done
 done
