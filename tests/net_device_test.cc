@@ -521,6 +521,47 @@ TYPED_TEST(NetDeviceTest, MalformedRxBuffersAreReturnedEmpty) {
   EXPECT_FALSE(rig.dev().needs_reset());
 }
 
+// Under IN_ORDER buffers go back in ring order even when an unusable rx
+// chain turns up behind chains held for a packet being assembled: those go
+// back first, empty, and the packet takes the chains after. Without it the
+// unusable chain goes back at once and the held one carries the packet.
+TYPED_TEST(NetDeviceTest, InOrderReturnsHeldChainsBeforeAnUnusableOne) {
+  for (const bool in_order : {true, false}) {
+    SCOPED_TRACE(in_order ? "IN_ORDER" : "any order");
+    typename TestFixture::R rig;
+    EXPECT_TRUE(rig.dev().device_features() & spec::Bit(spec::kFeatureInOrder));
+    uint64_t want = nettest::AllNetFeatures();
+    if (!in_order) want &= ~spec::Bit(spec::kFeatureInOrder);
+    ASSERT_TRUE(rig.BringUp(want));
+    auto& rx = rig.rx(0);
+    const uint64_t b = rig.mem().Alloc(8192, 64);
+    const auto small = rx.Add({{b, 100, true}});          // too small alone
+    const auto bad = rx.Add({{b + 100, 8, true}});        // shorter than a header
+    const auto big = rx.Add({{b + 4096, 2048, true}});    // fits the packet
+    ASSERT_TRUE(small && bad && big);
+    rx.ring().Kick();
+    rig.dev().Notify(0);
+    const auto frame = Frame(300);
+    ASSERT_TRUE(rig.Send(0, {}, frame).has_value());
+    rig.dev().ServiceBackend(0);
+    std::vector<std::pair<uint16_t, uint32_t>> used;  // (id, len) in order
+    while (auto u = rx.Reap()) used.emplace_back(u->first.id, u->first.len);
+    ASSERT_EQ(used.size(), 3u);
+    if (in_order) {
+      EXPECT_EQ(used[0], std::make_pair(*small, 0u));
+      EXPECT_EQ(used[1], std::make_pair(*bad, 0u));
+      EXPECT_EQ(used[2], std::make_pair(*big, 12u + 300u));
+    } else {
+      EXPECT_EQ(used[0], std::make_pair(*bad, 0u));
+      EXPECT_EQ(used[1], std::make_pair(*small, 100u));
+      EXPECT_EQ(used[2], std::make_pair(*big, 12u + 300u - 100u));
+    }
+    EXPECT_EQ(rig.dev().stats(0).rx_packets, 1u);
+    EXPECT_EQ(rig.dev().stats(0).rx_bad_buffers, 1u);
+    EXPECT_FALSE(rig.dev().needs_reset());
+  }
+}
+
 TYPED_TEST(NetDeviceTest, BusyBackendHoldsTxUntilServiced) {
   typename TestFixture::R rig({}, {.ring_bytes = 256 * 1024});
   ASSERT_TRUE(rig.BringUp());

@@ -65,6 +65,12 @@ struct RingFeatureOptions {
   // Offer VIRTIO_F_ACCESS_PLATFORM: buffer addresses go through the
   // platform's translation (e.g. Xen grant references), not raw GPAs.
   bool access_platform = false;
+  // Offer VIRTIO_F_IN_ORDER: the device promises to use buffers in the
+  // order they were made available, which lets drivers (DPDK's virtio PMD)
+  // keep descriptors in ring order and take their faster in-order paths.
+  // Only for devices that keep that promise: NetDevice does; BlkDevice with
+  // an asynchronous backend completes out of order and must not offer it.
+  bool in_order = false;
 };
 
 // Features derived from RingFeatureOptions, always including VERSION_1.
@@ -73,7 +79,8 @@ constexpr uint64_t RingFeatures(const RingFeatureOptions& o) {
          (o.packed ? spec::Bit(spec::kFeatureRingPacked) : 0) |
          (o.indirect ? spec::Bit(spec::kFeatureIndirectDesc) : 0) |
          (o.event_idx ? spec::Bit(spec::kFeatureEventIdx) : 0) |
-         (o.access_platform ? spec::Bit(spec::kFeatureAccessPlatform) : 0);
+         (o.access_platform ? spec::Bit(spec::kFeatureAccessPlatform) : 0) |
+         (o.in_order ? spec::Bit(spec::kFeatureInOrder) : 0);
 }
 
 template <HypervisorTraits T, typename Derived>

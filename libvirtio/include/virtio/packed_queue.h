@@ -192,13 +192,8 @@ class PackedQueue {
     }
     const uint8_t* h = mem_->TranslateContiguous(d.addr, 0);
     if (h == nullptr) return;
-    if (for_write) {
-      __builtin_prefetch(h, 1);
-      __builtin_prefetch(h + 64, 1);
-    } else {
-      __builtin_prefetch(h);
-      __builtin_prefetch(h + 64);
-    }
+    Prefetch(h, for_write);
+    Prefetch(h + 64, for_write);
   }
 
   // Returns a popped chain to the driver with `len` bytes written. Used
@@ -373,8 +368,8 @@ class PackedQueue {
     return PopStatus::kChain;
   }
 
-  static constexpr uint32_t kPrefetchNear = 4;
-  static constexpr uint32_t kPrefetchFar = 8;
+  static constexpr uint32_t kPrefetchNear = 8;
+  static constexpr uint32_t kPrefetchFar = 16;
   uint16_t Ahead(uint32_t n) const {
     uint32_t at = uint32_t{next_avail_} + n;
     while (at >= size_) at -= size_;

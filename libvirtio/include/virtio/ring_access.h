@@ -66,6 +66,28 @@ inline T ReadOnce(const void* p) {
   return value;
 }
 
+// Starts fetching the cache line at `p` for reading, or (`for_write`) in
+// the exclusive state a store needs: the buffer a device is about to fill
+// was last touched by the other side, so a read prefetch would still leave
+// the store an ownership request to wait for. PREFETCHW where the compiler
+// is not allowed to emit it itself (x86 without -mprfchw); CPUs without it
+// execute that encoding as a NOP. A prefetch never faults.
+inline void Prefetch(const void* p, bool for_write) {
+#if defined(__x86_64__) && !defined(__PRFCHW__)
+  if (for_write) {
+    asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+    return;
+  }
+  __builtin_prefetch(p, 0);
+#else
+  if (for_write) {
+    __builtin_prefetch(p, 1);
+  } else {
+    __builtin_prefetch(p, 0);
+  }
+#endif
+}
+
 // Full store→load barrier (mb() in the spec's pseudo code).
 inline void FullFence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 

@@ -167,13 +167,8 @@ class SplitQueue {
     if (d.flags & spec::kDescFlagIndirect) return;
     const uint8_t* h = mem_->TranslateContiguous(d.addr, 0);
     if (h == nullptr) return;
-    if (for_write) {
-      __builtin_prefetch(h, 1);
-      __builtin_prefetch(h + 64, 1);
-    } else {
-      __builtin_prefetch(h);
-      __builtin_prefetch(h + 64);
-    }
+    Prefetch(h, for_write);
+    Prefetch(h + 64, for_write);
   }
 
   // Returns a popped chain to the driver with `len` bytes written. Not
@@ -300,8 +295,8 @@ class SplitQueue {
   }
 
   static constexpr bool kObserved = !std::is_same_v<Observer, NoRingObserver>;
-  static constexpr uint16_t kPrefetchNear = 4;
-  static constexpr uint16_t kPrefetchFar = 8;
+  static constexpr uint16_t kPrefetchNear = 8;
+  static constexpr uint16_t kPrefetchFar = 16;
 
   PopStatus Fail(RingError e) {
     error_ = e;
