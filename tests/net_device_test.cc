@@ -411,6 +411,37 @@ TYPED_TEST(NetDeviceTest, HeaderlessBackendPacketsGetZeroHeader) {
   EXPECT_EQ(p->hdr.num_buffers, 1);
 }
 
+// A recycled rx buffer still holds the previous packet's header: the
+// device must replace it where it differs, whether or not it skips
+// unchanged headers (rx_keep_same_header).
+TYPED_TEST(NetDeviceTest, RecycledRxBufferGetsThisPacketsHeader) {
+  for (const bool keep : {true, false}) {
+    SCOPED_TRACE(keep ? "keep same header" : "always store header");
+    typename TestFixture::R rig({.rx_keep_same_header = keep});
+    ASSERT_TRUE(rig.BringUp());
+    const auto frame = Frame(60);
+    const net::Header csum{
+        net::kHdrFlagNeedsCsum, net::kGsoNone, 0, 0, 14, 6, 0};
+    // One buffer, posted again after each packet: the same guest memory.
+    const net::Header* headers[] = {&csum, nullptr, nullptr,
+                                    &csum, &csum,   nullptr};
+    for (const net::Header* h : headers) {
+      ASSERT_EQ(rig.Post(0, 1, 2048), 1u);
+      rig.backend().pair(0).Inject(h, frame.data(), 60);
+      auto p = rig.Receive(0);
+      ASSERT_TRUE(p.has_value());
+      EXPECT_EQ(p->frame, frame);
+      const net::Header want = h != nullptr ? *h : net::Header{};
+      EXPECT_EQ(p->hdr.flags, want.flags);
+      EXPECT_EQ(p->hdr.gso_type, want.gso_type);
+      EXPECT_EQ(p->hdr.csum_start, want.csum_start);
+      EXPECT_EQ(p->hdr.csum_offset, want.csum_offset);
+      EXPECT_EQ(p->hdr.num_buffers, 1);
+    }
+    EXPECT_EQ(rig.dev().stats(0).rx_packets, 6u);
+  }
+}
+
 TYPED_TEST(NetDeviceTest, MalformedTxIsDroppedAndCounted) {
   typename TestFixture::R rig;
   ASSERT_TRUE(rig.BringUp(~spec::Bit(net::kFeatureHostUfo)));
