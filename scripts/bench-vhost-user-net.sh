@@ -65,6 +65,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   sleep 0.3
   for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  [[ -n ${HUGE_MOUNT:-} ]] && umount "$HUGE_MOUNT" 2>/dev/null
   rm -rf "$TMP" /var/run/dpdk/vu-bench-$$-*
 }
 trap cleanup EXIT
@@ -74,6 +75,14 @@ MEM=(--no-huge -m 512)
 if [[ $HUGE == 1 ]]; then
   have=$(cat /proc/sys/vm/nr_hugepages)
   (( have >= 1024 )) || echo 1024 >/proc/sys/vm/nr_hugepages
+  (( $(cat /proc/sys/vm/nr_hugepages) >= 512 )) ||
+    { echo "could not reserve 2 MiB hugepages" >&2; exit 2; }
+  # EAL finds its pages through a hugetlbfs mount; a fresh VM may have none.
+  if ! grep -q '^[^ ]* [^ ]* hugetlbfs ' /proc/mounts; then
+    mkdir -p "$TMP/huge" && mount -t hugetlbfs none "$TMP/huge" ||
+      { echo "could not mount hugetlbfs" >&2; exit 2; }
+    HUGE_MOUNT=$TMP/huge
+  fi
   MEM=(--single-file-segments -m 512)
 fi
 
