@@ -860,7 +860,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   }
 
   // Pops up to kRxPrepop chains into the stash (kChain if at least one),
-  // then starts fetching the start of each one's buffer for writing. The
+  // then starts fetching the start of each one's buffer (PopAhead). The
   // descriptor reads of the batch overlap one another, and the copies find
   // their lines arriving, instead of each packet's stores waiting for
   // ownership of lines the driver touched last, with the next descriptor
@@ -868,32 +868,36 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   // Chains popped ahead of packets stay stashed for the next ones.
   template <VirtQueue Q>
   PopStatus PopRxBatch(PairState& ps, Q& ring) {
-    const PopStatus st = PopRx(ps, ring);
-    if (st != PopStatus::kChain) return st;
-    uint32_t from = ps.rx_count - 1;
-    for (uint32_t n = 1; n < kRxPrepop; ++n) {
-      const uint64_t flushes = ps.rx_flushes;
-      if (PopRx(ps, ring) != PopStatus::kChain) break;
-      if (ps.rx_flushes != flushes) from = 0;
-    }
-    PrefetchStashed(ps, from);
-    return PopStatus::kChain;
+    return PopAhead(ps, ring, ps.rx_count + kRxPrepop);
   }
 
-  // Rolling variant of PopRxBatch for whole-packet chains: once fewer than
-  // kRxAheadLow chains wait in the stash, pops up to kRxAheadHigh and
-  // prefetches the new ones, so that each packet's lines were requested
-  // some packets earlier instead of all of a batch at once.
+  // The rolling window every packet keeps: once fewer than kRxAheadLow
+  // chains wait in the stash, pops up to kRxAheadHigh, so that each
+  // packet's lines were requested some packets earlier instead of all of a
+  // batch at once.
   template <VirtQueue Q>
   void TopUpRx(PairState& ps, Q& ring) {
-    if (ps.rx_count >= kRxAheadLow) return;
+    if (ps.rx_count < kRxAheadLow) PopAhead(ps, ring, kRxAheadHigh);
+  }
+
+  // Pops until the stash holds `target` chains or the ring has none, then
+  // prefetches the new ones (all of them if an IN_ORDER flush emptied the
+  // stash meanwhile). kChain if at least one was popped, else the status
+  // of the failed pop.
+  template <VirtQueue Q>
+  PopStatus PopAhead(PairState& ps, Q& ring, uint32_t target) {
     uint32_t from = ps.rx_count;
-    while (ps.rx_count < kRxAheadHigh) {
+    PopStatus st = PopStatus::kEmpty;
+    bool popped = false;
+    while (ps.rx_count < target) {
       const uint64_t flushes = ps.rx_flushes;
-      if (PopRx(ps, ring) != PopStatus::kChain) break;
+      st = PopRx(ps, ring);
+      if (st != PopStatus::kChain) break;
+      popped = true;
       if (ps.rx_flushes != flushes) from = 0;
     }
     PrefetchStashed(ps, from);
+    return popped ? PopStatus::kChain : st;
   }
 
   void PrefetchStashed(PairState& ps, uint32_t from) {
