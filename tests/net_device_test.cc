@@ -974,7 +974,9 @@ TYPED_TEST(NetTransportTest, Mmio) {
   EXPECT_EQ(0, std::memcmp(mac, kDevMac.data(), 6));
   EXPECT_EQ(*driver.template ReadConfigField<uint16_t>(6), net::kStatusLinkUp);
   EXPECT_EQ(*driver.template ReadConfigField<uint16_t>(10), 9000);
-  const testing::DriverOptions dopt{.event_idx = true, .indirect = true};
+  // Wanted() takes every offered feature, IN_ORDER included.
+  const testing::DriverOptions dopt{
+      .event_idx = true, .indirect = true, .in_order = true};
   typename TestFixture::Ring r0(mem, 64, dopt), r1(mem, 64, dopt), r2(mem, 16, dopt);
   typename TestFixture::Q rx(mem, r0), tx(mem, r1), ctrl(mem, r2);
   ASSERT_TRUE(driver.SetUpQueue(0, r0.config()).ok());
@@ -1022,7 +1024,9 @@ TYPED_TEST(NetTransportTest, PciMultiqueue) {
   uint16_t pairs = 0;
   ASSERT_TRUE(driver.ReadDeviceConfig(8, &pairs, 2));
   EXPECT_EQ(pairs, 2);
-  const testing::DriverOptions dopt{.event_idx = true, .indirect = true};
+  // Wanted() takes every offered feature, IN_ORDER included.
+  const testing::DriverOptions dopt{
+      .event_idx = true, .indirect = true, .in_order = true};
   std::vector<std::unique_ptr<typename TestFixture::Ring>> rings;
   std::vector<std::unique_ptr<typename TestFixture::Q>> qs;
   for (uint16_t q = 0; q < 5; ++q) {

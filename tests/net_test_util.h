@@ -263,7 +263,8 @@ class Rig {
     const testing::DriverOptions dopt{
         .event_idx = (f & spec::Bit(spec::kFeatureEventIdx)) != 0,
         .indirect = (f & spec::Bit(spec::kFeatureIndirectDesc)) != 0,
-        .max_indirect = 64};
+        .max_indirect = 64,
+        .in_order = (f & spec::Bit(spec::kFeatureInOrder)) != 0};
     const bool mq = f & spec::Bit(net::kFeatureMq);
     const bool ctrl = f & spec::Bit(net::kFeatureCtrlVq);
     const uint16_t pairs = mq ? dev_->max_pairs() : 1;

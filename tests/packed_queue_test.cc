@@ -190,6 +190,73 @@ TEST_F(PackedQueueTest, UsedDescriptorFlagsAndLength) {
   EXPECT_EQ(mem_.Load<uint16_t>(driver_->desc_gpa(1) + 12), *write_id);
 }
 
+// Under IN_ORDER a run of zero-length pushes is one used descriptor: the
+// last buffer's ID at the run's first slot, the slots after it untouched.
+// A push with a length ends the run and gets its own descriptor.
+TEST_F(PackedQueueTest, InOrderFoldsZeroLengthRunsIntoOneUsedDescriptor) {
+  Start(16, {.in_order = true});
+  const uint64_t b = mem_.Alloc(64);
+  // Slots: A 0, B 1-2, C 3, D 4, E 5-7.
+  std::vector<uint16_t> ids;
+  ids.push_back(*driver_->Add({Buffer{b, 8, false}}));
+  ids.push_back(*driver_->Add({Buffer{b, 8, false}, Buffer{b + 8, 8, false}}));
+  ids.push_back(*driver_->Add({Buffer{b, 8, true}}));
+  ids.push_back(*driver_->Add({Buffer{b, 8, false}}));
+  ids.push_back(*driver_->Add({Buffer{b, 8, false}, Buffer{b + 8, 8, false},
+                               Buffer{b + 16, 8, false}}));
+  std::vector<UsedToken> popped;
+  while (queue_->Pop(chain_) == PopStatus::kChain)
+    popped.push_back(chain_.token());
+  ASSERT_EQ(popped.size(), 5u);
+  const uint16_t avail_flags_before = UsedFlagsAt(1);
+  queue_->Push(popped[0], 0);
+  queue_->Push(popped[1], 0);
+  queue_->Push(popped[2], 3);
+  queue_->Push(popped[3], 0);
+  queue_->Push(popped[4], 0);
+  EXPECT_EQ(queue_->state().next_used, 8);
+  EXPECT_TRUE(queue_->Publish());
+  const uint16_t used_bits = spec::kDescFlagAvail | spec::kDescFlagUsed;
+  auto id_at = [&](uint16_t slot) {
+    return mem_.Load<uint16_t>(driver_->desc_gpa(slot) + 12);
+  };
+  EXPECT_EQ(UsedFlagsAt(0), used_bits);  // A and B
+  EXPECT_EQ(id_at(0), ids[1]);
+  EXPECT_EQ(UsedFlagsAt(1), avail_flags_before);  // B's slots left alone
+  EXPECT_EQ(UsedFlagsAt(3), used_bits | kDescFlagWrite);  // C, 3 bytes
+  EXPECT_EQ(id_at(3), ids[2]);
+  EXPECT_EQ(UsedFlagsAt(4), used_bits);  // D and E
+  EXPECT_EQ(id_at(4), ids[4]);
+  EXPECT_NE(UsedFlagsAt(5) & spec::kDescFlagUsed, spec::kDescFlagUsed);
+  // The driver, knowing its avail order, reaps all five.
+  const uint32_t want_len[] = {0, 0, 3, 0, 0};
+  for (int i = 0; i < 5; ++i) {
+    const auto used = driver_->Reap();
+    ASSERT_TRUE(used.has_value()) << i;
+    EXPECT_EQ(used->id, ids[i]);
+    EXPECT_EQ(used->len, want_len[i]);
+  }
+  EXPECT_FALSE(driver_->Reap().has_value());
+  EXPECT_EQ(driver_->device_error(), "");
+}
+
+// Without IN_ORDER every push has its own used descriptor.
+TEST_F(PackedQueueTest, WithoutInOrderEveryBufferHasAUsedDescriptor) {
+  Start(8);
+  const uint64_t b = mem_.Alloc(8);
+  for (int i = 0; i < 3; ++i) driver_->Add({Buffer{b, 8, false}});
+  std::vector<UsedToken> popped;
+  while (queue_->Pop(chain_) == PopStatus::kChain)
+    popped.push_back(chain_.token());
+  for (const UsedToken& t : popped) queue_->Push(t, 0);
+  queue_->Publish();
+  for (uint16_t slot = 0; slot < 3; ++slot) {
+    EXPECT_EQ(UsedFlagsAt(slot), spec::kDescFlagAvail | spec::kDescFlagUsed);
+    EXPECT_EQ(mem_.Load<uint16_t>(driver_->desc_gpa(slot) + 12),
+              popped[slot].id);
+  }
+}
+
 // --- Ring errors ----------------------------------------------------------------
 
 TEST_F(PackedQueueTest, EndlessNextChain) {

@@ -72,13 +72,17 @@ struct Params {
   uint32_t size;
   bool event_idx;
   bool indirect;
+  // IN_ORDER: the device pushes in pop order, and a packed queue folds runs
+  // of zero-length pushes into one used descriptor.
+  bool in_order;
   uint32_t seed;
   int steps;
 };
 
 std::string ToString(const Params& p) {
-  return absl::StrFormat("size=%u event_idx=%d indirect=%d seed=%u steps=%d",
-                         p.size, p.event_idx, p.indirect, p.seed, p.steps);
+  return absl::StrFormat(
+      "size=%u event_idx=%d indirect=%d in_order=%d seed=%u steps=%d", p.size,
+      p.event_idx, p.indirect, p.in_order, p.seed, p.steps);
 }
 
 struct Segment {
@@ -146,7 +150,8 @@ class PropertyRun {
         driver_(mem_, p.size,
                 DriverOptions{.event_idx = p.event_idx,
                               .indirect = p.indirect,
-                              .max_indirect = 8}) {}
+                              .max_indirect = 8,
+                              .in_order = p.in_order}) {}
 
   const Coverage& coverage() const { return cov_; }
 
@@ -405,7 +410,12 @@ class PropertyRun {
 
   void Push() {
     if (in_flight_.empty()) return;
-    std::shuffle(in_flight_.begin(), in_flight_.end(), rng_);
+    // In order: oldest first (in_flight_ holds pop order reversed).
+    if (p_.in_order) {
+      std::reverse(in_flight_.begin(), in_flight_.end());
+    } else {
+      std::shuffle(in_flight_.begin(), in_flight_.end(), rng_);
+    }
     for (uint32_t k = Uniform(1, static_cast<uint32_t>(in_flight_.size()));
          k > 0; --k) {
       const UsedToken t = in_flight_.back();
@@ -415,7 +425,8 @@ class PropertyRun {
       in_flight_model_ -= kPacked ? c.slots : 1;
       uint32_t len;
       const uint32_t kind = Uniform(0, 9);
-      if (kind == 0 || writable == 0) {
+      // In order, mostly zero: runs of them become one used descriptor.
+      if (kind == 0 || writable == 0 || (p_.in_order && kind < 6)) {
         len = 0;
       } else if (kind == 1) {
         len = static_cast<uint32_t>(writable);
@@ -425,6 +436,7 @@ class PropertyRun {
       queue_->Push(t, len);
       pushed_.push_back({t.id, len});
     }
+    if (p_.in_order) std::reverse(in_flight_.begin(), in_flight_.end());
   }
 
   void Publish() {
@@ -526,15 +538,17 @@ class PropertyTest : public ::testing::Test {
     return {1, 2, 16, 256};
   }
 
-  static void RunAll(bool event_idx, bool indirect) {
+  static void RunAll(bool event_idx, bool indirect, bool in_order = false) {
     Coverage total;
     for (uint32_t size : Sizes()) {
       for (uint32_t seed_index = 0; seed_index < 3; ++seed_index) {
         const Params p{.size = size,
                        .event_idx = event_idx,
                        .indirect = indirect,
+                       .in_order = in_order,
                        .seed = 1000003u * seed_index + 7919u * size +
-                               (event_idx ? 17u : 0u) + (indirect ? 31u : 0u),
+                               (event_idx ? 17u : 0u) + (indirect ? 31u : 0u) +
+                               (in_order ? 53u : 0u),
                        .steps = size >= 100 ? 8000 : 4000};
         SCOPED_TRACE(std::string(Layout::kName) + " " + ToString(p));
         PropertyRun<Layout> run(p);
@@ -550,11 +564,12 @@ class PropertyTest : public ::testing::Test {
       }
     }
     std::printf(
-        "[ coverage ] %s event_idx=%d indirect=%d: completed=%llu "
+        "[ coverage ] %s event_idx=%d indirect=%d in_order=%d: completed=%llu "
         "add_refused=%llu straddling=%llu indirect=%llu publish notify/quiet="
         "%llu/%llu kick notify/quiet=%llu/%llu sleeps device/driver=%llu/%llu "
         "full_ring=%llu\n",
-        Layout::kName, event_idx, indirect, (unsigned long long)total.completed,
+        Layout::kName, event_idx, indirect, in_order,
+        (unsigned long long)total.completed,
         (unsigned long long)total.add_refused,
         (unsigned long long)total.straddling,
         (unsigned long long)total.indirect,
@@ -586,6 +601,10 @@ TYPED_TEST(PropertyTest, EventIdx) { TestFixture::RunAll(true, false); }
 TYPED_TEST(PropertyTest, Indirect) { TestFixture::RunAll(false, true); }
 TYPED_TEST(PropertyTest, EventIdxAndIndirect) {
   TestFixture::RunAll(true, true);
+}
+TYPED_TEST(PropertyTest, InOrder) { TestFixture::RunAll(false, false, true); }
+TYPED_TEST(PropertyTest, InOrderEventIdxAndIndirect) {
+  TestFixture::RunAll(true, true, true);
 }
 
 // Harness bug, found by the property test (lost wake-up, packed only).

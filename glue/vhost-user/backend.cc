@@ -183,7 +183,10 @@ absl::Status Backend::StartInflight(
         q, v.num, inflight_queues_, inflight_queue_size_));
   }
   const uint32_t n = v.num;
-  InflightRing ring{.packed = packed(), .size = static_cast<uint16_t>(n)};
+  InflightRing ring{
+      .packed = packed(),
+      .size = static_cast<uint16_t>(n),
+      .in_order = (acked_features_ & spec::Bit(spec::kFeatureInOrder)) != 0};
   // Split: recovery reads the used ring. Packed: pops save descriptors
   // from the descriptor ring.
   ring.ring = packed() ? dev_.memory().TranslateContiguous(cfg.desc_addr,

@@ -29,9 +29,11 @@
 // the batch's entries (keeping their slot counts), then stores used_pos.
 // Recovery walks the ring from used_pos over descriptors marked used with
 // the used wrap counter (the published rest of the last batch), stepping
-// by each buffer's saved slot count, clears them, and resumes with used
-// and avail at the region's positions: a packed ring's SET_VRING_BASE is
-// stale after a crash (QEMU cannot read it back from the dead back-end).
+// by each buffer's saved slot count (under IN_ORDER a used descriptor may
+// stand for a run: the newest pops, in counter order, up to its buffer),
+// clears them, and resumes with used and avail at the region's positions:
+// a packed ring's SET_VRING_BASE is stale after a crash (QEMU cannot read it
+// back from the dead back-end).
 //
 // Everything read from the region is validated: the front-end can write to
 // it. A region that does not belong to this ring (fresh, other layout or
@@ -64,6 +66,10 @@ struct InflightRing {
   uint16_t size = 0;
   // Split: the used ring. Packed: the descriptor ring.
   uint8_t* ring = nullptr;
+  // VIRTIO_F_IN_ORDER negotiated: a packed ring's used descriptor may stand
+  // for a run of buffers (PackedQueue::Push), which recovery must step
+  // over as a whole.
+  bool in_order = false;
 };
 
 // What Start() found in the region.
@@ -183,6 +189,7 @@ class InflightQueue {
 
   uint8_t* region_ = nullptr;
   bool packed_ = false;
+  bool in_order_ = false;
   uint16_t size_ = 0;
   uint8_t* ring_ = nullptr;
   uint64_t counter_ = 0;
@@ -214,6 +221,7 @@ inline absl::Status InflightQueue::Start(uint8_t* region, uint64_t bytes,
   }
   region_ = region;
   packed_ = ring.packed;
+  in_order_ = ring.in_order;
   size_ = ring.size;
   ring_ = ring.ring;
   counter_ = 0;
@@ -385,6 +393,39 @@ inline absl::Status InflightQueue::PackedStart(const virtio::QueueState& base,
         "inflight region avail 0x%x is more than a ring ahead of used 0x%x", a,
         u));
   }
+  // Under IN_ORDER a used descriptor stands for every buffer from the one
+  // at its position up to its own, in pop order. Those are the newest
+  // pops: consecutive counters up to the committed one whose slots fill the
+  // span between the used and avail positions exactly (their entries are
+  // intact: none was popped again, though a publish may have cleared their
+  // marks before the crash kept it from committing used_pos).
+  std::vector<std::pair<uint64_t, uint16_t>> pop_order;
+  if (in_order_) {
+    for (uint16_t id = 0; id < size_; ++id) {
+      const uint64_t c = Get(&PackedEntry(id)->counter);
+      if (c != 0 && c <= committed) pop_order.emplace_back(c, id);
+    }
+    std::sort(pop_order.begin(), pop_order.end());
+    size_t first = pop_order.size();
+    uint32_t covered = 0;
+    while (covered < span) {
+      const uint64_t want = committed - (pop_order.size() - first);
+      const uint16_t slots =
+          first == 0 ? 0 : PackedEntry(pop_order[first - 1].second)->slots;
+      if (first == 0 || pop_order[first - 1].first != want || slots == 0 ||
+          slots > span - covered) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "inflight region does not account for the %u ring slots "
+            "between used 0x%x and avail 0x%x (in order)",
+            span, u, a));
+      }
+      --first;
+      covered += slots;
+    }
+    pop_order.erase(pop_order.begin(),
+                    pop_order.begin() + static_cast<ptrdiff_t>(first));
+  }
+  size_t run_next = 0;  // first entry of pop_order not yet found used
   // The published rest of a batch whose entries may not all be cleared.
   while (span > 0) {
     spec::PackedDesc d;
@@ -392,6 +433,25 @@ inline absl::Status InflightQueue::PackedStart(const virtio::QueueState& base,
     const bool av = (d.flags & spec::kDescFlagAvail) != 0;
     const bool us = (d.flags & spec::kDescFlagUsed) != 0;
     if (av != u_wrap || us != u_wrap) break;
+    if (in_order_) {
+      bool found = false;
+      while (!found && run_next < pop_order.size()) {
+        const uint16_t id = pop_order[run_next++].second;
+        Entry* e = PackedEntry(id);
+        if (e->slots == 0 || e->slots > span) break;
+        Put(&e->inflight, uint8_t{0});
+        Advance(&u_off, &u_wrap, e->slots);
+        span -= e->slots;
+        found = id == d.id;
+      }
+      if (!found) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "used element for buffer %u does not end a run of buffers in "
+            "flight (in order)",
+            d.id));
+      }
+      continue;
+    }
     Entry* e = d.id < size_ ? PackedEntry(d.id) : nullptr;
     const uint16_t slots = e != nullptr ? e->slots : 0;
     if (slots == 0 || slots > span) {

@@ -988,14 +988,22 @@ struct CrashObserver {
 struct SplitCrash {
   static constexpr const char* kName = "split";
   static constexpr bool kPacked = false;
+  static constexpr bool kInOrder = false;
   using Driver = virtio::testing::SplitDriver;
   using Queue = virtio::SplitQueue<virtio::GuestMemoryMap, CrashObserver>;
 };
 struct PackedCrash {
   static constexpr const char* kName = "packed";
   static constexpr bool kPacked = true;
+  static constexpr bool kInOrder = false;
   using Driver = virtio::testing::PackedDriver;
   using Queue = virtio::PackedQueue<virtio::GuestMemoryMap, CrashObserver>;
+};
+// IN_ORDER: buffers completed oldest first, mostly with length 0, so that
+// runs of them share one used descriptor that recovery must step over.
+struct PackedInOrderCrash : PackedCrash {
+  static constexpr const char* kName = "packed_in_order";
+  static constexpr bool kInOrder = true;
 };
 struct CrashNames {
   template <typename T>
@@ -1006,7 +1014,8 @@ struct CrashNames {
 
 template <typename L>
 class InflightCrashTest : public ::testing::Test {};
-using CrashLayouts = ::testing::Types<SplitCrash, PackedCrash>;
+using CrashLayouts =
+    ::testing::Types<SplitCrash, PackedCrash, PackedInOrderCrash>;
 TYPED_TEST_SUITE(InflightCrashTest, CrashLayouts, CrashNames);
 
 TYPED_TEST(InflightCrashTest,
@@ -1016,9 +1025,11 @@ TYPED_TEST(InflightCrashTest,
   constexpr uint64_t kBase = 0x10000, kBytes = 64 * 1024;
   constexpr uint16_t kSize = 8;
   virtio::testing::TestGuestMemory mem({{kBase, kBytes}});
-  Driver driver(mem, kSize);
+  Driver driver(mem, kSize, {.in_order = TypeParam::kInOrder});
   const virtio::QueueConfig cfg = driver.config();
-  InflightRing ring{.packed = TypeParam::kPacked, .size = kSize};
+  InflightRing ring{.packed = TypeParam::kPacked,
+                    .size = kSize,
+                    .in_order = TypeParam::kInOrder};
   ring.ring = TypeParam::kPacked
                   ? mem.Host(cfg.desc_addr, spec::PackedDescRingSize(kSize))
                   : mem.Host(cfg.device_addr, spec::SplitUsedRingSize(kSize));
@@ -1127,9 +1138,13 @@ TYPED_TEST(InflightCrashTest,
         break;
       }
       case 2: {  // pushes a random subset in random order, one publish
-        std::shuffle(popped.begin(), popped.end(), rng);
+        // (in order: the oldest ones, mostly with length 0)
+        if (!TypeParam::kInOrder)
+          std::shuffle(popped.begin(), popped.end(), rng);
         const size_t n = popped.empty() ? 0 : 1 + rng() % popped.size();
-        for (size_t i = 0; i < n; ++i) q->Push(popped[i], 1);
+        for (size_t i = 0; i < n; ++i) {
+          q->Push(popped[i], TypeParam::kInOrder && rng() % 3 != 0 ? 0 : 1);
+        }
         popped.erase(popped.begin(), popped.begin() + static_cast<long>(n));
         q->Publish();
         break;
@@ -1159,9 +1174,11 @@ TYPED_TEST(InflightCrashTest, GarbageRegionIsRefusedOrHarmless) {
   using Queue = typename TypeParam::Queue;
   constexpr uint16_t kSize = 8;
   virtio::testing::TestGuestMemory mem({{0x10000, 64 * 1024}});
-  Driver driver(mem, kSize);
+  Driver driver(mem, kSize, {.in_order = TypeParam::kInOrder});
   const virtio::QueueConfig cfg = driver.config();
-  InflightRing ring{.packed = TypeParam::kPacked, .size = kSize};
+  InflightRing ring{.packed = TypeParam::kPacked,
+                    .size = kSize,
+                    .in_order = TypeParam::kInOrder};
   ring.ring = TypeParam::kPacked
                   ? mem.Host(cfg.desc_addr, spec::PackedDescRingSize(kSize))
                   : mem.Host(cfg.device_addr, spec::SplitUsedRingSize(kSize));

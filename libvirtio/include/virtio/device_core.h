@@ -207,6 +207,7 @@ class DeviceCore {
     }
     slot.config.event_idx = Negotiated(spec::kFeatureEventIdx);
     slot.config.indirect = Negotiated(spec::kFeatureIndirectDesc);
+    slot.config.in_order = Negotiated(spec::kFeatureInOrder);
     absl::Status status;
     if (Negotiated(spec::kFeatureRingPacked)) {
       auto ring = Packed::Create(*memory_, slot.config, state, observer);

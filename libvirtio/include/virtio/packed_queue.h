@@ -199,6 +199,15 @@ class PackedQueue {
   // Returns a popped chain to the driver with `len` bytes written. Used
   // descriptors are written in the order of Push() calls; none is visible to
   // the driver until Publish().
+  //
+  // Under IN_ORDER (QueueConfig::in_order), consecutive pushes with `len`
+  // 0 (a transmit queue's buffers) become one used descriptor at the first
+  // one's position carrying the last one's buffer ID, and the ring skips
+  // the whole run (VIRTIO 1.2 §2.8, "In-order use of descriptors"): the
+  // driver learns the run's extent from its own avail order. One
+  // descriptor store per batch instead of one per buffer leaves the
+  // driver's ring lines unowned by the device, as DPDK's vhost does for its
+  // dequeue. A written length is never folded away.
   void Push(UsedToken token, uint32_t len) {
     if (token.ring_slots == 0 || token.ring_slots > in_flight_slots_) {
       Fail(RingError::kUsedOverflow);
@@ -208,21 +217,17 @@ class PackedQueue {
     if constexpr (kObserved) {
       if (observer_ != nullptr) observer_->OnPush(token, len, next_used_);
     }
-    spec::PackedDesc* d = &ring_[next_used_];
-    StoreRelaxed(&d->id, token.id);
-    StoreRelaxed(&d->len, len);
-    uint16_t flags = used_wrap_ ? (spec::kDescFlagAvail | spec::kDescFlagUsed)
-                                : uint16_t{0};
-    if (len != 0) flags |= spec::kDescFlagWrite;
-    if (pending_ == 0) {
-      // Held back: this descriptor's flags publish the whole batch.
-      batch_pos_ = next_used_;
-      batch_wrap_ = used_wrap_;
-      batch_flags_ = flags;
+    if (in_order_ && len == 0) {
+      if (!run_open_) {
+        run_open_ = true;
+        run_pos_ = next_used_;
+        run_wrap_ = used_wrap_;
+      }
+      run_id_ = token.id;
     } else {
-      StoreRelaxed(&d->flags, flags);
+      CloseRun();
+      WriteUsed(next_used_, used_wrap_, token.id, len);
     }
-    ++pending_;
     uint32_t next = uint32_t{next_used_} + token.ring_slots;
     if (next >= size_) {
       next -= size_;
@@ -234,6 +239,7 @@ class PackedQueue {
   // Publishes every descriptor pushed since the last call. Returns true if
   // the driver must be notified.
   bool Publish() {
+    CloseRun();
     if (pending_ == 0) return false;
     pending_ = 0;
     StoreRelease(&ring_[batch_pos_].flags, batch_flags_);
@@ -308,11 +314,14 @@ class PackedQueue {
               const QueueState& state, uint32_t in_flight, Observer* observer)
       : mem_(&mem),
         ring_(reinterpret_cast<spec::PackedDesc*>(ring)),
-        driver_event_(reinterpret_cast<spec::PackedEventSuppress*>(driver_event)),
-        device_event_(reinterpret_cast<spec::PackedEventSuppress*>(device_event)),
+        driver_event_(
+            reinterpret_cast<spec::PackedEventSuppress*>(driver_event)),
+        device_event_(
+            reinterpret_cast<spec::PackedEventSuppress*>(device_event)),
         size_(config.size),
         event_idx_(config.event_idx),
         indirect_(config.indirect),
+        in_order_(config.in_order),
         next_avail_(state.next_avail),
         avail_wrap_(state.avail_wrap),
         next_used_(state.next_used),
@@ -366,6 +375,32 @@ class PackedQueue {
       if (observer_ != nullptr) observer_->OnPop(chain, 0, true);
     }
     return PopStatus::kChain;
+  }
+
+  // Writes one used descriptor at `pos`. The first of a batch keeps its
+  // flags back for Publish(), which makes the whole batch visible at once.
+  void WriteUsed(uint16_t pos, bool wrap, uint16_t id, uint32_t len) {
+    spec::PackedDesc* d = &ring_[pos];
+    StoreRelaxed(&d->id, id);
+    StoreRelaxed(&d->len, len);
+    uint16_t flags =
+        wrap ? (spec::kDescFlagAvail | spec::kDescFlagUsed) : uint16_t{0};
+    if (len != 0) flags |= spec::kDescFlagWrite;
+    if (pending_ == 0) {
+      batch_pos_ = pos;
+      batch_wrap_ = wrap;
+      batch_flags_ = flags;
+    } else {
+      StoreRelaxed(&d->flags, flags);
+    }
+    ++pending_;
+  }
+
+  // Writes the used descriptor of an open IN_ORDER run of zero-length pushes.
+  void CloseRun() {
+    if (!run_open_) return;
+    run_open_ = false;
+    WriteUsed(run_pos_, run_wrap_, run_id_, 0);
   }
 
   static constexpr uint32_t kPrefetchNear = 8;
@@ -430,6 +465,7 @@ class PackedQueue {
   uint32_t size_;
   bool event_idx_;
   bool indirect_;
+  bool in_order_;
   uint16_t next_avail_;  // ring offset of the next descriptor to consume
   bool avail_wrap_;
   uint16_t next_used_;  // ring offset of the next used descriptor to write
@@ -440,6 +476,11 @@ class PackedQueue {
   uint16_t batch_pos_ = 0;
   bool batch_wrap_ = true;
   uint16_t batch_flags_ = 0;
+  // An IN_ORDER run of zero-length pushes not written yet (see Push()).
+  bool run_open_ = false;
+  bool run_wrap_ = true;
+  uint16_t run_pos_ = 0;
+  uint16_t run_id_ = 0;
   // What the device event suppression flags say now. Unknown at first (a
   // resumed ring may hold a previous backend's value): the first call writes.
   enum class NotifyMode : uint8_t { kUnknown, kOn, kOff };

@@ -53,6 +53,9 @@ struct QueueConfig {
   bool event_idx = false;
   // VIRTIO_F_INDIRECT_DESC negotiated.
   bool indirect = false;
+  // VIRTIO_F_IN_ORDER negotiated. A packed queue then writes one used
+  // descriptor per run of zero-length pushes (PackedQueue::Push).
+  bool in_order = false;
 };
 
 // The device's position in a ring, for resuming a queue (vhost-user

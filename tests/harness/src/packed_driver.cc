@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -53,7 +54,8 @@ QueueConfig PackedDriver::config() const {
           .driver_addr = driver_event_,
           .device_addr = device_event_,
           .event_idx = options_.event_idx,
-          .indirect = options_.indirect};
+          .indirect = options_.indirect,
+          .in_order = options_.in_order};
 }
 
 uint16_t PackedDriver::AvailFlags(bool wrap) const {
@@ -108,6 +110,7 @@ std::optional<uint16_t> PackedDriver::Add(absl::Span<const Buffer> buffers,
   writable_of_id_[id] = writable;
   free_slots_ -= slots;
   ++outstanding_;
+  if (options_.in_order) avail_order_.push_back(id);
   return id;
 }
 
@@ -158,7 +161,31 @@ bool PackedDriver::Kick() {
   return added >= 2 * size_ || Distance(old_lin, ev_lin, size_) < added;
 }
 
+uint16_t PackedDriver::PassUsed(uint16_t id) {
+  const uint16_t slots = slots_of_id_[id];
+  uint32_t next = uint32_t{next_used_} + slots;
+  if (next >= size_) {
+    next -= size_;
+    used_wrap_ = !used_wrap_;
+  }
+  next_used_ = static_cast<uint16_t>(next);
+  return slots;
+}
+
+UsedBuffer PackedDriver::Free(UsedBuffer b) {
+  free_slots_ += slots_of_id_[b.id];
+  slots_of_id_[b.id] = 0;
+  free_ids_.push_back(b.id);
+  --outstanding_;
+  return b;
+}
+
 std::optional<UsedBuffer> PackedDriver::Reap() {
+  if (!ready_.empty()) {
+    const UsedBuffer b = ready_.front();
+    ready_.pop_front();
+    return Free(b);
+  }
   for (;;) {
     const uint16_t flags = LoadAcquire(reinterpret_cast<uint16_t*>(
         mem_.Host(desc_gpa(next_used_) + 14, 2)));
@@ -166,7 +193,10 @@ std::optional<UsedBuffer> PackedDriver::Reap() {
     const bool used = (flags & spec::kDescFlagUsed) != 0;
     if (avail != used || used != used_wrap_) return std::nullopt;
     const auto d = mem_.Load<spec::PackedDesc>(desc_gpa(next_used_));
-    if (d.id >= size_ || slots_of_id_[d.id] == 0) {
+    if (d.id >= size_ || slots_of_id_[d.id] == 0 ||
+        (options_.in_order &&
+         std::find(avail_order_.begin(), avail_order_.end(), d.id) ==
+             avail_order_.end())) {
       if (device_error_.empty()) {
         device_error_ = absl::StrFormat(
             "used descriptor at %u has id %u, not outstanding", next_used_,
@@ -184,20 +214,28 @@ std::optional<UsedBuffer> PackedDriver::Reap() {
           "used length %u for id %u exceeds its %u writable bytes", d.len,
           d.id, writable_of_id_[d.id]);
     }
-    const uint16_t slots = slots_of_id_[d.id];
-    reaped_slots_at_[next_used_] = slots;
-    reaped_total_ += slots;
-    uint32_t next = uint32_t{next_used_} + slots;
-    if (next >= size_) {
-      next -= size_;
-      used_wrap_ = !used_wrap_;
+    const uint16_t at = next_used_;
+    if (!options_.in_order) {
+      const uint16_t slots = PassUsed(d.id);
+      reaped_slots_at_[at] = slots;
+      reaped_total_ += slots;
+      return Free({d.id, d.len});
     }
-    next_used_ = static_cast<uint16_t>(next);
-    slots_of_id_[d.id] = 0;
-    free_slots_ += slots;
-    free_ids_.push_back(d.id);
-    --outstanding_;
-    return UsedBuffer{d.id, d.len};
+    // IN_ORDER: this descriptor stands for every buffer from the oldest
+    // outstanding one up to d.id (outstanding, so in avail_order_).
+    uint32_t run_slots = 0;
+    for (;;) {
+      const uint16_t id = avail_order_.front();
+      avail_order_.pop_front();
+      run_slots += PassUsed(id);
+      ready_.push_back({id, id == d.id ? d.len : 0});
+      if (id == d.id) break;
+    }
+    reaped_slots_at_[at] = static_cast<uint16_t>(run_slots);
+    reaped_total_ += run_slots;
+    const UsedBuffer b = ready_.front();
+    ready_.pop_front();
+    return Free(b);
   }
 }
 
@@ -213,6 +251,7 @@ bool PackedDriver::EnableInterrupts() {
                  spec::kRingEventFlagsEnable);
   }
   FullFence();
+  if (!ready_.empty()) return true;  // a run read, not all of it reaped
   const uint16_t flags = LoadAcquire(reinterpret_cast<uint16_t*>(
       mem_.Host(desc_gpa(next_used_) + 14, 2)));
   const bool avail = (flags & spec::kDescFlagAvail) != 0;
@@ -232,6 +271,34 @@ bool PackedDriver::InterruptExpected() {
   uint16_t pos = start;
   bool wrap = start_wrap;
   uint64_t walked = 0;
+  if (options_.in_order) {
+    // Runs need the avail order, known only for unreaped buffers: walk
+    // from the reap position (everything before it is used).
+    pos = next_used_;
+    wrap = used_wrap_;
+    size_t i = 0;
+    while (i < avail_order_.size()) {
+      const uint16_t flags = mem_.Load<uint16_t>(desc_gpa(pos) + 14);
+      const bool avail = (flags & spec::kDescFlagAvail) != 0;
+      const bool used = (flags & spec::kDescFlagUsed) != 0;
+      if (avail != used || used != wrap) break;
+      const uint16_t id = mem_.Load<uint16_t>(desc_gpa(pos) + 12);
+      size_t last = i;
+      while (last < avail_order_.size() && avail_order_[last] != id) ++last;
+      if (last == avail_order_.size()) break;  // Reap() reports it
+      for (; i <= last; ++i) {
+        uint32_t next = uint32_t{pos} + slots_of_id_[avail_order_[i]];
+        if (next >= size_) {
+          next -= size_;
+          wrap = !wrap;
+        }
+        pos = static_cast<uint16_t>(next);
+      }
+    }
+    used_checked_ = pos;
+    used_checked_wrap_ = wrap;
+    return UsedInterruptDue(start, start_wrap, pos, wrap);
+  }
   // At most a ring of reaped positions plus a ring of new used ones.
   for (uint32_t guard = 0; guard < 2 * size_; ++guard) {
     // Positions the driver already reaped: their IDs may be reused, so
@@ -263,6 +330,11 @@ bool PackedDriver::InterruptExpected() {
   used_checked_ = pos;
   used_checked_wrap_ = wrap;
   checked_total_ += walked;
+  return UsedInterruptDue(start, start_wrap, pos, wrap);
+}
+
+bool PackedDriver::UsedInterruptDue(uint16_t start, bool start_wrap,
+                                    uint16_t pos, bool wrap) const {
   const uint32_t old_lin = Linear(start, start_wrap, size_);
   const uint32_t new_lin = Linear(pos, wrap, size_);
   if (old_lin == new_lin) return false;

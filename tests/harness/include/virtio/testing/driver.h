@@ -25,6 +25,7 @@
 #define VIRTIO_TESTING_DRIVER_H_
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,12 @@ struct DriverOptions {
   bool indirect = false;
   // Largest chain Add() accepts through an indirect table.
   uint32_t max_indirect = 64;
+  // VIRTIO_F_IN_ORDER negotiated. PackedDriver then accepts a used
+  // descriptor that stands for a run of buffers (the last one's ID at the
+  // first one's position; VIRTIO 1.2 §2.8, "In-order use of descriptors"):
+  // the buffers before the last of the run are reaped with length 0.
+  // SplitDriver ignores it.
+  bool in_order = false;
 };
 
 class SplitDriver {
@@ -162,6 +169,14 @@ class PackedDriver {
 
  private:
   uint16_t AvailFlags(bool wrap) const;
+  // Moves the reap position past buffer `id`'s slots; returns them.
+  uint16_t PassUsed(uint16_t id);
+  // Hands buffer `b.id`'s ID and slots back for reuse; returns `b`.
+  UsedBuffer Free(UsedBuffer b);
+  // Whether the device owed an interrupt for moving its used position from
+  // (start, start_wrap) to (pos, wrap), by the driver event suppression.
+  bool UsedInterruptDue(uint16_t start, bool start_wrap, uint16_t pos,
+                        bool wrap) const;
 
   TestGuestMemory& mem_;
   uint32_t size_;
@@ -195,6 +210,10 @@ class PackedDriver {
   bool used_checked_wrap_ = true;
   uint32_t outstanding_ = 0;
   std::string device_error_;
+  // IN_ORDER: IDs added and not yet reaped, in ring order, and the buffers
+  // of a run already read from the ring that Reap() has not returned yet.
+  std::deque<uint16_t> avail_order_;
+  std::deque<UsedBuffer> ready_;
 };
 
 // Type bundles for typed tests that cover both layouts:
