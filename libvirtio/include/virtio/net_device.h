@@ -16,7 +16,8 @@
 // CSUM, GUEST_CSUM, HOST_/GUEST_TSO4, TSO6, UFO, ECN the backend supports
 // (backend.offloads()), and VIRTIO_F_IN_ORDER (options.ring.in_order, on by
 // default: every queue uses its buffers in ring order; DPDK's virtio PMD
-// then keeps descriptors in ring order and takes its in-order paths).
+// then keeps descriptors in ring order and takes its in-order paths, and a
+// packed transmit queue returns each batch as one used descriptor).
 // options.disable_features withholds any of them.
 // FEATURES_OK is refused when the driver breaks a dependency of §5.1.3.1
 // (e.g. HOST_TSO4 without CSUM, MQ without CTRL_VQ).
