@@ -438,10 +438,11 @@ inline absl::Status InflightQueue::PackedStart(const virtio::QueueState& base,
       while (!found && run_next < pop_order.size()) {
         const uint16_t id = pop_order[run_next++].second;
         Entry* e = PackedEntry(id);
-        if (e->slots == 0 || e->slots > span) break;
+        const uint16_t slots = e->slots;  // read once: the front-end can write
+        if (slots == 0 || slots > span) break;
         Put(&e->inflight, uint8_t{0});
-        Advance(&u_off, &u_wrap, e->slots);
-        span -= e->slots;
+        Advance(&u_off, &u_wrap, slots);
+        span -= slots;
         found = id == d.id;
       }
       if (!found) {

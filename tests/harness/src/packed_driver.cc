@@ -21,6 +21,17 @@ uint32_t Distance(uint32_t from, uint32_t to, uint32_t size) {
   return to >= from ? to - from : to + 2 * size - from;
 }
 
+// Moves a ring position `by` slots on, flipping `wrap` when it passes the
+// end of a ring of `size`.
+void Step(uint16_t& pos, bool& wrap, uint32_t by, uint32_t size) {
+  uint32_t next = uint32_t{pos} + by;
+  if (next >= size) {
+    next -= size;
+    wrap = !wrap;
+  }
+  pos = static_cast<uint16_t>(next);
+}
+
 }  // namespace
 
 PackedDriver::PackedDriver(TestGuestMemory& mem, uint32_t size,
@@ -163,12 +174,7 @@ bool PackedDriver::Kick() {
 
 uint16_t PackedDriver::PassUsed(uint16_t id) {
   const uint16_t slots = slots_of_id_[id];
-  uint32_t next = uint32_t{next_used_} + slots;
-  if (next >= size_) {
-    next -= size_;
-    used_wrap_ = !used_wrap_;
-  }
-  next_used_ = static_cast<uint16_t>(next);
+  Step(next_used_, used_wrap_, slots, size_);
   return slots;
 }
 
@@ -286,14 +292,8 @@ bool PackedDriver::InterruptExpected() {
       size_t last = i;
       while (last < avail_order_.size() && avail_order_[last] != id) ++last;
       if (last == avail_order_.size()) break;  // Reap() reports it
-      for (; i <= last; ++i) {
-        uint32_t next = uint32_t{pos} + slots_of_id_[avail_order_[i]];
-        if (next >= size_) {
-          next -= size_;
-          wrap = !wrap;
-        }
-        pos = static_cast<uint16_t>(next);
-      }
+      for (; i <= last; ++i)
+        Step(pos, wrap, slots_of_id_[avail_order_[i]], size_);
     }
     used_checked_ = pos;
     used_checked_wrap_ = wrap;
@@ -305,12 +305,7 @@ bool PackedDriver::InterruptExpected() {
     // step by what Reap() recorded.
     if (checked_total_ + walked < reaped_total_) {
       walked += reaped_slots_at_[pos];
-      uint32_t next = uint32_t{pos} + reaped_slots_at_[pos];
-      if (next >= size_) {
-        next -= size_;
-        wrap = !wrap;
-      }
-      pos = static_cast<uint16_t>(next);
+      Step(pos, wrap, reaped_slots_at_[pos], size_);
       continue;
     }
     const uint16_t flags = mem_.Load<uint16_t>(desc_gpa(pos) + 14);
@@ -320,12 +315,7 @@ bool PackedDriver::InterruptExpected() {
     const uint16_t id = mem_.Load<uint16_t>(desc_gpa(pos) + 12);
     const uint16_t slots = id < size_ && slots_of_id_[id] ? slots_of_id_[id] : 1;
     walked += slots;
-    uint32_t next = uint32_t{pos} + slots;
-    if (next >= size_) {
-      next -= size_;
-      wrap = !wrap;
-    }
-    pos = static_cast<uint16_t>(next);
+    Step(pos, wrap, slots, size_);
   }
   used_checked_ = pos;
   used_checked_wrap_ = wrap;
