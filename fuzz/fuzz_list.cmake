@@ -14,16 +14,20 @@ libvirtio_add_fuzzer(xen_ioreq_fuzzer xen_ioreq_fuzzer.cc)
 target_include_directories(xen_ioreq_fuzzer PRIVATE
   "${PROJECT_SOURCE_DIR}/glue/xen/include" "${PROJECT_SOURCE_DIR}/glue/xen")
 libvirtio_add_fuzzer(net_fuzzer net_fuzzer.cc)
-# vhost-user protocol handler (glue/vhost-user): its sources are compiled in
-# here so the fuzz preset does not need the glue enabled.
+# vhost-user protocol handler (glue/vhost-user): linked with the glue's
+# libraries when the glue is built, else its sources are compiled in here.
 libvirtio_add_fuzzer(vhost_user_fuzzer vhost_user_fuzzer.cc)
-target_sources(vhost_user_fuzzer PRIVATE
-  ${PROJECT_SOURCE_DIR}/glue/vhost-user/backend.cc
-  ${PROJECT_SOURCE_DIR}/glue/vhost-user/connection.cc
-  ${PROJECT_SOURCE_DIR}/glue/vhost-user/device_spec.cc
-  ${PROJECT_SOURCE_DIR}/glue/vhost-user/dirty_log.cc
-  ${PROJECT_SOURCE_DIR}/glue/vhost-user/interrupt.cc
-  ${PROJECT_SOURCE_DIR}/glue/vhost-user/memory_table.cc
-  ${PROJECT_SOURCE_DIR}/glue/vhost-user/message.cc)
+if(LIBVIRTIO_GLUE_VHOST_USER)
+  target_link_libraries(vhost_user_fuzzer PRIVATE vhost_user_devices)
+else()
+  target_sources(vhost_user_fuzzer PRIVATE
+    ${PROJECT_SOURCE_DIR}/glue/vhost-user/backend.cc
+    ${PROJECT_SOURCE_DIR}/glue/vhost-user/connection.cc
+    ${PROJECT_SOURCE_DIR}/glue/vhost-user/device_spec.cc
+    ${PROJECT_SOURCE_DIR}/glue/vhost-user/dirty_log.cc
+    ${PROJECT_SOURCE_DIR}/glue/vhost-user/interrupt.cc
+    ${PROJECT_SOURCE_DIR}/glue/vhost-user/memory_table.cc
+    ${PROJECT_SOURCE_DIR}/glue/vhost-user/message.cc)
+endif()
 target_include_directories(vhost_user_fuzzer PRIVATE
   ${PROJECT_SOURCE_DIR}/glue/vhost-user)

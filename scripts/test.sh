@@ -4,8 +4,8 @@
 #   2. release preset (g++) with -Werror: build, ctest
 #   3. asan preset (clang++, ASan+UBSan): build, ctest        (skip: --no-asan)
 #   4. tsan preset (clang++, TSan): the threaded tests only
-#   5. fuzz preset (clang++, libFuzzer+ASan+UBSan): build, run every fuzzer
-#      for N seconds                                     (--fuzz-seconds N, 0 skips)
+#   5. every fuzzer (built by the asan preset, or by the fuzz preset with
+#      --no-asan) for N seconds, nproc at a time        (--fuzz-seconds N, 0 skips)
 # Exits non-zero on the first failure.
 #
 # Usage: bash scripts/test.sh [--no-asan] [--fuzz-seconds N]
@@ -25,7 +25,7 @@ while [[ $# -gt 0 ]]; do
       fuzz_seconds=${1#*=}
       [[ $fuzz_seconds =~ ^[0-9]+$ ]] || die "--fuzz-seconds needs a number of seconds"
       shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (try --help)" ;;
   esac
 done
@@ -95,37 +95,67 @@ if [[ $run_asan -eq 1 ]]; then
 fi
 
 if [[ $fuzz_seconds -gt 0 ]]; then
-  stage "fuzz (clang++, libFuzzer+ASan+UBSan): configure + build"
-  cmake --preset fuzz
-  cmake --build --preset fuzz -j "$LIBVIRTIO_JOBS"
+  # The asan build above already holds the fuzzers (the asan preset sets
+  # LIBVIRTIO_BUILD_FUZZ=ON, so its code carries libFuzzer's coverage
+  # instrumentation); a separate fuzz build is needed only with --no-asan.
+  if [[ $run_asan -eq 1 ]]; then
+    fuzz_build=build/asan
+  else
+    stage "fuzz (clang++, libFuzzer+ASan+UBSan): configure + build"
+    cmake --preset fuzz
+    cmake --build --preset fuzz -j "$LIBVIRTIO_JOBS"
+    fuzz_build=build/fuzz
+  fi
 
   # fuzz/CMakeLists.txt writes the declared fuzzers' paths to fuzzers.txt.
-  manifest=build/fuzz/fuzz/fuzzers.txt
-  [[ -f $manifest ]] || die "$manifest missing: is LIBVIRTIO_BUILD_FUZZ=ON in the fuzz preset?"
+  manifest=$fuzz_build/fuzz/fuzzers.txt
+  [[ -f $manifest ]] || die "$manifest missing: is LIBVIRTIO_BUILD_FUZZ=ON in its preset?"
   mapfile -t fuzzers < <(grep -v '^$' "$manifest" | sort)
   if [[ ${#fuzzers[@]} -eq 0 ]]; then
     stage "fuzz: no fuzzers declared in fuzz/fuzz_list.cmake yet; nothing to run"
   fi
-  for fuzzer in "${fuzzers[@]}"; do
-    fuzzers_run=$((fuzzers_run + 1))
+  # run_fuzzer <path> <log>: one fuzzer for $fuzz_seconds, output to <log>.
+  run_fuzzer() {
+    local fuzzer=$1 log=$2 name corpus artifacts
     name=$(basename "$fuzzer")
-    corpus=build/fuzz/corpus/$name
-    artifacts=build/fuzz/artifacts/$name
+    corpus=$fuzz_build/corpus/$name
+    artifacts=$fuzz_build/artifacts/$name
     mkdir -p "$corpus" "$artifacts"
-    seeds=()
+    local seeds=()
     [[ -d fuzz/corpus/$name ]] && seeds=("fuzz/corpus/$name")
-    stage "fuzz: $name for ${fuzz_seconds}s (corpus $corpus)"
     # New inputs go to the first corpus dir (build/), seeds are read-only.
-    if ! ASAN_OPTIONS=detect_leaks=1 \
-         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-         "$fuzzer" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=4096 \
-           -print_final_stats=1 -artifact_prefix="$artifacts/" \
-           "$corpus" "${seeds[@]}"; then
-      die "fuzzer $name failed; reproducer(s) in $artifacts/:
-$(ls -1 "$artifacts" 2>/dev/null)
+    ASAN_OPTIONS=detect_leaks=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      "$fuzzer" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=4096 \
+        -print_final_stats=1 -artifact_prefix="$artifacts/" \
+        "$corpus" "${seeds[@]}" >"$log" 2>&1
+  }
+  # Fuzzers are single-threaded: run $LIBVIRTIO_JOBS of them at a time.
+  fuzz_logs=$(mktemp -d)
+  for ((i = 0; i < ${#fuzzers[@]}; i += LIBVIRTIO_JOBS)); do
+    batch=("${fuzzers[@]:i:LIBVIRTIO_JOBS}")
+    stage "fuzz: $(for f in "${batch[@]}"; do printf '%s ' "$(basename "$f")"; done)for ${fuzz_seconds}s each"
+    pids=()
+    for fuzzer in "${batch[@]}"; do
+      run_fuzzer "$fuzzer" "$fuzz_logs/$(basename "$fuzzer").log" &
+      pids+=($!)
+    done
+    for j in "${!batch[@]}"; do
+      fuzzer=${batch[j]}
+      name=$(basename "$fuzzer")
+      log=$fuzz_logs/$name.log
+      fuzzers_run=$((fuzzers_run + 1))
+      if ! wait "${pids[j]}"; then
+        wait  # let the rest of the batch finish before reporting
+        tail -n 60 "$log"
+        die "fuzzer $name failed (log above); reproducer(s) in $fuzz_build/artifacts/$name/:
+$(ls -1 "$fuzz_build/artifacts/$name" 2>/dev/null)
 rerun with: $fuzzer <reproducer>"
-    fi
+      fi
+      echo "$name: $(grep -E '^(stat::peak_rss_mb|Done )' "$log" | tr '\n' ' ')"
+    done
   done
+  rm -rf "$fuzz_logs"
 else
   stage "fuzz: skipped (--fuzz-seconds 0)"
 fi
