@@ -5,6 +5,7 @@
 libvirtio_add_bench(ring_bench ring_bench.cc)
 libvirtio_add_bench(blk_bench blk_bench.cc)
 libvirtio_add_bench(net_bench net_bench.cc)
+libvirtio_add_bench(net_one_way_bench net_one_way_bench.cc)
 # vhost-user-blk IOPS through libvirtio::vhost_user_frontend (defined later,
 # by glue/vhost-user/frontend; resolved at generate time).
 if(LIBVIRTIO_GLUE_VHOST_USER)

@@ -1,6 +1,7 @@
 // GuestMemoryMap: validation, lookup over many regions, overflow-safe bounds
 // checks at the edges of the 64-bit space, scatter translation across
-// adjacent regions, concurrent lookups; and DescriptorChain::Append errors.
+// adjacent regions, concurrent lookups; and DescriptorChain::Append errors
+// (and AssignSingle, its one-descriptor shortcut, against it).
 //
 // Many tests use fake host pointers (large made-up addresses) so that huge
 // guest regions cost nothing; such pointers are only compared, never
@@ -629,6 +630,70 @@ TEST_F(AppendTest, TooManySegments) {
   DescriptorChain none(0);
   EXPECT_EQ(none.Append(map_, 0x1000, 0, false), RingError::kNone);
   EXPECT_EQ(none.Append(map_, 0x1000, 1, false), RingError::kTooManySegments);
+}
+
+// AssignSingle(), the rings' path for a one-descriptor chain, must leave the
+// chain exactly as Reset() + Append() would, whatever state it was in.
+TEST_F(AppendTest, AssignSingleMatchesResetThenAppend) {
+  struct Case {
+    uint64_t addr;
+    uint32_t len;
+    bool writable;
+    uint32_t capacity;
+  };
+  const Case cases[] = {
+      {0x1800, 0x100, false, 8},              // inside one region
+      {0x1800, 0x100, true, 8},               // writable
+      {0x1800, 0, false, 8},                  // zero length
+      {0x1800, 0, true, 8},                   // zero length, writable
+      {0x1800, 0x2000, false, 8},             // three adjacent regions
+      {0x1800, 0x2000, true, 2},              // ... with room for two
+      {0x1800, 0x10, false, 0},               // no room at all
+      {0x1800, 0, false, 0},                  // no room, nothing to put
+      {0x3800, 0x801, false, 8},              // runs off the end
+      {0x80000000, 1, true, 8},               // in no region
+      {0x80000000, 0, false, 8},              // in no region, zero length
+      {kTop - 3, 8, false, 8},                // wraps the address space
+      {kTop - 7, 8, true, 8},                 // ends exactly at 2^64
+      {kTop - 8, 8, false, 8},                // last bytes before it
+      {0x100000000ull, UINT32_MAX, true, 8},  // the largest buffer
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message()
+                 << std::hex << "addr 0x" << c.addr << " len 0x" << c.len
+                 << " writable " << c.writable << " capacity " << c.capacity);
+    DescriptorChain want(c.capacity), got(c.capacity);
+    want.Reset();
+    const RingError want_error = want.Append(map_, c.addr, c.len, c.writable);
+    // Leave `got` dirty first: an error, segments, a token.
+    got.Reset();
+    got.Append(map_, 0x1000, 0x10, true);
+    got.Append(map_, 0x1000, 0x10, false);
+    got.set_token({7, 3});
+    EXPECT_EQ(got.AssignSingle(map_, c.addr, c.len, c.writable), want_error);
+    EXPECT_EQ(got.error(), want.error());
+    EXPECT_EQ(got.readable_bytes(), want.readable_bytes());
+    EXPECT_EQ(got.writable_bytes(), want.writable_bytes());
+    EXPECT_EQ(got.descriptor_count(), want.descriptor_count());
+    EXPECT_EQ(got.token().id, want.token().id);
+    EXPECT_EQ(got.token().ring_slots, want.token().ring_slots);
+    ASSERT_EQ(got.readable().size(), want.readable().size());
+    ASSERT_EQ(got.writable().size(), want.writable().size());
+    for (size_t i = 0; i < got.readable().size(); ++i) {
+      EXPECT_EQ(got.readable()[i].iov_base, want.readable()[i].iov_base);
+      EXPECT_EQ(got.readable()[i].iov_len, want.readable()[i].iov_len);
+    }
+    for (size_t i = 0; i < got.writable().size(); ++i) {
+      EXPECT_EQ(got.writable()[i].iov_base, want.writable()[i].iov_base);
+      EXPECT_EQ(got.writable()[i].iov_len, want.writable()[i].iov_len);
+    }
+    // What a later descriptor sees (a readable one after a writable one is
+    // misordered) is the same too, on a chain with room for it.
+    if (c.capacity > 0 && want.ok()) {
+      EXPECT_EQ(got.Append(map_, 0x1000, 0x10, false),
+                want.Append(map_, 0x1000, 0x10, false));
+    }
+  }
 }
 
 }  // namespace

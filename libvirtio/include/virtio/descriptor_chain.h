@@ -119,6 +119,50 @@ class DescriptorChain {
   }
   void set_token(UsedToken token) { token_ = token; }
 
+  // Reset() followed by Append() of one buffer, with the same result: the
+  // path of the common one-descriptor chain, which skips what cannot apply
+  // to a first descriptor and, when the buffer lies in one region, the
+  // scatter loop.
+  template <GuestMemory Mem>
+  [[gnu::always_inline]] inline RingError AssignSingle(const Mem& mem,
+                                                       uint64_t addr,
+                                                       uint32_t len,
+                                                       bool writable) {
+    num_readable_ = num_writable_ = 0;
+    readable_bytes_ = writable_bytes_ = 0;
+    descriptor_count_ = 1;
+    seen_writable_ = false;
+    token_ = {};
+    error_ = RingError::kNone;
+    if (addr + len < addr) return error_ = RingError::kBufferAddressOverflow;
+    uint32_t segments = 0;
+    uint8_t* host;
+    if (len != 0 && capacity_ != 0 &&
+        (host = mem.TranslateContiguous(addr, len)) != nullptr) [[likely]] {
+      segments_[0] = {host, len};
+      segments = 1;
+    } else {
+      const ScatterResult r =
+          mem.TranslateScatter(addr, len, segments_.get(), capacity_);
+      if (r.status == TranslateStatus::kOutOfRange) {
+        return error_ = RingError::kBufferOutOfRange;
+      }
+      if (r.status == TranslateStatus::kTooManySegments) {
+        return error_ = RingError::kTooManySegments;
+      }
+      segments = r.segments;
+    }
+    if (writable) {
+      seen_writable_ = true;
+      num_writable_ = segments;
+      writable_bytes_ = len;
+    } else {
+      num_readable_ = segments;
+      readable_bytes_ = len;
+    }
+    return RingError::kNone;
+  }
+
   // Appends one descriptor's buffer. Records (and returns) a chain error
   // instead of appending when the buffer is invalid; once a chain error is
   // recorded, further buffers are not translated (the ring still has to be

@@ -647,7 +647,14 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     }
     const uint64_t frame_len = c.readable_bytes() - net::kHeaderSize;
     net::Header& h = ps.tx_hdr;
-    c.CopyFromReadable(0, &h, sizeof h);
+    const iovec& first = c.readable()[0];
+    if (first.iov_len >= sizeof h) [[likely]] {
+      // A fixed-size copy the compiler inlines (the header and the frame
+      // usually share a descriptor).
+      std::memcpy(&h, first.iov_base, sizeof h);
+    } else {
+      c.CopyFromReadable(0, &h, sizeof h);
+    }
     if (frame_len < net::kEthHeaderLen || frame_len > net::kMaxFrameSize ||
         !ValidTxHeader(h, static_cast<uint32_t>(frame_len))) {
       ++ps.stats.tx_malformed;

@@ -128,52 +128,29 @@ class PackedQueue {
     if (in_flight_slots_ >= size_) {
       return Fail(RingError::kAvailIndexTooFarAhead);
     }
+    // Most chains are one descriptor (a transmitted packet with its header,
+    // an rx buffer): popped here without the walk, whose bookkeeping cost
+    // as much as the rest of a transmit.
+    if ((head_flags & (spec::kDescFlagNext | spec::kDescFlagIndirect)) == 0)
+        [[likely]] {
+      // The flags are the ones loaded with acquire above, not a second read.
+      const auto d = ReadOnce<spec::PackedDesc>(&ring_[next_avail_]);
+      chain.AssignSingle(*mem_, d.addr, d.len,
+                         head_flags & spec::kDescFlagWrite);
+      const uint16_t first = next_avail_;
+      if (++next_avail_ == size_) {
+        next_avail_ = 0;
+        avail_wrap_ = !avail_wrap_;
+      }
+      ++in_flight_slots_;
+      chain.set_token({d.id, 1});
+      if constexpr (kObserved) {
+        if (observer_ != nullptr) observer_->OnPop(chain, first, false);
+      }
+      return PopStatus::kChain;
+    }
     chain.Reset();
-    uint16_t pos = next_avail_;
-    bool wrap = avail_wrap_;
-    uint16_t flags = head_flags;
-    uint16_t slots = 0;
-    uint16_t id = 0;
-    for (;;) {
-      // Read the whole descriptor once; the head's flags are the ones
-      // loaded with acquire above, not a second read.
-      auto d = ReadOnce<spec::PackedDesc>(&ring_[pos]);
-      if (slots != 0) flags = d.flags;
-      ++slots;
-      if (++pos == size_) {
-        pos = 0;
-        wrap = !wrap;
-      }
-      if (flags & spec::kDescFlagIndirect) {
-        if (!indirect_) return Fail(RingError::kIndirectNotNegotiated);
-        if (flags & spec::kDescFlagNext) {
-          return Fail(RingError::kIndirectWithNext);
-        }
-        if (slots != 1) return Fail(RingError::kIndirectNotAtHead);
-        const RingError e = WalkIndirect(d.addr, d.len, chain);
-        if (e != RingError::kNone) return Fail(e);
-        id = d.id;
-        break;
-      }
-      chain.Append(*mem_, d.addr, d.len, flags & spec::kDescFlagWrite);
-      if ((flags & spec::kDescFlagNext) == 0) {
-        id = d.id;  // the buffer ID lives in the last descriptor (§2.8.6)
-        break;
-      }
-      // A chain cannot use more slots than the device has not yet taken.
-      if (slots >= size_ - in_flight_slots_) {
-        return Fail(RingError::kChainTooLong);
-      }
-    }
-    const uint16_t first = next_avail_;
-    next_avail_ = pos;
-    avail_wrap_ = wrap;
-    in_flight_slots_ += slots;
-    chain.set_token({id, slots});
-    if constexpr (kObserved) {
-      if (observer_ != nullptr) observer_->OnPop(chain, first, false);
-    }
-    return PopStatus::kChain;
+    return PopWalk(chain, head_flags);
   }
 
   // A hint for a device about to pop more (software pipelining, no effect
@@ -342,6 +319,57 @@ class PackedQueue {
     uint32_t first;
     uint16_t count;
   };
+
+  // Pop() of a chain of several descriptors or an indirect one: walks it
+  // from the head (available, `head_flags`, chain already reset).
+  [[gnu::noinline]] PopStatus PopWalk(DescriptorChain& chain,
+                                      uint16_t head_flags) {
+    uint16_t pos = next_avail_;
+    bool wrap = avail_wrap_;
+    uint16_t flags = head_flags;
+    uint16_t slots = 0;
+    uint16_t id = 0;
+    for (;;) {
+      // Read the whole descriptor once; the head's flags are the ones
+      // loaded with acquire above, not a second read.
+      auto d = ReadOnce<spec::PackedDesc>(&ring_[pos]);
+      if (slots != 0) flags = d.flags;
+      ++slots;
+      if (++pos == size_) {
+        pos = 0;
+        wrap = !wrap;
+      }
+      if (flags & spec::kDescFlagIndirect) {
+        if (!indirect_) return Fail(RingError::kIndirectNotNegotiated);
+        if (flags & spec::kDescFlagNext) {
+          return Fail(RingError::kIndirectWithNext);
+        }
+        if (slots != 1) return Fail(RingError::kIndirectNotAtHead);
+        const RingError e = WalkIndirect(d.addr, d.len, chain);
+        if (e != RingError::kNone) return Fail(e);
+        id = d.id;
+        break;
+      }
+      chain.Append(*mem_, d.addr, d.len, flags & spec::kDescFlagWrite);
+      if ((flags & spec::kDescFlagNext) == 0) {
+        id = d.id;  // the buffer ID lives in the last descriptor (§2.8.6)
+        break;
+      }
+      // A chain cannot use more slots than the device has not yet taken.
+      if (slots >= size_ - in_flight_slots_) {
+        return Fail(RingError::kChainTooLong);
+      }
+    }
+    const uint16_t first = next_avail_;
+    next_avail_ = pos;
+    avail_wrap_ = wrap;
+    in_flight_slots_ += slots;
+    chain.set_token({id, slots});
+    if constexpr (kObserved) {
+      if (observer_ != nullptr) observer_->OnPop(chain, first, false);
+    }
+    return PopStatus::kChain;
+  }
 
   // Pop() of the next chain given to Resubmit(), walked from the saved
   // descriptors with the same rules as a chain read from the ring. Its ring
