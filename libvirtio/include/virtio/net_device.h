@@ -979,8 +979,20 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     h.num_buffers = static_cast<uint16_t>(used);
     // Copy header + frame across the chains, returning each as it fills.
     Source src(h, p, options_.rx_keep_same_header);
-    uint64_t left = need;
-    for (uint32_t i = 0; i < used; ++i) {
+    bool copied = false;
+    if (used == 1 && p.iovcnt == 1 && p.iov[0].iov_len >= p.frame_len) {
+      // The usual case, one buffer's first segment taking the whole
+      // packet: header and frame land without the segment walk.
+      DescriptorChain& c = Stashed(ps, 0);
+      const absl::Span<const iovec> w = c.writable();
+      if (!w.empty() && w[0].iov_len >= need) [[likely]] {
+        src.CopyWhole(static_cast<uint8_t*>(w[0].iov_base));
+        ring.Push(c.token(), static_cast<uint32_t>(need));
+        copied = true;
+      }
+    }
+    uint64_t left = copied ? 0 : need;
+    for (uint32_t i = 0; i < used && !copied; ++i) {
       DescriptorChain& c = Stashed(ps, i);
       const uint64_t n = std::min<uint64_t>(c.writable_bytes(), left);
       uint64_t todo = n;
@@ -1016,6 +1028,16 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
    public:
     Source(const net::Header& h, const NetRxPacket& p, bool keep_same_header)
         : hdr_(h), p_(p), keep_same_header_(keep_same_header) {}
+    // Header and frame to `dst` at once, for a packet of one segment
+    // holding frame_len bytes and a destination with room for both.
+    void CopyWhole(uint8_t* dst) {
+      if (keep_same_header_) {
+        StoreHeaderUnlessSame(dst);
+      } else {
+        std::memcpy(dst, &hdr_, sizeof hdr_);
+      }
+      std::memcpy(dst + sizeof hdr_, p_.iov[0].iov_base, p_.frame_len);
+    }
     void Copy(uint8_t* dst, size_t n) {
       if (idx_ == 0 && off_ == 0 && n >= sizeof hdr_ && keep_same_header_) {
         StoreHeaderUnlessSame(dst);
