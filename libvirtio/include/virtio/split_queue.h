@@ -134,18 +134,10 @@ class SplitQueue {
     if (head >= size_) return Fail(RingError::kDescriptorIndexOutOfRange);
     ++next_avail_;
     ++in_flight_;
-    const auto d = ReadOnce<spec::SplitDesc>(desc_ + uint64_t{head} * 16);
-    if ((d.flags & (spec::kDescFlagNext | spec::kDescFlagIndirect)) == 0)
-        [[likely]] {
-      // A one-descriptor chain (most of them): no walk.
-      chain.AssignSingle(*mem_, d.addr, d.len, d.flags & spec::kDescFlagWrite);
-      chain.set_token({head, 1});
-    } else {
-      chain.Reset();
-      chain.set_token({head, 1});
-      const RingError e = WalkChain(head, chain);
-      if (e != RingError::kNone) return Fail(e);
-    }
+    chain.Reset();
+    chain.set_token({head, 1});
+    const RingError e = WalkChain(head, chain);
+    if (e != RingError::kNone) return Fail(e);
     if constexpr (kObserved) {
       if (observer_ != nullptr) observer_->OnPop(chain, position, false);
     }
