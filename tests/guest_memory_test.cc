@@ -632,8 +632,9 @@ TEST_F(AppendTest, TooManySegments) {
   EXPECT_EQ(none.Append(map_, 0x1000, 1, false), RingError::kTooManySegments);
 }
 
-// AssignSingle(), the rings' path for a one-descriptor chain, must leave the
-// chain exactly as Reset() + Append() would, whatever state it was in.
+// AssignSingle(), PackedQueue's path for a one-descriptor chain, must
+// leave the chain exactly as Reset() + Append() would, whatever state it
+// was in.
 TEST_F(AppendTest, AssignSingleMatchesResetThenAppend) {
   struct Case {
     uint64_t addr;
