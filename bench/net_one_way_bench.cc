@@ -9,8 +9,9 @@
 //     does: every iteration it makes 32 single-descriptor chains available
 //     (12-byte header + 64-byte frame, buffer IDs in ring order), then the
 //     device runs its transmit queue once (NetDevice::Notify) into NullNet,
-//     which drops what it is given. The driver checks the used side only for
-//     the batch's last buffer. Interrupts are suppressed, as a polling
+//     which drops what it is given. The driver checks only that the whole
+//     batch came back (the batch's first slot used on a packed ring,
+//     used->idx on a split one). Interrupts are suppressed, as a polling
 //     driver does. items_per_second counts packets.
 //   net_rx/<layout>/<in_order|out_of_order>
 //     The same driver posts 32 writable 1536-byte buffers per iteration; the
@@ -56,19 +57,25 @@ class RawDriver {
   RawDriver(virtio::testing::TestGuestMemory& mem, bool packed,
             uint32_t buffer_len, bool writable)
       : mem_(mem), packed_(packed), len_(buffer_len), writable_(writable) {
+    // A polling driver: no used-buffer notifications.
     if (packed) {
-      desc_ = mem.Alloc(kRing * sizeof(spec::PackedDesc), 16);
-      driver_ = mem.Alloc(4, 4);
-      device_ = mem.Alloc(4, 4);
-      // A polling driver: no used-buffer notifications.
-      const uint16_t disable = spec::kRingEventFlagsDisable;
-      mem.Write(driver_ + 2, &disable, 2);
+      desc_ =
+          mem.Alloc(spec::PackedDescRingSize(kRing), spec::kPackedDescAlign);
+      driver_ =
+          mem.Alloc(sizeof(spec::PackedEventSuppress), spec::kPackedEventAlign);
+      device_ =
+          mem.Alloc(sizeof(spec::PackedEventSuppress), spec::kPackedEventAlign);
+      const spec::PackedEventSuppress disable{
+          .off_wrap = 0, .flags = spec::kRingEventFlagsDisable};
+      mem.Write(driver_, &disable, sizeof disable);
     } else {
-      desc_ = mem.Alloc(kRing * 16, 16);
-      driver_ = mem.Alloc(6 + 2 * kRing, 2);
-      device_ = mem.Alloc(6 + 8 * kRing, 4);
-      const uint16_t no_interrupt = 1;  // VIRTQ_AVAIL_F_NO_INTERRUPT
-      mem.Write(driver_, &no_interrupt, 2);
+      desc_ = mem.Alloc(spec::SplitDescTableSize(kRing), spec::kSplitDescAlign);
+      driver_ =
+          mem.Alloc(spec::SplitAvailRingSize(kRing), spec::kSplitAvailAlign);
+      device_ =
+          mem.Alloc(spec::SplitUsedRingSize(kRing), spec::kSplitUsedAlign);
+      mem.Write(driver_, &spec::kAvailFlagNoInterrupt,
+                sizeof spec::kAvailFlagNoInterrupt);
     }
     for (uint32_t i = 0; i < kRing; ++i) {
       buf_[i] = mem.Alloc(len_, 64);
@@ -148,13 +155,12 @@ class RawDriver {
 
  private:
   void WriteSplitDesc(uint32_t i) {
-    struct {
-      uint64_t addr;
-      uint32_t len;
-      uint16_t flags, next;
-    } d{buf_[i], len_,
-        static_cast<uint16_t>(writable_ ? spec::kDescFlagWrite : 0), 0};
-    mem_.Write(desc_ + 16 * i, &d, sizeof d);
+    const spec::SplitDesc d{
+        .addr = buf_[i],
+        .len = len_,
+        .flags = static_cast<uint16_t>(writable_ ? spec::kDescFlagWrite : 0),
+        .next = 0};
+    mem_.Write(desc_ + sizeof d * i, &d, sizeof d);
   }
 
   virtio::testing::TestGuestMemory& mem_;

@@ -144,12 +144,7 @@ class DescriptorChain {
     } else {
       const ScatterResult r =
           mem.TranslateScatter(addr, len, segments_.get(), capacity_);
-      if (r.status == TranslateStatus::kOutOfRange) {
-        return error_ = RingError::kBufferOutOfRange;
-      }
-      if (r.status == TranslateStatus::kTooManySegments) {
-        return error_ = RingError::kTooManySegments;
-      }
+      if (r.status != TranslateStatus::kOk) return error_ = ScatterError(r);
       segments = r.segments;
     }
     if (writable) {
@@ -186,12 +181,7 @@ class DescriptorChain {
     const uint32_t used = num_readable_ + num_writable_;
     const ScatterResult r =
         mem.TranslateScatter(addr, len, segments_.get() + used, capacity_ - used);
-    if (r.status == TranslateStatus::kOutOfRange) {
-      return error_ = RingError::kBufferOutOfRange;
-    }
-    if (r.status == TranslateStatus::kTooManySegments) {
-      return error_ = RingError::kTooManySegments;
-    }
+    if (r.status != TranslateStatus::kOk) return error_ = ScatterError(r);
     if (writable) {
       seen_writable_ = true;
       num_writable_ += r.segments;
@@ -204,6 +194,13 @@ class DescriptorChain {
   }
 
  private:
+  // The chain error for a failed scatter translation.
+  static RingError ScatterError(const ScatterResult& r) {
+    return r.status == TranslateStatus::kTooManySegments
+               ? RingError::kTooManySegments
+               : RingError::kBufferOutOfRange;
+  }
+
   std::unique_ptr<iovec[]> segments_;
   uint32_t capacity_ = 0;
   uint32_t num_readable_ = 0;

@@ -991,20 +991,22 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
         copied = true;
       }
     }
-    uint64_t left = copied ? 0 : need;
-    for (uint32_t i = 0; i < used && !copied; ++i) {
-      DescriptorChain& c = Stashed(ps, i);
-      const uint64_t n = std::min<uint64_t>(c.writable_bytes(), left);
-      uint64_t todo = n;
-      for (const iovec& seg : c.writable()) {
-        if (todo == 0) break;
-        const size_t take =
-            static_cast<size_t>(std::min<uint64_t>(seg.iov_len, todo));
-        src.Copy(static_cast<uint8_t*>(seg.iov_base), take);
-        todo -= take;
+    if (!copied) {
+      uint64_t left = need;
+      for (uint32_t i = 0; i < used; ++i) {
+        DescriptorChain& c = Stashed(ps, i);
+        const uint64_t n = std::min<uint64_t>(c.writable_bytes(), left);
+        uint64_t todo = n;
+        for (const iovec& seg : c.writable()) {
+          if (todo == 0) break;
+          const size_t take =
+              static_cast<size_t>(std::min<uint64_t>(seg.iov_len, todo));
+          src.Copy(static_cast<uint8_t*>(seg.iov_base), take);
+          todo -= take;
+        }
+        ring.Push(c.token(), static_cast<uint32_t>(n));
+        left -= n;
       }
-      ring.Push(c.token(), static_cast<uint32_t>(n));
-      left -= n;
     }
     ps.rx_count -= used;
     // An empty stash restarts at its first chain, so a pair that delivers

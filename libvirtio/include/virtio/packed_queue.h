@@ -330,8 +330,8 @@ class PackedQueue {
     uint16_t slots = 0;
     uint16_t id = 0;
     for (;;) {
-      // Read the whole descriptor once; the head's flags are the ones
-      // loaded with acquire above, not a second read.
+      // Read the whole descriptor once; the head's flags are the ones Pop()
+      // loaded with acquire, not a second read.
       auto d = ReadOnce<spec::PackedDesc>(&ring_[pos]);
       if (slots != 0) flags = d.flags;
       ++slots;
