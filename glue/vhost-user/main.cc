@@ -42,8 +42,9 @@ ABSL_FLAG(uint32_t, poll_us, 50,
           "worker keeps polling its rings for this many microseconds before "
           "it sleeps (saves the wake-up when the next request comes soon; "
           "the window shrinks while the worker gets less than its share of "
-          "the CPU; 0: sleep at once, best when requests come further apart "
-          "than this and the cores are busy, e.g. a guest under TCG)");
+          "the CPU; 0: sleep at once, which can do better when requests "
+          "come further apart than this and the cores are busy, e.g. a "
+          "guest under TCG)");
 ABSL_FLAG(bool, no_packed, false,
           "never offer packed rings (same as packed=off in --device)");
 
