@@ -149,6 +149,10 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view arg) {
             kLastDeviceIrq));
       }
       spec.irq = static_cast<uint32_t>(*n);
+    } else if (key == "packed") {
+      absl::StatusOr<bool> b = ParseBool(key, value);
+      if (!b.ok()) return b.status();
+      spec.packed = *b;
     } else if (key == "path" && spec.type == "blk") {
       spec.path = std::string(value);
     } else if (key == "readonly" && spec.type == "blk") {
@@ -358,6 +362,7 @@ std::string FormatPlacement(const Placement& p, const DeviceSpec& spec) {
     s += ",backend=" + spec.backend;
     if (!spec.path.empty()) s += "=" + spec.path;
   }
+  if (!spec.packed) s += ",packed=off";
   if (p.transport == TransportKind::kMmio) {
     s += absl::StrFormat(",transport=mmio,addr=0x%x,irq=%u", p.mmio_addr,
                          p.irq);

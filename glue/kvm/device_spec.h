@@ -11,7 +11,8 @@
 // `addr=` pins the guest-visible address: a virtio-mmio base (hex, e.g.
 // 0xd0000000) or a PCI function "bus:slot.fn" (e.g. 00:03.0, which implies
 // transport=pci). `irq=` pins the interrupt line (IOAPIC pin / GSI 5..23;
-// for PCI the INTx line). Anything not given is assigned by ResolvePlacement
+// for PCI the INTx line). `packed=off` offers the split ring only (every
+// type). Anything not given is assigned by ResolvePlacement
 // in command-line order, and FormatPlacement prints the result as `--device`
 // arguments a user can paste back to keep the layout stable.
 #ifndef LIBVIRTIO_GLUE_KVM_DEVICE_SPEC_H_
@@ -47,6 +48,9 @@ struct DeviceSpec {
   std::optional<uint64_t> mmio_addr;
   std::optional<PciAddress> pci_addr;
   std::optional<uint32_t> irq;
+  // Offer VIRTIO_F_RING_PACKED (a driver that supports both, as Linux does,
+  // takes the packed ring when offered).
+  bool packed = true;
   // blk: the image; console: the socket or file of backend=socket/file
   std::string path;
   bool readonly = false;

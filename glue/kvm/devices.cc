@@ -23,11 +23,13 @@ using namespace slots;  // NOLINT
 template <typename Traits>
 Factory<typename Traits::Interrupt, virtio::RngDevice<Traits>> RngFactory(
     const DeviceSpec& spec) {
-  return [name = spec.id](const virtio::GuestMemoryMap& mem,
-                          typename Traits::Interrupt& irq)
+  return [name = spec.id, packed = spec.packed](
+             const virtio::GuestMemoryMap& mem,
+             typename Traits::Interrupt& irq)
              -> absl::StatusOr<std::unique_ptr<virtio::RngDevice<Traits>>> {
     return std::make_unique<virtio::RngDevice<Traits>>(
-        mem, irq, virtio::RngOptions{.name = name});
+        mem, irq,
+        virtio::RngOptions{.ring = {.packed = packed}, .name = name});
   };
 }
 
@@ -35,14 +37,15 @@ template <typename Traits>
 Factory<typename Traits::Interrupt, virtio::BlkDevice<Traits, virtio::UringDisk>>
 BlkFactory(const DeviceSpec& spec, virtio::UringDisk& disk) {
   using Dev = virtio::BlkDevice<Traits, virtio::UringDisk>;
-  return [&disk, name = spec.id, queues = spec.queues](const virtio::GuestMemoryMap& mem,
-                                 typename Traits::Interrupt& irq)
+  return [&disk, name = spec.id, queues = spec.queues, packed = spec.packed](
+             const virtio::GuestMemoryMap& mem, typename Traits::Interrupt& irq)
              -> absl::StatusOr<std::unique_ptr<Dev>> {
     return Dev::Create(mem, irq, disk,
                        virtio::BlkDeviceOptions{.name = name,
                                                 .num_queues = queues,
                                                 .queue_size = 128,
-                                                .serial = name.substr(0, 20)});
+                                                .serial = name.substr(0, 20),
+                                                .ring = {.packed = packed}});
   };
 }
 

@@ -128,11 +128,13 @@ using Console = virtio::ConsoleDevice<Traits, AnyConsoleBackend>;
 template <typename Traits>
 Factory<typename Traits::Interrupt, Console<Traits>> ConsoleFactory(
     const DeviceSpec& spec, AnyConsoleBackend& backend) {
-  return [&backend, name = spec.id](const virtio::GuestMemoryMap& mem,
-                                    typename Traits::Interrupt& irq)
+  return [&backend, name = spec.id, packed = spec.packed](
+             const virtio::GuestMemoryMap& mem,
+             typename Traits::Interrupt& irq)
              -> absl::StatusOr<std::unique_ptr<Console<Traits>>> {
-    return Console<Traits>::Create(mem, irq, {&backend},
-                                   virtio::ConsoleOptions{.name = name});
+    return Console<Traits>::Create(
+        mem, irq, {&backend},
+        virtio::ConsoleOptions{.ring = {.packed = packed}, .name = name});
   };
 }
 

@@ -25,12 +25,13 @@ using Net = virtio::NetDevice<Traits, Backend>;
 template <typename Traits, typename Backend>
 Factory<typename Traits::Interrupt, Net<Traits, Backend>> NetFactory(
     const DeviceSpec& spec, Backend& backend) {
-  return [&backend, name = spec.id](const virtio::GuestMemoryMap& mem,
-                                    typename Traits::Interrupt& irq)
+  return [&backend, name = spec.id, packed = spec.packed](
+             const virtio::GuestMemoryMap& mem,
+             typename Traits::Interrupt& irq)
              -> absl::StatusOr<std::unique_ptr<Net<Traits, Backend>>> {
-    return Net<Traits, Backend>::Create(
-        mem, irq, backend,
-        virtio::NetDeviceOptions{.name = name, .queue_size = 256});
+    virtio::NetDeviceOptions options{.name = name, .queue_size = 256};
+    options.ring.packed = packed;
+    return Net<Traits, Backend>::Create(mem, irq, backend, options);
   };
 }
 

@@ -1,16 +1,25 @@
 // virtio-kvm — a minimal KVM VMM that embeds libvirtio.
 //
-// Runs a flat 32-bit protected-mode guest (an ELF32 or a raw binary) with
+// Runs either an unmodified x86-64 Linux kernel (a bzImage or a vmlinux,
+// booted through the 64-bit boot protocol: linux_boot.h) or the project's
+// flat 32-bit protected-mode test guest (an ELF32 or a raw binary), with
 // virtio-mmio and/or virtio-pci devices served by the library:
 //
+//   virtio-kvm --kernel bzImage --initrd initrd.img --cmdline '...'
+//       --cpus 2 --mem 512 --device blk,path=disk.img,transport=pci ...
 //   virtio-kvm --kernel guest.elf --mem 32
 //       --device rng --device blk,path=disk.img,transport=pci
 //       [--transport mmio|pci] [--guest-flags packed,hostile,intx,poll,
 //       no-event-idx] [--timeout 60] [--print-placement]
 //
-// The guest writes to the 8250 UART at 0x3f8 (copied to stdout) and reports
-// its result through the exit port 0xf4 (boot_info.h). Exit status:
-//   0 the guest reported success      1 the guest reported failures
+// The platform: a 16550A UART at 0x3f8 (IRQ 4; output to stdout), the CMOS
+// RTC, the in-kernel PIC/IOAPIC/LAPIC (and PIT for Linux), PCI through
+// configuration mechanism #1, an MP table for Linux. A guest reports its
+// result through the exit port 0xf4 (boot_info.h); a guest reset (port
+// 0xcf9 or the keyboard controller's reset command) ends the run like a
+// power-off. Exit status:
+//   0 the guest reported success or reset itself
+//   1 the guest reported failures
 //   2 timeout                         3 the guest crashed (triple fault, ...)
 //   4 usage or setup error            77 KVM unavailable (tests skip)
 #include <elf.h>
@@ -20,16 +29,18 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <future>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -38,10 +49,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "boot_info.h"
+#include "cmos_rtc.h"
 #include "device_spec.h"
 #include "devices.h"
 #include "io_thread.h"
+#include "linux_boot.h"
 #include "pci_bus.h"
+#include "uart16550.h"
 #include "virtio/log.h"
 #include "vm.h"
 
@@ -59,7 +73,11 @@ enum ExitCode : int {
 
 struct Options {
   std::string kernel;
-  uint64_t mem_mib = 32;
+  std::string initrd;
+  std::string cmdline;
+  bool cmdline_given = false;
+  int cpus = 1;
+  uint64_t mem_mib = 0;  // 0: 32 for the test guest, 512 for Linux
   std::vector<DeviceSpec> devices;
   TransportKind default_transport = TransportKind::kMmio;
   uint32_t guest_flags = 0;
@@ -68,18 +86,43 @@ struct Options {
   bool irq_line_ioctl = false;
 };
 
-void Usage() {
+// What Linux needs on this platform: the serial console, no firmware
+// tables to look for, a reset that reaches the VMM at once (port 0xcf9)
+// and a panic that ends the run instead of hanging until the timeout.
+constexpr char kDefaultCmdline[] =
+    "console=ttyS0 reboot=pci panic=-1 acpi=off";
+
+void Usage(FILE* f) {
   std::fprintf(
-      stderr,
-      "usage: virtio-kvm --kernel GUEST [--mem MiB] [--device SPEC]...\n"
+      f,
+      "usage: virtio-kvm --kernel IMAGE [--initrd FILE] [--cmdline TEXT]\n"
+      "         [--cpus N] [--mem MiB] [--device SPEC]...\n"
       "         [--transport mmio|pci] [--guest-flags FLAG,...] [--timeout S]\n"
       "         [--print-placement] [--irq-mode irqfd|line]\n"
+      "  IMAGE: an x86-64 Linux kernel (bzImage, e.g. /boot/vmlinuz-*, or an\n"
+      "         uncompressed ELF vmlinux), booted through the 64-bit boot\n"
+      "         protocol; or the 32-bit test guest (ELF32 or raw binary).\n"
+      "  --initrd FILE    Linux: the initramfs, placed at the top of RAM\n"
+      "  --cmdline TEXT   Linux: the kernel command line (default: \"%s\";\n"
+      "                   give console=ttyS0 for a console, reboot=pci so that\n"
+      "                   'reboot -f' ends the run at once). Alias: --append\n"
+      "  --cpus N         vCPUs, 1..%d (default 1); Linux finds them in the\n"
+      "                   MP table\n"
+      "  --mem MiB        guest RAM, 4..3072 (default 32; 512 for Linux)\n"
+      "  Linux sees virtio-pci devices (Debian's kernel cannot be told about\n"
+      "  virtio-mmio devices on its command line); give transport=pci or\n"
+      "  --transport pci. A Linux guest ends the run with 'reboot -f' (exit\n"
+      "  0) or by writing its failure count to port 0xf4 through /dev/port.\n"
       "  SPEC: rng[,id=ID][,transport=mmio|pci][,addr=BASE|BB:SS.F][,irq=N]\n"
       "        blk,path=FILE[,readonly=on][,queues=N][,id=...][,transport=...]"
       "[,addr=...][,irq=N]\n"
       "        net[,backend=loopback|tap][,ifname=NAME][,id=...]...\n"
       "        console[,backend=stdio|pty|socket=PATH|file=PATH][,id=...]...\n"
-      "  FLAG: packed no-event-idx hostile poll intx (passed to the guest)\n");
+      "  FLAG: packed no-event-idx hostile poll intx (passed to the test\n"
+      "        guest)\n"
+      "Exit status: 0 pass (or the guest reset itself), 1 guest-reported\n"
+      "failures, 2 timeout, 3 guest crash, 4 usage/setup error, 77 no KVM.\n",
+      kDefaultCmdline, Vm::kMaxVcpus);
 }
 
 absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
@@ -97,13 +140,24 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       continue;
     }
     if (a == "--help" || a == "-h") {
-      Usage();
+      Usage(stdout);
       std::exit(0);
     }
     absl::StatusOr<std::string> v = value();
     if (!v.ok()) return v.status();
     if (a == "--kernel") {
       o.kernel = *v;
+    } else if (a == "--initrd") {
+      o.initrd = *v;
+    } else if (a == "--cmdline" || a == "--append") {
+      o.cmdline = *v;
+      o.cmdline_given = true;
+    } else if (a == "--cpus") {
+      if (!absl::SimpleAtoi(*v, &o.cpus) || o.cpus < 1 ||
+          o.cpus > Vm::kMaxVcpus) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("--cpus: 1..%d", Vm::kMaxVcpus));
+      }
     } else if (a == "--mem") {
       if (!absl::SimpleAtoi(*v, &o.mem_mib) || o.mem_mib < 4 ||
           o.mem_mib > 3072) {
@@ -204,61 +258,106 @@ absl::StatusOr<uint32_t> LoadGuest(const std::string& path, Vm& vm) {
   return kGuestLoadAddr;
 }
 
-// Output-only 8250: THR writes go to stdout a line at a time; LSR says the
-// transmitter is always empty; everything else reads 0.
-class Uart {
- public:
-  static bool Claims(uint16_t port) { return port >= kUartPort && port < kUartPort + 8; }
-  uint32_t Read(uint16_t port) { return port == kUartPort + 5 ? 0x60 : 0; }
-  void Write(uint16_t port, uint8_t value) {
-    if (port != kUartPort) return;  // IER, LCR, MCR, divisor: accepted
-    line_.push_back(static_cast<char>(value));
-    if (value == '\n' || line_.size() >= 4096) Flush();
-  }
-  // write(2), not stdio: a console backend on stdout makes fd 1
-  // O_NONBLOCK, so EAGAIN is waited out here instead of losing output.
-  void Flush() {
-    size_t done = 0;
-    while (done < line_.size()) {
-      const ssize_t n = write(1, line_.data() + done, line_.size() - done);
-      if (n > 0) {
-        done += static_cast<size_t>(n);
-      } else if (n < 0 && errno == EAGAIN) {
-        pollfd p{1, POLLOUT, 0};
-        (void)poll(&p, 1, 100);
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else {
-        break;
-      }
+// Writes guest console output to stdout. write(2), not stdio: a console
+// backend on stdout makes fd 1 O_NONBLOCK, so EAGAIN is waited out here
+// instead of losing output.
+void WriteStdout(std::string_view text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = write(1, text.data() + done, text.size() - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EAGAIN) {
+      pollfd p{1, POLLOUT, 0};
+      (void)poll(&p, 1, 100);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;
     }
-    line_.clear();
   }
+}
 
- private:
-  std::string line_;
-};
+// Legacy ports Linux probes on a PC and that this platform leaves empty:
+// reads return all ones ("nothing here") without a guest-error line.
+bool IsAbsentLegacyPort(uint16_t port) {
+  return (port >= 0x60 && port <= 0x64) ||    // i8042 keyboard controller
+         (port >= 0x2f8 && port <= 0x2ff) ||  // COM2
+         (port >= 0x3e8 && port <= 0x3ef) ||  // COM3
+         (port >= 0x2e8 && port <= 0x2ef) ||  // COM4
+         (port >= 0x378 && port <= 0x37f) ||  // LPT1
+         (port >= 0x3b0 && port <= 0x3df) ||  // VGA
+         (port >= 0x1f0 && port <= 0x1f7) ||  // IDE
+         (port >= 0x170 && port <= 0x177) ||
+         port == 0x3f6 || port == 0x376 ||
+         (port >= 0x510 && port <= 0x51b) ||  // QEMU fw_cfg
+         port == 0x87 || port == 0x80 ||      // DMA page, POST
+         (port >= 0x40 && port <= 0x43) ||    // PIT (when not in the kernel)
+         port == 0x61 ||                      // speaker gate (idem)
+         port == 0x20 || port == 0x21 || port == 0xa0 || port == 0xa1 ||
+         port == 0x4d0 || port == 0x4d1 ||    // ELCR
+         port == 0xcf9 || port == 0x92;
+}
 
 class Machine {
  public:
   Machine(Vm& vm, std::vector<std::unique_ptr<VmmDevice>>& devices, PciBus& bus)
-      : vm_(vm), devices_(devices), bus_(bus) {}
+      : vm_(vm),
+        devices_(devices),
+        bus_(bus),
+        uart_(Uart16550::kCom1,
+              [&vm](bool level) {
+                vm.SetIrqLineLevel(Uart16550::kCom1Irq, level);
+              },
+              [this](std::string_view line) {
+                // A panicking Linux resets the machine (panic=-1): that
+                // reset must not read as a clean power-off.
+                if (line.find("Kernel panic") != std::string_view::npos) {
+                  panic_seen_.store(true);
+                }
+                WriteStdout(line);
+              }) {}
 
-  // The vCPU loop. Returns the exit code.
-  int Run() {
-    kvm_run* run = vm_.run();
+  // The loop of vCPU `cpu`. Returns the exit code; the first vCPU to end
+  // the run stops the others.
+  int Run(int cpu) {
+    const int code = Loop(cpu);
+    Finish(code);
+    return code;
+  }
+
+  // Ends the run from outside (timeout): every vCPU leaves KVM_RUN.
+  void RequestStop() { Finish(kExitTimeout); }
+  bool stopped() const { return stop_.load(); }
+  int result() const { return result_.load(); }
+  void FlushUart() {
+    std::lock_guard<std::mutex> lock(pio_mu_);
+    uart_.Flush();
+  }
+
+ private:
+  void Finish(int code) {
+    int expected = -1;
+    result_.compare_exchange_strong(expected, code);
+    stop_.store(true);
+    for (int i = 0; i < vm_.num_vcpus(); ++i) vm_.run(i)->immediate_exit = 1;
+  }
+
+  int Loop(int cpu) {
+    kvm_run* run = vm_.run(cpu);
+    const int fd = vm_.vcpu_fd(cpu);
     for (;;) {
       if (stop_.load()) return kExitTimeout;
-      if (ioctl(vm_.vcpu_fd(), KVM_RUN, 0) < 0) {
+      if (ioctl(fd, KVM_RUN, 0) < 0) {
         if (errno == EINTR || errno == EAGAIN) continue;
-        virtio::Logf(virtio::LogLevel::kError, "vmm: KVM_RUN: %s",
+        virtio::Logf(virtio::LogLevel::kError, "vmm: vcpu%d: KVM_RUN: %s", cpu,
                      strerror(errno));
         return kExitCrash;
       }
       switch (run->exit_reason) {
         case KVM_EXIT_IO:
           vm_.stats().pio_exits.fetch_add(1, std::memory_order_relaxed);
-          if (HandleIo(run)) return result_;
+          if (std::optional<int> end = HandleIo(run)) return *end;
           break;
         case KVM_EXIT_MMIO:
           vm_.stats().mmio_exits.fetch_add(1, std::memory_order_relaxed);
@@ -267,37 +366,40 @@ class Machine {
         case KVM_EXIT_INTR:
           break;
         case KVM_EXIT_HLT:
-          virtio::Log(virtio::LogLevel::kError,
-                      "vmm: guest halted with interrupts off");
+          virtio::Logf(virtio::LogLevel::kError,
+                       "vmm: vcpu%d halted with interrupts off", cpu);
           return kExitCrash;
         case KVM_EXIT_SHUTDOWN:
           virtio::Logf(virtio::LogLevel::kError,
                        "vmm: guest shut down (triple fault): %s",
-                       vm_.DumpRegisters());
+                       vm_.DumpRegisters(cpu));
           return kExitCrash;
         case KVM_EXIT_FAIL_ENTRY:
           virtio::Logf(virtio::LogLevel::kError,
-                       "vmm: KVM entry failed, reason 0x%x",
+                       "vmm: vcpu%d: KVM entry failed, reason 0x%x", cpu,
                        run->fail_entry.hardware_entry_failure_reason);
           return kExitCrash;
         case KVM_EXIT_INTERNAL_ERROR:
           virtio::Logf(virtio::LogLevel::kError,
                        "vmm: KVM internal error, suberror %u: %s",
-                       run->internal.suberror, vm_.DumpRegisters());
+                       run->internal.suberror, vm_.DumpRegisters(cpu));
           return kExitCrash;
+        case KVM_EXIT_SYSTEM_EVENT:
+          virtio::Logf(virtio::LogLevel::kInfo,
+                       "vmm: guest system event %u: ending the run",
+                       run->system_event.type);
+          return run->system_event.type == KVM_SYSTEM_EVENT_CRASH
+                     ? kExitCrash
+                     : kExitPass;
         default:
           virtio::Logf(virtio::LogLevel::kError,
                        "vmm: unexpected exit reason %u: %s", run->exit_reason,
-                       vm_.DumpRegisters());
+                       vm_.DumpRegisters(cpu));
           return kExitCrash;
       }
     }
   }
 
-  void RequestStop() { stop_.store(true); }
-  void FlushUart() { uart_.Flush(); }
-
- private:
   template <typename... Args>
   void GuestError(const absl::FormatSpec<Args...>& f, const Args&... args) {
     if (errors_.Allow()) {
@@ -306,47 +408,67 @@ class Machine {
     }
   }
 
-  // True when the guest reported its result.
-  bool HandleIo(kvm_run* run) {
+  // A value when the guest ended the run (its exit code).
+  std::optional<int> HandleIo(kvm_run* run) {
     uint8_t* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
     const uint16_t port = run->io.port;
     const uint32_t size = run->io.size;
+    std::lock_guard<std::mutex> lock(pio_mu_);
     for (uint32_t i = 0; i < run->io.count; ++i, data += size) {
       uint32_t value = 0;
       if (run->io.direction == KVM_EXIT_IO_OUT) {
         std::memcpy(&value, data, size);
         if (port == kExitPort) {
           uart_.Flush();
-          result_ = value == 0 ? kExitPass : kExitGuestFail;
           virtio::Logf(virtio::LogLevel::kInfo,
                        "vmm: guest reported %s (0x%x)",
                        value == 0 ? "success" : "failure", value);
-          return true;
+          return value == 0 ? kExitPass : kExitGuestFail;
         }
-        if (Uart::Claims(port)) {
+        if (IsResetRequest(port, value)) {
+          uart_.Flush();
+          if (panic_seen_.load()) {
+            virtio::Log(virtio::LogLevel::kError,
+                        "vmm: the guest kernel panicked and reset the machine");
+            return kExitCrash;
+          }
+          virtio::Log(virtio::LogLevel::kInfo,
+                      "vmm: the guest reset the machine: ending the run");
+          return kExitPass;
+        }
+        if (uart_.Claims(port)) {
           uart_.Write(port, static_cast<uint8_t>(value));
+        } else if (CmosRtc::Claims(port)) {
+          rtc_.Write(port, static_cast<uint8_t>(value));
         } else if (PciBus::Claims(port)) {
           bus_.PortWrite(port, size, value);
-        } else if (port != 0x80 && port != 0x20 && port != 0x21 &&
-                   port != 0xa0 && port != 0xa1) {
-          // 0x80 is the POST/delay port; the PICs are in the kernel but a
-          // write can still land here if the irqchip is absent.
+        } else if (!IsAbsentLegacyPort(port)) {
           GuestError("write of 0x%x (%u bytes) to unhandled port 0x%x", value,
                      size, port);
         }
       } else {
-        if (Uart::Claims(port)) {
+        if (uart_.Claims(port)) {
           value = uart_.Read(port);
+        } else if (CmosRtc::Claims(port)) {
+          value = rtc_.Read(port);
         } else if (PciBus::Claims(port)) {
           value = bus_.PortRead(port, size);
         } else {
           value = 0xffffffff;
-          GuestError("read (%u bytes) of unhandled port 0x%x", size, port);
+          if (!IsAbsentLegacyPort(port)) {
+            GuestError("read (%u bytes) of unhandled port 0x%x", size, port);
+          }
         }
         std::memcpy(data, &value, size);
       }
     }
-    return false;
+    return std::nullopt;
+  }
+
+  // The PC's two ways to reset: the reset control register (0xcf9, bit 2)
+  // and the keyboard controller's pulse-reset command (0xfe to 0x64).
+  static bool IsResetRequest(uint16_t port, uint32_t value) {
+    return (port == 0xcf9 && (value & 0x4)) || (port == 0x64 && value == 0xfe);
   }
 
   void HandleMmio(kvm_run* run) {
@@ -378,10 +500,15 @@ class Machine {
 
   Vm& vm_;
   std::vector<std::unique_ptr<VmmDevice>>& devices_;
+  // Port I/O from any vCPU: the UART, the RTC and the PCI configuration
+  // address register are shared state.
+  std::mutex pio_mu_;
   PciBus& bus_;
-  Uart uart_;
+  Uart16550 uart_;
+  CmosRtc rtc_;
   std::atomic<bool> stop_{false};
-  int result_ = kExitCrash;
+  std::atomic<bool> panic_seen_{false};
+  std::atomic<int> result_{-1};
   virtio::GuestErrorLimiter errors_;
 };
 
@@ -395,6 +522,11 @@ void LogToStderr(virtio::LogLevel level, std::string_view msg) {
 
 void NoopSignal(int) {}
 
+int SetupError(const absl::Status& s) {
+  std::fprintf(stderr, "virtio-kvm: %s\n", std::string(s.message()).c_str());
+  return kExitSetup;
+}
+
 int Main(int argc, char** argv) {
   virtio::SetLogSink(LogToStderr);
   // A console backend on a closed stdout pipe must not kill the VMM.
@@ -402,20 +534,46 @@ int Main(int argc, char** argv) {
   absl::StatusOr<Options> opts = ParseArgs(argc, argv);
   if (!opts.ok()) {
     std::fprintf(stderr, "virtio-kvm: %s\n", std::string(opts.status().message()).c_str());
-    Usage();
-    return kExitSetup;
-  }
-  const uint64_t ram_size = opts->mem_mib << 20;
-  absl::StatusOr<std::vector<Placement>> placements = ResolvePlacement(
-      opts->devices, {.ram_size = ram_size,
-                      .default_transport = opts->default_transport});
-  if (!placements.ok()) {
-    std::fprintf(stderr, "virtio-kvm: %s\n",
-                 std::string(placements.status().message()).c_str());
+    Usage(stderr);
     return kExitSetup;
   }
 
-  absl::StatusOr<std::unique_ptr<Vm>> vm_or = Vm::Create(ram_size);
+  // Which kind of guest: decides the RAM default and the platform.
+  std::vector<uint8_t> kernel_image;
+  bool linux_guest = false;
+  if (!opts->kernel.empty()) {
+    absl::StatusOr<std::vector<uint8_t>> k =
+        ReadBootFile(opts->kernel, "kernel", uint64_t{1} << 30);
+    if (!k.ok()) return SetupError(k.status());
+    kernel_image = *std::move(k);
+    linux_guest = LooksLikeLinux(kernel_image);
+  }
+  if (!linux_guest && (!opts->initrd.empty() || opts->cmdline_given)) {
+    return SetupError(absl::InvalidArgumentError(
+        "--initrd and --cmdline are for a Linux kernel; --kernel is not one "
+        "(expected a bzImage or an x86-64 ELF vmlinux)"));
+  }
+  if (linux_guest && opts->guest_flags != 0) {
+    return SetupError(absl::InvalidArgumentError(
+        "--guest-flags is for the test guest, not for a Linux kernel"));
+  }
+  if (opts->mem_mib == 0) opts->mem_mib = linux_guest ? 512 : 32;
+  const uint64_t ram_size = opts->mem_mib << 20;
+  std::vector<uint8_t> initrd;
+  if (!opts->initrd.empty()) {
+    absl::StatusOr<std::vector<uint8_t>> r =
+        ReadBootFile(opts->initrd, "initramfs", ram_size);
+    if (!r.ok()) return SetupError(r.status());
+    initrd = *std::move(r);
+  }
+
+  absl::StatusOr<std::vector<Placement>> placements = ResolvePlacement(
+      opts->devices, {.ram_size = ram_size,
+                      .default_transport = opts->default_transport});
+  if (!placements.ok()) return SetupError(placements.status());
+
+  absl::StatusOr<std::unique_ptr<Vm>> vm_or = Vm::Create(
+      {.ram_bytes = ram_size, .vcpus = opts->cpus, .pit = linux_guest});
   if (!vm_or.ok()) {
     std::fprintf(stderr, "virtio-kvm: KVM unavailable: %s\n",
                  std::string(vm_or.status().message()).c_str());
@@ -441,10 +599,10 @@ int Main(int argc, char** argv) {
     devices.push_back(*std::move(d));
   }
   if (absl::Status s = PlaceBars(*placements, bar_sizes); !s.ok()) {
-    std::fprintf(stderr, "virtio-kvm: %s\n", std::string(s.message()).c_str());
-    return kExitSetup;
+    return SetupError(s);
   }
   PciBus bus;
+  std::vector<PciIntxRoute> pci_intx;
   for (size_t i = 0; i < devices.size(); ++i) {
     VmmDevice& d = *devices[i];
     if ((*placements)[i].transport != TransportKind::kPci) continue;
@@ -456,6 +614,7 @@ int Main(int argc, char** argv) {
                 .write = [&d](uint32_t off, uint32_t size, uint32_t v) {
                   d.PciConfigWrite(off, size, v);
                 }});
+    pci_intx.push_back({.slot = d.placement().pci.slot, .gsi = d.placement().irq});
   }
   if (opts->print_placement) {
     for (size_t i = 0; i < devices.size(); ++i) {
@@ -466,34 +625,59 @@ int Main(int argc, char** argv) {
     if (opts->kernel.empty()) return kExitPass;
   }
 
-  absl::StatusOr<uint32_t> entry = LoadGuest(opts->kernel, vm);
-  if (!entry.ok()) {
-    std::fprintf(stderr, "virtio-kvm: %s\n",
-                 std::string(entry.status().message()).c_str());
-    return kExitSetup;
-  }
-  BootInfo info{};
-  info.magic = kBootInfoMagic;
-  info.version = kBootInfoVersion;
-  info.flags = opts->guest_flags;
-  info.ram_size = static_cast<uint32_t>(ram_size);
-  info.num_devices = static_cast<uint32_t>(devices.size());
-  for (size_t i = 0; i < devices.size(); ++i) {
-    const Placement& p = devices[i]->placement();
-    BootDevice& b = info.devices[i];
-    b.transport = p.transport == TransportKind::kMmio ? kBootMmio : kBootPci;
-    b.device_id = devices[i]->device_id();
-    b.addr = static_cast<uint32_t>(p.transport == TransportKind::kMmio
-                                       ? p.mmio_addr
-                                       : p.bar_addr);
-    b.pci_bdf = p.transport == TransportKind::kPci ? p.pci.bdf() : 0;
-    b.irq = p.irq;
-    b.flags = opts->devices[i].readonly ? kDeviceReadOnly : 0;
-  }
-  std::memcpy(vm.ram() + kBootInfoAddr, &info, sizeof info);
-  if (absl::Status s = vm.EnterProtectedMode(*entry, kGuestLoadAddr); !s.ok()) {
-    std::fprintf(stderr, "virtio-kvm: %s\n", s.ToString().c_str());
-    return kExitSetup;
+  if (linux_guest) {
+    if (std::any_of(devices.begin(), devices.end(), [](const auto& d) {
+          return d->placement().transport == TransportKind::kMmio;
+        })) {
+      virtio::Log(virtio::LogLevel::kWarning,
+                  "vmm: a Linux guest cannot discover virtio-mmio devices on "
+                  "this platform (no ACPI, no device tree): use transport=pci");
+    }
+    absl::StatusOr<LinuxEntry> entry = LoadLinux(
+        {.kernel = std::move(kernel_image),
+         .initrd = std::move(initrd),
+         .cmdline = opts->cmdline_given ? opts->cmdline : kDefaultCmdline,
+         .vcpus = opts->cpus,
+         .pci_intx = pci_intx},
+        absl::Span<uint8_t>(vm.ram(), vm.ram_size()));
+    if (!entry.ok()) return SetupError(entry.status());
+    virtio::Logf(virtio::LogLevel::kInfo,
+                 "vmm: Linux (%s) at 0x%x..0x%x, initramfs %u KiB at 0x%x, "
+                 "%d vCPU(s), %u MiB",
+                 entry->compressed ? "bzImage" : "vmlinux", entry->kernel_start,
+                 entry->kernel_end, entry->initrd_size >> 10,
+                 entry->initrd_start, opts->cpus, opts->mem_mib);
+    if (absl::Status s = vm.EnterLongMode(entry->entry, entry->boot_params,
+                                          kLinuxGdtAddr, kLinuxPageTablesAddr);
+        !s.ok()) {
+      return SetupError(s);
+    }
+  } else {
+    absl::StatusOr<uint32_t> entry = LoadGuest(opts->kernel, vm);
+    if (!entry.ok()) return SetupError(entry.status());
+    BootInfo info{};
+    info.magic = kBootInfoMagic;
+    info.version = kBootInfoVersion;
+    info.flags = opts->guest_flags;
+    info.ram_size = static_cast<uint32_t>(ram_size);
+    info.num_devices = static_cast<uint32_t>(devices.size());
+    for (size_t i = 0; i < devices.size(); ++i) {
+      const Placement& p = devices[i]->placement();
+      BootDevice& b = info.devices[i];
+      b.transport = p.transport == TransportKind::kMmio ? kBootMmio : kBootPci;
+      b.device_id = devices[i]->device_id();
+      b.addr = static_cast<uint32_t>(p.transport == TransportKind::kMmio
+                                         ? p.mmio_addr
+                                         : p.bar_addr);
+      b.pci_bdf = p.transport == TransportKind::kPci ? p.pci.bdf() : 0;
+      b.irq = p.irq;
+      b.flags = opts->devices[i].readonly ? kDeviceReadOnly : 0;
+    }
+    std::memcpy(vm.ram() + kBootInfoAddr, &info, sizeof info);
+    if (absl::Status s = vm.EnterProtectedMode(*entry, kGuestLoadAddr);
+        !s.ok()) {
+      return SetupError(s);
+    }
   }
 
   IoThread io;
@@ -506,34 +690,46 @@ int Main(int argc, char** argv) {
   }
   io.Start();
 
-  // SIGUSR1 (no SA_RESTART) knocks the vCPU out of KVM_RUN on timeout.
+  // SIGUSR1 (no SA_RESTART) knocks a vCPU out of KVM_RUN when the run ends.
   struct sigaction sa {};
   sa.sa_handler = NoopSignal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGUSR1, &sa, nullptr);
 
   Machine machine(vm, devices, bus);
-  std::promise<int> done;
-  std::future<int> result = done.get_future();
-  std::thread vcpu([&] { done.set_value(machine.Run()); });
-  int code;
-  if (result.wait_for(std::chrono::seconds(opts->timeout_s)) ==
-      std::future_status::ready) {
-    code = result.get();
-  } else {
-    machine.RequestStop();
-    vm.run()->immediate_exit = 1;
-    while (result.wait_for(std::chrono::milliseconds(10)) !=
-           std::future_status::ready) {
-      pthread_kill(vcpu.native_handle(), SIGUSR1);
+  std::vector<std::thread> vcpus;
+  std::atomic<int> running{opts->cpus};
+  for (int cpu = 0; cpu < opts->cpus; ++cpu) {
+    vcpus.emplace_back([&, cpu] {
+      (void)machine.Run(cpu);
+      running.fetch_sub(1);
+    });
+  }
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(opts->timeout_s);
+  bool timed_out = false;
+  while (!machine.stopped()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      timed_out = true;
+      machine.RequestStop();
+      break;
     }
-    (void)result.get();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  // Every vCPU leaves KVM_RUN: immediate_exit is set, the signal interrupts
+  // one blocked in the kernel (an AP waiting for SIPI, a halted vCPU).
+  while (running.load() > 0) {
+    for (std::thread& t : vcpus) pthread_kill(t.native_handle(), SIGUSR1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (std::thread& t : vcpus) t.join();
+  int code = machine.result();
+  if (timed_out) {
     code = kExitTimeout;
     virtio::Logf(virtio::LogLevel::kError,
-                 "vmm: timeout: the guest did not report within %d s: %s",
-                 opts->timeout_s, vm.DumpRegisters());
+                 "vmm: timeout: the guest did not finish within %d s: %s",
+                 opts->timeout_s, vm.DumpRegisters(0));
   }
-  vcpu.join();
   machine.FlushUart();
   io.Stop();
 

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "boot_info.h"
@@ -35,9 +36,30 @@ kvm_segment FlatSegment(uint16_t selector, uint8_t type) {
   return s;
 }
 
+// The host's supported CPUID, as KVM_SET_CPUID2 takes it (grown until
+// KVM_GET_SUPPORTED_CPUID stops answering E2BIG).
+absl::StatusOr<std::vector<uint8_t>> SupportedCpuid(int kvm_fd) {
+  for (uint32_t n = 64; n <= 4096; n *= 2) {
+    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
+    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+    c->nent = n;
+    if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+      buf.resize(sizeof(kvm_cpuid2) + c->nent * sizeof(kvm_cpuid_entry2));
+      return buf;
+    }
+    if (errno != E2BIG) break;
+  }
+  return Errno("KVM_GET_SUPPORTED_CPUID");
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(uint64_t ram_bytes) {
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmOptions& options) {
+  const uint64_t ram_bytes = options.ram_bytes;
+  if (options.vcpus < 1 || options.vcpus > kMaxVcpus) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vCPUs: 1..%d", kMaxVcpus));
+  }
   std::unique_ptr<Vm> vm(new Vm());
   vm->kvm_fd_ = open("/dev/kvm", O_RDWR | O_CLOEXEC);
   if (vm->kvm_fd_ < 0) {
@@ -86,34 +108,66 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(uint64_t ram_bytes) {
   if (ioctl(vm->vm_fd_, KVM_CREATE_IRQCHIP, 0) != 0) {
     return Errno("KVM_CREATE_IRQCHIP");
   }
+  if (options.pit) {
+    kvm_pit_config pit{};
+    pit.flags = KVM_PIT_SPEAKER_DUMMY;
+    if (ioctl(vm->vm_fd_, KVM_CREATE_PIT2, &pit) != 0) {
+      return Errno("KVM_CREATE_PIT2");
+    }
+  }
   vm->has_resample_ =
       ioctl(vm->kvm_fd_, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD_RESAMPLE) > 0;
 
-  vm->vcpu_fd_ = ioctl(vm->vm_fd_, KVM_CREATE_VCPU, 0);
-  if (vm->vcpu_fd_ < 0) return Errno("KVM_CREATE_VCPU");
   const int run_size = ioctl(vm->kvm_fd_, KVM_GET_VCPU_MMAP_SIZE, 0);
   if (run_size <= 0) return Errno("KVM_GET_VCPU_MMAP_SIZE");
   vm->run_size_ = static_cast<size_t>(run_size);
-  void* r = mmap(nullptr, vm->run_size_, PROT_READ | PROT_WRITE, MAP_SHARED,
-                 vm->vcpu_fd_, 0);
-  if (r == MAP_FAILED) return Errno("mmap(kvm_run)");
-  vm->run_ = static_cast<kvm_run*>(r);
-
-  // Give the guest the host's CPUID (some KVMs refuse KVM_RUN without it).
-  constexpr uint32_t kMaxCpuid = 100;
-  std::vector<uint8_t> cpuid(sizeof(kvm_cpuid2) +
-                             kMaxCpuid * sizeof(kvm_cpuid_entry2));
-  auto* c = reinterpret_cast<kvm_cpuid2*>(cpuid.data());
-  c->nent = kMaxCpuid;
-  if (ioctl(vm->kvm_fd_, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-    (void)ioctl(vm->vcpu_fd_, KVM_SET_CPUID2, c);
+  absl::StatusOr<std::vector<uint8_t>> cpuid = SupportedCpuid(vm->kvm_fd_);
+  if (!cpuid.ok()) return cpuid.status();
+  for (int i = 0; i < options.vcpus; ++i) {
+    if (absl::Status s = vm->AddVcpu(i, options.vcpus, *cpuid); !s.ok()) {
+      return s;
+    }
   }
   return vm;
 }
 
+absl::Status Vm::AddVcpu(int apic_id, int count,
+                         const std::vector<uint8_t>& cpuid) {
+  Vcpu v;
+  v.fd = ioctl(vm_fd_, KVM_CREATE_VCPU, apic_id);
+  if (v.fd < 0) return Errno("KVM_CREATE_VCPU");
+  void* r = mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, v.fd,
+                 0);
+  if (r == MAP_FAILED) {
+    close(v.fd);
+    return Errno("mmap(kvm_run)");
+  }
+  v.run = static_cast<kvm_run*>(r);
+  vcpus_.push_back(v);
+  // The host's CPUID (some KVMs refuse KVM_RUN without one), with this
+  // vCPU's APIC ID where CPUID reports it: Linux matches the IDs against
+  // the MP table and would otherwise see every vCPU as CPU 0.
+  std::vector<uint8_t> mine = cpuid;
+  auto* c = reinterpret_cast<kvm_cpuid2*>(mine.data());
+  const uint32_t ncpus = static_cast<uint32_t>(count);
+  for (uint32_t i = 0; i < c->nent; ++i) {
+    kvm_cpuid_entry2& e = c->entries[i];
+    const uint32_t id = static_cast<uint32_t>(apic_id);
+    if (e.function == 1) {
+      e.ebx = (e.ebx & 0x0000ffff) | (id << 24) | ((ncpus & 0xff) << 16);
+    } else if (e.function == 0xb || e.function == 0x1f) {
+      e.edx = id;
+    }
+  }
+  if (ioctl(v.fd, KVM_SET_CPUID2, c) != 0) return Errno("KVM_SET_CPUID2");
+  return absl::OkStatus();
+}
+
 Vm::~Vm() {
-  if (run_ != nullptr) munmap(run_, run_size_);
-  if (vcpu_fd_ >= 0) close(vcpu_fd_);
+  for (const Vcpu& v : vcpus_) {
+    if (v.run != nullptr) munmap(v.run, run_size_);
+    if (v.fd >= 0) close(v.fd);
+  }
   if (vm_fd_ >= 0) close(vm_fd_);
   if (ram_ != nullptr) munmap(ram_, ram_size_);
   if (mem_fd_ >= 0) close(mem_fd_);
@@ -126,8 +180,9 @@ absl::Status Vm::EnterProtectedMode(uint32_t entry, uint32_t esp) {
   const uint64_t gdt[3] = {0, 0x00cf9a000000ffffull, 0x00cf92000000ffffull};
   std::memcpy(ram_ + kGdtAddr, gdt, sizeof gdt);
 
+  const int vcpu_fd = vcpus_[0].fd;
   kvm_sregs sregs{};
-  if (ioctl(vcpu_fd_, KVM_GET_SREGS, &sregs) != 0) return Errno("KVM_GET_SREGS");
+  if (ioctl(vcpu_fd, KVM_GET_SREGS, &sregs) != 0) return Errno("KVM_GET_SREGS");
   sregs.cs = FlatSegment(kCodeSelector, 0xb);  // execute/read, accessed
   const kvm_segment data = FlatSegment(kDataSelector, 0x3);  // read/write, accessed
   sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
@@ -137,13 +192,76 @@ absl::Status Vm::EnterProtectedMode(uint32_t entry, uint32_t esp) {
   sregs.cr0 &= ~0x80000000u;  // PG off
   sregs.cr4 = 0;
   sregs.efer = 0;
-  if (ioctl(vcpu_fd_, KVM_SET_SREGS, &sregs) != 0) return Errno("KVM_SET_SREGS");
+  if (ioctl(vcpu_fd, KVM_SET_SREGS, &sregs) != 0) return Errno("KVM_SET_SREGS");
 
   kvm_regs regs{};
   regs.rip = entry;
   regs.rsp = esp;
   regs.rflags = 0x2;  // reserved bit; interrupts off until the guest is ready
-  if (ioctl(vcpu_fd_, KVM_SET_REGS, &regs) != 0) return Errno("KVM_SET_REGS");
+  if (ioctl(vcpu_fd, KVM_SET_REGS, &regs) != 0) return Errno("KVM_SET_REGS");
+  return absl::OkStatus();
+}
+
+absl::Status Vm::EnterLongMode(uint64_t entry, uint64_t rsi, uint64_t gdt,
+                               uint64_t page_tables) {
+  constexpr uint64_t kPage = 4096;
+  constexpr uint64_t kTablesSize = 6 * kPage;  // PML4, PDPT, 4 PDs
+  if (page_tables % kPage != 0 || page_tables + kTablesSize > ram_size_ ||
+      gdt + 4 * sizeof(uint64_t) > ram_size_) {
+    return absl::InvalidArgumentError("boot structures outside RAM");
+  }
+  // Identity map of the first 4 GiB in 2 MiB pages: what the kernel, its
+  // boot_params, command line and initrd need until it builds its own.
+  constexpr uint64_t kPresentWritable = 0x3;
+  constexpr uint64_t kLargePage = 0x80;
+  auto* pml4 = reinterpret_cast<uint64_t*>(ram_ + page_tables);
+  auto* pdpt = reinterpret_cast<uint64_t*>(ram_ + page_tables + kPage);
+  std::memset(ram_ + page_tables, 0, kTablesSize);
+  pml4[0] = (page_tables + kPage) | kPresentWritable;
+  for (uint64_t i = 0; i < 4; ++i) {
+    const uint64_t pd_addr = page_tables + (2 + i) * kPage;
+    pdpt[i] = pd_addr | kPresentWritable;
+    auto* pd = reinterpret_cast<uint64_t*>(ram_ + pd_addr);
+    for (uint64_t j = 0; j < 512; ++j) {
+      pd[j] = ((i << 30) | (j << 21)) | kPresentWritable | kLargePage;
+    }
+  }
+  // GDT: null, null, 64-bit code (0x10 = __BOOT_CS), data (0x18 = __BOOT_DS).
+  const uint64_t table[4] = {0, 0, 0x00af9b000000ffffull, 0x00cf93000000ffffull};
+  std::memcpy(ram_ + gdt, table, sizeof table);
+
+  const int vcpu_fd = vcpus_[0].fd;
+  kvm_sregs sregs{};
+  if (ioctl(vcpu_fd, KVM_GET_SREGS, &sregs) != 0) return Errno("KVM_GET_SREGS");
+  kvm_segment code{};
+  code.base = 0;
+  code.limit = 0xffffffff;
+  code.selector = 0x10;
+  code.type = 0xb;  // execute/read, accessed
+  code.present = 1;
+  code.s = 1;
+  code.l = 1;
+  code.g = 1;
+  kvm_segment data = code;
+  data.selector = 0x18;
+  data.type = 0x3;  // read/write, accessed
+  data.l = 0;
+  data.db = 1;
+  sregs.cs = code;
+  sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
+  sregs.gdt.base = gdt;
+  sregs.gdt.limit = sizeof table - 1;
+  sregs.cr3 = page_tables;
+  sregs.cr4 = 0x20;                    // PAE
+  sregs.cr0 = 0x80000000u | 0x10 | 0x1;  // PG, ET, PE
+  sregs.efer = 0x500;                  // LME | LMA
+  if (ioctl(vcpu_fd, KVM_SET_SREGS, &sregs) != 0) return Errno("KVM_SET_SREGS");
+
+  kvm_regs regs{};
+  regs.rip = entry;
+  regs.rsi = rsi;
+  regs.rflags = 0x2;  // interrupts off, as the boot protocol requires
+  if (ioctl(vcpu_fd, KVM_SET_REGS, &regs) != 0) return Errno("KVM_SET_REGS");
   return absl::OkStatus();
 }
 
@@ -241,17 +359,19 @@ absl::Status Vm::SignalMsi(uint64_t address, uint32_t data) {
   return absl::OkStatus();
 }
 
-std::string Vm::DumpRegisters() {
+std::string Vm::DumpRegisters(int i) {
   kvm_regs r{};
   kvm_sregs s{};
-  if (ioctl(vcpu_fd_, KVM_GET_REGS, &r) != 0 ||
-      ioctl(vcpu_fd_, KVM_GET_SREGS, &s) != 0) {
+  if (i < 0 || i >= num_vcpus() ||
+      ioctl(vcpus_[i].fd, KVM_GET_REGS, &r) != 0 ||
+      ioctl(vcpus_[i].fd, KVM_GET_SREGS, &s) != 0) {
     return "(registers unavailable)";
   }
   return absl::StrFormat(
-      "eip=%08x esp=%08x eflags=%08x eax=%08x ebx=%08x ecx=%08x edx=%08x "
-      "cr0=%08x cs=%04x",
-      r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, s.cr0, s.cs.selector);
+      "vcpu%d rip=%x rsp=%x rflags=%x rax=%x rbx=%x rcx=%x rdx=%x rsi=%x "
+      "cr0=%x cr2=%x cr3=%x cr4=%x efer=%x cs=%04x",
+      i, r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, s.cr0,
+      s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector);
 }
 
 // --- IrqLine -------------------------------------------------------------------

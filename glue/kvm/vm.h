@@ -1,6 +1,9 @@
 // glue/kvm/vm.h — the KVM side of virtio-kvm: one VM with memfd-backed RAM,
-// the in-kernel irqchip (PIC + IOAPIC + LAPIC), one vCPU entered in flat
-// 32-bit protected mode, and the three things the virtio traits map onto:
+// the in-kernel irqchip (PIC + IOAPIC + LAPIC) and optionally the in-kernel
+// PIT, one or more vCPUs (vCPU 0 is the bootstrap processor, entered in flat
+// 32-bit protected mode for the test guest or in 64-bit long mode for Linux;
+// the others wait in the kernel for the guest's INIT/SIPI), and the three
+// things the virtio traits map onto:
 //
 //   * guest memory   -> a GuestMemoryMap over the memfd mapping (memslot 0)
 //   * kicks          -> KVM_IOEVENTFD (eventfds serviced by the I/O thread)
@@ -39,11 +42,22 @@ struct VmStats {
   std::atomic<uint64_t> backend_completions{0};
 };
 
+struct VmOptions {
+  uint64_t ram_bytes = 0;
+  // vCPUs; their APIC IDs are 0..vcpus-1 (CPUID reports them).
+  int vcpus = 1;
+  // The in-kernel i8254 PIT (and the port 0x61 speaker gate that Linux
+  // calibrates against). The freestanding test guest does not need it.
+  bool pit = false;
+};
+
 class Vm {
  public:
+  static constexpr int kMaxVcpus = 8;
+
   // kUnavailable when /dev/kvm is missing or cannot create a VM (the test
   // harness turns that into a skip).
-  static absl::StatusOr<std::unique_ptr<Vm>> Create(uint64_t ram_bytes);
+  static absl::StatusOr<std::unique_ptr<Vm>> Create(const VmOptions& options);
   ~Vm();
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
@@ -52,13 +66,22 @@ class Vm {
   uint64_t ram_size() const { return ram_size_; }
   const virtio::GuestMemoryMap& memory() const { return memory_; }
   int vm_fd() const { return vm_fd_; }
-  int vcpu_fd() const { return vcpu_fd_; }
-  kvm_run* run() const { return run_; }
+  int num_vcpus() const { return static_cast<int>(vcpus_.size()); }
+  int vcpu_fd(int i = 0) const { return vcpus_[i].fd; }
+  kvm_run* run(int i = 0) const { return vcpus_[i].run; }
   VmStats& stats() { return stats_; }
 
-  // Writes a GDT at kGdtAddr and puts the vCPU in flat 32-bit protected
+  // Writes a GDT at kGdtAddr and puts vCPU 0 in flat 32-bit protected
   // mode (CR0.PE, 4 GiB code/data segments) at `entry` with `esp`.
   absl::Status EnterProtectedMode(uint32_t entry, uint32_t esp);
+
+  // Puts vCPU 0 in 64-bit long mode as the Linux x86 64-bit boot protocol
+  // asks: paging on with the first 4 GiB identity-mapped (2 MiB pages, the
+  // tables written at `page_tables`, 6 pages), a GDT at `gdt` whose
+  // selectors 0x10/0x18 are flat 64-bit code and data, interrupts off,
+  // RIP = `entry`, RSI = `rsi` (the boot_params address).
+  absl::Status EnterLongMode(uint64_t entry, uint64_t rsi, uint64_t gdt,
+                             uint64_t page_tables);
 
   // ioeventfd: `fd` is signalled when the guest writes `len` bytes at
   // `addr` (with `datamatch`, only that value). `pio` for port I/O.
@@ -81,19 +104,24 @@ class Vm {
   absl::Status SetMsiRoutes(const std::vector<MsiRoute>& msi);
   absl::Status SignalMsi(uint64_t address, uint32_t data);
 
-  // Register dump for diagnostics after a crash.
-  std::string DumpRegisters();
+  // Register dump of vCPU `i` for diagnostics after a crash.
+  std::string DumpRegisters(int i = 0);
 
  private:
   Vm() = default;
+  absl::Status AddVcpu(int apic_id, int count,
+                       const std::vector<uint8_t>& cpuid);
 
+  struct Vcpu {
+    int fd = -1;
+    kvm_run* run = nullptr;
+  };
   int kvm_fd_ = -1;
   int vm_fd_ = -1;
-  int vcpu_fd_ = -1;
   int mem_fd_ = -1;
   uint8_t* ram_ = nullptr;
   uint64_t ram_size_ = 0;
-  kvm_run* run_ = nullptr;
+  std::vector<Vcpu> vcpus_;
   size_t run_size_ = 0;
   bool has_resample_ = false;
   virtio::GuestMemoryMap memory_;
