@@ -50,11 +50,12 @@ mount -t devtmpfs dev $r/dev
 mkdir -p $r/dev/pts $r/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts $r/dev/pts
 mount -t tmpfs -o mode=1777 shm $r/dev/shm
-mount -t tmpfs -o mode=1777 tmp $r/tmp
 mount -t tmpfs -o mode=755 run $r/run
+# /tmp stays the overlay's: the host's files there are visible (a caller's
+# mktemp dir, say) and what is written inside lands in the tmpfs upper layer.
 # The host's /etc/mtab may be a link to /proc/self/mounts: fine as is.
 
-# Read-write exports, each at its host path (after /tmp: they may be in it).
+# Read-write exports, each at its host path.
 if [ -f /job/mounts ]; then
   while read -r tag path; do
     [ -n "$tag" ] || continue
