@@ -216,6 +216,14 @@ int main(int argc, char** argv) {
                 !absl::StrContains(out, "transport=pci,addr=00:05.0,irq=11"))) {
     return Fail("--print-placement does not show the pinned placement");
   }
+  // MSI-X must take the irqfd + GSI route path: KVM_SIGNAL_MSI is only the
+  // fallback, and a silent fallback once hid a broken KVM_SET_GSI_ROUTING
+  // (kvm_uapi.h).
+  const bool msix = !absl::StrContains(a.flags, "intx") &&
+                    (a.transport == "pci" || (mixed && (want_blk || want_net)));
+  if (msix && !absl::StrContains(out, "msi_routing=yes")) {
+    return Fail("MSI-X did not go through irqfd + GSI routing (msi_routing=yes missing)");
+  }
   if (absl::StrContains(a.flags, "hostile")) {
     for (const char* expect : {"device needs reset", "read-only", "guest error"}) {
       if (!absl::StrContains(out, expect)) {

@@ -82,18 +82,7 @@ isr_common:
   addl $12, %esp
   popal
   addl $4, %esp           /* the vector; now eip, cs, eflags */
-  /* Return without iret: KVM's instruction emulator (all this guest gets
-     under the nested kvm_pvm here) implements IRET only in real mode.
-     Same privilege level, same CS, so popfl + ret does the job: turn
-     [eip][cs][eflags] into [eflags][eip]. */
-  pushl %eax
-  movl 4(%esp), %eax      /* eip */
-  xchgl %eax, 12(%esp)    /* eip into the eflags slot; eax = eflags */
-  movl %eax, 8(%esp)      /* eflags into the cs slot */
-  popl %eax
-  addl $4, %esp
-  popfl
-  ret
+  iret
 
   .bss
   .align 16
@@ -180,9 +169,7 @@ void SetUpIdt() {
   // LAPIC timer counts at 1 GHz, so 10,000,000 at divide-by-1 is 10 ms.
   lapic_write(kLapicSvr, 0x100 | kVectorSpurious);
   lapic_write(kLapicTimerDiv, 0xb);
-  // One-shot, re-armed by every tick: periodic mode fired only once under
-  // the nested kvm_pvm here.
-  lapic_write(kLapicLvtTimer, kVectorTimer);
+  lapic_write(kLapicLvtTimer, kLapicTimerPeriodic | kVectorTimer);
   lapic_write(kLapicTimerInit, kTickCount);
 }
 
@@ -1407,7 +1394,6 @@ extern "C" void isr_dispatch(uint32_t vector, uint32_t word1, uint32_t word2) {
   }
   if (vector == kVectorTimer) {
     g_ticks = g_ticks + 1;
-    lapic_write(kLapicTimerInit, kTickCount);
     lapic_eoi();
     return;
   }

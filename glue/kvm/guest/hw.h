@@ -95,6 +95,7 @@ inline void putdec(uint32_t v) {
 inline constexpr uint32_t kLapicEoi = 0xb0;
 inline constexpr uint32_t kLapicSvr = 0xf0;
 inline constexpr uint32_t kLapicLvtTimer = 0x320;
+inline constexpr uint32_t kLapicTimerPeriodic = 1u << 17;  // LVT timer mode
 inline constexpr uint32_t kLapicTimerInit = 0x380;
 inline constexpr uint32_t kLapicTimerDiv = 0x3e0;
 
