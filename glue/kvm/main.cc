@@ -296,7 +296,8 @@ bool IsAbsentLegacyPort(uint16_t port) {
          port == 0x61 ||                      // speaker gate (idem)
          port == 0x20 || port == 0x21 || port == 0xa0 || port == 0xa1 ||
          port == 0x4d0 || port == 0x4d1 ||    // ELCR
-         port == 0xcf9 || port == 0x92;
+         port == 0x2e || port == 0x2f ||      // Super I/O configuration
+         port == 0x4e || port == 0x4f || port == 0x92;
 }
 
 class Machine {
@@ -425,7 +426,7 @@ class Machine {
                        value == 0 ? "success" : "failure", value);
           return value == 0 ? kExitPass : kExitGuestFail;
         }
-        if (IsResetRequest(port, value)) {
+        if (IsResetRequest(port, size, value)) {
           uart_.Flush();
           if (panic_seen_.load()) {
             virtio::Log(virtio::LogLevel::kError,
@@ -438,6 +439,8 @@ class Machine {
         }
         if (uart_.Claims(port)) {
           uart_.Write(port, static_cast<uint8_t>(value));
+        } else if (port == kResetControlPort && size == 1) {
+          // Reset control: only the reset bit matters (above).
         } else if (CmosRtc::Claims(port)) {
           rtc_.Write(port, static_cast<uint8_t>(value));
         } else if (PciBus::Claims(port)) {
@@ -449,6 +452,8 @@ class Machine {
       } else {
         if (uart_.Claims(port)) {
           value = uart_.Read(port);
+        } else if (port == kResetControlPort && size == 1) {
+          value = 0;
         } else if (CmosRtc::Claims(port)) {
           value = rtc_.Read(port);
         } else if (PciBus::Claims(port)) {
@@ -465,10 +470,13 @@ class Machine {
     return std::nullopt;
   }
 
-  // The PC's two ways to reset: the reset control register (0xcf9, bit 2)
-  // and the keyboard controller's pulse-reset command (0xfe to 0x64).
-  static bool IsResetRequest(uint16_t port, uint32_t value) {
-    return (port == 0xcf9 && (value & 0x4)) || (port == 0x64 && value == 0xfe);
+  // The PC's two ways to reset: the reset control register (a byte at
+  // 0xcf9, inside the PCI CONFIG_ADDRESS dword: bit 2) and the keyboard
+  // controller's pulse-reset command (0xfe to 0x64).
+  static constexpr uint16_t kResetControlPort = 0xcf9;
+  static bool IsResetRequest(uint16_t port, uint32_t size, uint32_t value) {
+    return (port == kResetControlPort && size == 1 && (value & 0x4)) ||
+           (port == 0x64 && size == 1 && value == 0xfe);
   }
 
   void HandleMmio(kvm_run* run) {

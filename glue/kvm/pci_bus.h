@@ -58,6 +58,9 @@ class PciBus {
 
   void PortWrite(uint16_t port, uint32_t size, uint32_t value) {
     if (port >= kAddressPort && port < kAddressPort + 4) {
+      // Linux's probe for configuration mechanism #1 first writes a byte to
+      // 0xcfb (a mechanism-select register on some old chipsets): ignored.
+      if (port == kAddressPort + 3 && size == 1) return;
       if (port != kAddressPort || size != 4) {
         Bad("%u-byte write of 0x%x to CONFIG_ADDRESS+%u", size, value,
             port - kAddressPort);

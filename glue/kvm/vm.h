@@ -13,7 +13,7 @@
 #ifndef LIBVIRTIO_GLUE_KVM_VM_H_
 #define LIBVIRTIO_GLUE_KVM_VM_H_
 
-#include <linux/kvm.h>
+#include "kvm_uapi.h"  // first: <linux/kvm.h> fixed for C++
 
 #include <atomic>
 #include <cstdint>

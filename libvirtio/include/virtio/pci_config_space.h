@@ -219,7 +219,11 @@ class PciConfigSpace {
       cfg_[offset + i] = static_cast<uint8_t>((cfg_[offset + i] & ~m) | (b & m));
       writable |= m != 0;
     }
+    // Writes a driver makes as a matter of course to registers this
+    // function hardwires (Linux's pci_set_master programs the latency
+    // timer, others the cache line size): not guest errors.
     const bool probe = Overlaps(offset, size, pci::kCfgStatus, 2) ||
+                       Overlaps(offset, size, pci::kCfgCacheLineSize, 2) ||
                        Overlaps(offset, size, pci::kCfgBar0, 24) ||
                        Overlaps(offset, size, pci::kCfgRomAddress, 4);
     return writable || probe;
