@@ -56,11 +56,11 @@ inline constexpr uint64_t kLinuxHighRamStart = 0x100000;
 bool LooksLikeLinux(absl::Span<const uint8_t> image);
 
 struct LinuxBootConfig {
-  std::vector<uint8_t> kernel;  // bzImage or vmlinux, whole file
-  std::vector<uint8_t> initrd;  // may be empty
-  std::string cmdline;
+  std::vector<uint8_t> kernel = {};  // bzImage or vmlinux, whole file
+  std::vector<uint8_t> initrd = {};  // may be empty
+  std::string cmdline = {};
   int vcpus = 1;
-  std::vector<PciIntxRoute> pci_intx;
+  std::vector<PciIntxRoute> pci_intx = {};
 };
 
 struct LinuxEntry {
