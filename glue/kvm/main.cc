@@ -23,6 +23,7 @@
 //   2 timeout                         3 the guest crashed (triple fault, ...)
 //   4 usage or setup error            77 KVM unavailable (tests skip)
 #include <elf.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -579,6 +580,17 @@ int Main(int argc, char** argv) {
       opts->devices, {.ram_size = ram_size,
                       .default_transport = opts->default_transport});
   if (!placements.ok()) return SetupError(placements.status());
+  // Disk images are checked before KVM is touched, so a wrong path reads as
+  // such (exit 4) on any machine, not as "KVM unavailable".
+  for (const DeviceSpec& d : opts->devices) {
+    if (d.type != "blk") continue;
+    const int fd = open(d.path.c_str(), (d.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0) {
+      return SetupError(absl::ErrnoToStatus(
+          errno, absl::StrFormat("%s: disk image %s", d.id, d.path)));
+    }
+    close(fd);
+  }
 
   absl::StatusOr<std::unique_ptr<Vm>> vm_or = Vm::Create(
       {.ram_bytes = ram_size, .vcpus = opts->cpus, .pit = linux_guest});
