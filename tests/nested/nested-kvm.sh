@@ -49,7 +49,7 @@ die() { echo "nested-kvm: FAIL: $*"; exit 1; }
 
 cache=${NESTED_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/libvirtio-nested}
 rw_dirs=() extra_env=() timeout=900 boot_timeout=120 mem=1536 force=0 keep=0
-batch= batch_run= name=
+batch='' batch_run='' name=''
 while [[ $# -gt 0 ]]; do
   case $1 in
     --cache) cache=${2:?--cache needs a directory}; shift 2 ;;
@@ -99,10 +99,22 @@ if [[ $force == 0 && -c /dev/kvm && -r /dev/kvm && -w /dev/kvm ]]; then
 fi
 
 if [[ -n $batch && -f $batch/$name.rc ]]; then
+  # A record older than a file the command names (the binaries under test,
+  # say, rebuilt since) is stale: a batch that ran in an earlier ctest
+  # whose tests were not all reported (ctest -R pulls the whole batch in).
+  for arg in "$@"; do
+    if [[ -f $arg && $arg -nt $batch/$name.rc ]]; then
+      echo "nested-kvm: the batch's record for $name is older than $arg; not reporting it"
+      rm -f "$batch/$name".{rc,out,time}
+      break
+    fi
+  done
+fi
+if [[ -n $batch && -f $batch/$name.rc ]]; then
   # Consumed, so that a later run without the batch (ctest -FS, --repeat)
   # runs the test itself instead of reporting an old result.
   rc=$(cat "$batch/$name.rc")
-  read -r t1 t2 <"$batch/$name.time" 2>/dev/null
+  { read -r t1 t2 <"$batch/$name.time"; } 2>/dev/null
   secs=$(awk -v a="${t1:-0}" -v b="${t2:-0}" 'BEGIN { printf "%.2f", b - a }')
   echo "nested-kvm: no usable /dev/kvm here; ran under QEMU TCG + kvm_amd in the batch's outer VM ($secs s there, see the nested_kvm.batch test): $*"
   cat "$batch/$name.out"
@@ -191,7 +203,8 @@ echo /dev/kvm >"$job/require"
 qemu_rw=()
 : >"$job/mounts"
 for i in "${!rw_dirs[@]}"; do
-  d=$(readlink -f "${rw_dirs[i]}") && [[ -d $d ]] || die "--rw ${rw_dirs[i]}: not a directory"
+  d=$(readlink -f "${rw_dirs[i]}")
+  [[ -n $d && -d $d ]] || die "--rw ${rw_dirs[i]}: not a directory"
   echo "rw$i $d" >>"$job/mounts"
   qemu_rw+=(-virtfs "local,path=$d,mount_tag=rw$i,security_model=none,multidevs=remap")
 done
