@@ -70,12 +70,13 @@ done
 [[ $timeout =~ ^[0-9]+$ && $boot_timeout =~ ^[0-9]+$ && $mem =~ ^[0-9]+$ ]] ||
   { echo "nested-kvm: --timeout, --boot-timeout and --mem take numbers" >&2; exit 2; }
 
+[[ -z $batch || $name =~ ^[A-Za-z0-9_.-]+$ ]] ||
+  { echo "nested-kvm: --batch needs --name NAME (letters, digits, _.-)" >&2; exit 2; }
+
 # "Usable" means a character device we may open read-write (tested without
 # opening it: bash's <> would create a plain file where none exists). A KVM
 # that opens but cannot make a VM is the command's to report (every KVM
 # test here skips on that).
-[[ -z $batch || $name =~ ^[A-Za-z0-9_.-]+$ ]] ||
-  { echo "nested-kvm: --batch needs --name NAME (letters, digits, _.-)" >&2; exit 2; }
 if [[ $force == 0 && -c /dev/kvm && -r /dev/kvm && -w /dev/kvm ]]; then
   if [[ -n $batch_run ]]; then
     # The tests will find /dev/kvm themselves: nothing to prepare.
@@ -206,7 +207,8 @@ for i in "${!rw_dirs[@]}"; do
   d=$(readlink -f "${rw_dirs[i]}")
   [[ -n $d && -d $d ]] || die "--rw ${rw_dirs[i]}: not a directory"
   echo "rw$i $d" >>"$job/mounts"
-  qemu_rw+=(-virtfs "local,path=$d,mount_tag=rw$i,security_model=none,multidevs=remap")
+  # QEMU's option syntax: a comma inside a value is written twice.
+  qemu_rw+=(-virtfs "local,path=${d//,/,,},mount_tag=rw$i,security_model=none,multidevs=remap")
 done
 
 echo "nested-kvm: no usable /dev/kvm here; running under QEMU TCG + kvm_amd (kernel $NESTED_KVER): $*"
@@ -248,6 +250,7 @@ nested_run_qemu "$tmp/console.log" "$boot_timeout" '^nested-init: ready' \
 qrc=$?
 relay
 if [[ -f $job/error ]]; then
+  [[ -n $batch_run ]] && echo "failed: $(cat "$job/error")" >"$batch_run/status"
   die "outer VM: $(cat "$job/error")"
 fi
 if [[ $qrc != 0 ]]; then
