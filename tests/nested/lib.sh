@@ -24,7 +24,6 @@
 #   nested_run_qemu ...                runs QEMU with deadlines and watches
 #                                      its console (see the function)
 
-NESTED_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NESTED_T0=${NESTED_T0:-$SECONDS}
 NESTED_ERR=
 
@@ -145,7 +144,7 @@ nested_mod_closure() {
       builtin[$n]=1
     done <"$moddir/modules.builtin"
   fi
-  local out=() bad=
+  local order=() bad=
   _nested_visit() {
     local m=${1//-/_} f deps d
     [[ -n ${seen[$m]:-} ]] && return 0
@@ -163,11 +162,11 @@ nested_mod_closure() {
     esac
     deps=${deps#depends=}
     for d in ${deps//,/ }; do _nested_visit "$d"; done
-    out+=("$f")
+    order+=("$f")
   }
   for n in "$@"; do _nested_visit "$n"; done
   [[ -z $bad ]] || _nested_err "kernel modules not found in $moddir:$bad" || return
-  printf '%s\n' "${out[@]}"
+  printf '%s\n' "${order[@]}"
 }
 
 # nested_initramfs OUT INIT MODDIR "MOD..." [SRC=DEST...]: writes OUT, an
@@ -236,7 +235,7 @@ nested_run_qemu() {
   [[ $1 == -- ]] && shift
   : >"$console"
   local t0=$SECONDS
-  NESTED_READY_AT= NESTED_DONE_AT=
+  NESTED_READY_AT='' NESTED_DONE_AT=''
   setsid "$@" >"$console.qemu" 2>&1 </dev/null &
   NESTED_QEMU_PID=$!
   local pid=$NESTED_QEMU_PID phase=boot deadline=$((t0 + boot_secs)) rc=0
