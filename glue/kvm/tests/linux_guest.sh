@@ -145,7 +145,13 @@ runner=(bash "$top/tests/nested/nested-kvm.sh" --cache "$cache" --rw "$work"
   "$initrd" "$layout" "$token"
 rc=$?
 [[ $rc == 77 ]] && exit 77
-[[ $rc == 0 ]] || fail "the nested run failed (exit $rc)"
+if [[ $rc != 0 ]]; then
+  KEEP=1
+  for f in vmm.log inner.err console_peer.log; do
+    [[ -s $work/$f ]] && { echo "--- $f (last 60 lines)"; tail -60 "$work/$f"; }
+  done
+  fail "the nested run failed (exit $rc; work dir $work kept)"
+fi
 [[ -f $work/vmm.rc ]] || { cat "$work/inner.err" 2>/dev/null; fail "the VMM did not run"; }
 
 echo "--- virtio-kvm's output (serial console and VMM log)"
