@@ -77,7 +77,10 @@ function(libvirtio_kvm_test_properties name)
             -L ^nested$ -FS nested_kvm -j1 --timeout 300)
   # TIMEOUT: a backstop; the runner's own deadlines (boot 120 s, run 1500 s)
   # fire first. A first run also installs QEMU and fetches the kernel.
+  # RESOURCE_LOCK: one outer VM at a time (other tests that boot one, such
+  # as kvm_linux.*, take the same lock): each keeps a core busy, and two
+  # would leave nothing for the rest of ctest -j2.
   set_tests_properties(nested_kvm.batch PROPERTIES
     FIXTURES_SETUP nested_kvm SKIP_RETURN_CODE 77 TIMEOUT 2400
-    LABELS nested_setup)
+    LABELS nested_setup RESOURCE_LOCK nested_qemu)
 endfunction()

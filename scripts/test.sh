@@ -6,10 +6,10 @@
 #      Both ctest runs include the KVM tests (kvm.*, example.kvm_mini_vmm):
 #      without /dev/kvm they run in a nested KVM under QEMU TCG
 #      (tests/nested/), all in one outer boot per preset (the fixture
-#      nested_kvm.batch; ~1 min, up to ~2.5 min on a busy machine; the
-#      ASan batch measured ~1.2-1.8x the release one, cheap enough to keep).
+#      nested_kvm.batch: ~40 s idle, ~1 min at load 7-8; the asan batch
+#      takes ~2x that, cheap enough to keep KVM glue under ASan in CI).
 #      Release also boots Debian's Linux on virtio-kvm twice (kvm_linux.*,
-#      each in its own nested VM, ~2 min each).
+#      each in its own nested VM, ~2 min each when idle).
 #   4. tsan preset (clang++, TSan): the threaded tests only
 #   5. every fuzzer (built by the asan preset, or by the fuzz preset with
 #      --no-asan) for N seconds, nproc at a time        (--fuzz-seconds N, 0 skips)

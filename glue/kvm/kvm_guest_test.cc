@@ -222,7 +222,7 @@ int main(int argc, char** argv) {
   const bool msix = !absl::StrContains(a.flags, "intx") &&
                     (a.transport == "pci" || (mixed && (want_blk || want_net)));
   if (msix && !absl::StrContains(out, "msi_routing=yes")) {
-    return Fail("MSI-X did not go through irqfd + GSI routing (msi_routing=yes missing)");
+    return Fail("MSI-X did not use irqfd + GSI routes (no msi_routing=yes)");
   }
   if (absl::StrContains(a.flags, "hostile")) {
     for (const char* expect : {"device needs reset", "read-only", "guest error"}) {

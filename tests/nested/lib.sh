@@ -37,7 +37,7 @@ _nested_err() {
 }
 
 nested_have_pkg() {
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
 }
 
 # nested_need_pkgs CACHE PKG...: installs the missing Debian packages
@@ -179,7 +179,11 @@ nested_mod_closure() {
 nested_initramfs() {
   local out=$1 init=$2 moddir=$3 mods=$4; shift 4
   local root f b list
-  [[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx cpio ||
+  # Not `busybox --list | grep -q`: under pipefail, grep leaving early makes
+  # busybox die of SIGPIPE on a later write (1 run in 10 here).
+  local applets
+  applets=$(/bin/busybox --list 2>/dev/null)
+  [[ $'\n'$applets$'\n' == *$'\ncpio\n'* ]] ||
     _nested_err "no static /bin/busybox with cpio (install busybox-static)" || return
   # The busybox binary must run without a loader: the initramfs has none.
   if ldd /bin/busybox >/dev/null 2>&1; then
