@@ -81,8 +81,9 @@ class DeviceAdapter final : public VhostDevice {
   }
 
   ~DeviceAdapter() override {
-    // Before the memory goes away.
-    dev_->Reset();
+    // Before the memory goes away. No device when Create() failed building
+    // it (bad options): nothing to reset then.
+    if (dev_ != nullptr) dev_->Reset();
   }
 
   D& device() { return *dev_; }

@@ -16,11 +16,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
@@ -62,6 +64,34 @@ int Fail(const std::string& msg) {
   return 2;
 }
 
+// Abseil's own --help exits with status 1, which scripts read as a failure:
+// asking for help is not one. Prints the usage and this daemon's flags.
+int PrintHelp() {
+  std::printf("vhost-user-device: %s\n\nflags:\n",
+              std::string(absl::ProgramUsageMessage()).c_str());
+  std::map<std::string, const absl::CommandLineFlag*> ours;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::EndsWith(flag->Filename(), "vhost-user/main.cc")) {
+      ours.emplace(std::string(name), flag);
+    }
+  }
+  for (const auto& [name, flag] : ours) {
+    std::string dashed = name;
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    std::printf("  --%s  %s (default: %s)\n", dashed.c_str(),
+                flag->Help().c_str(), flag->DefaultValue().c_str());
+  }
+  return 0;
+}
+
+bool IsFlag(const std::string& arg, const std::string& name) {
+  for (const char* dashes : {"-", "--"}) {
+    const std::string f = std::string(dashes) + name;
+    if (arg == f || absl::StartsWith(arg, f + "=")) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,13 +110,25 @@ int main(int argc, char** argv) {
   // Flag names may be spelled with dashes (--busy-poll, --no-packed) as
   // well as with Abseil's underscores.
   std::vector<std::string> normalized(argv, argv + argc);
+  int devices = 0;
   for (size_t i = 1; i < normalized.size(); ++i) {
     std::string& a = normalized[i];
     if (a == "--") break;
+    if (a == "--help" || a == "-help" || a == "-h" || a == "--helpfull") {
+      return PrintHelp();
+    }
+    if (IsFlag(a, "device")) ++devices;
     if (a.size() < 3 || a[0] != '-' || a[1] != '-') continue;
     const size_t end = std::min(a.find('='), a.size());
     std::replace(a.begin() + 2, a.begin() + static_cast<ptrdiff_t>(end), '-',
                  '_');
+  }
+  // A flag given twice silently keeps the last one: a second device would
+  // be dropped without a word.
+  if (devices > 1) {
+    return Fail(
+        "--device given more than once: one daemon serves one device "
+        "(start one vhost-user-device per device)");
   }
   std::vector<char*> args;
   for (std::string& a : normalized) args.push_back(a.data());
