@@ -107,10 +107,11 @@ void Negotiate(Frontend& f, uint64_t extra_features = 0,
                               (extra_features & *features)}));
 }
 
-// Reads 64 random bytes through a rng served over `s`.
-void RngRoundTrip(Session& s) {
-  SharedMemory mem(kGpa, kMemSize);
-  SplitRing ring(mem, 16);
+// Reads 64 random bytes through a rng served over `s`, on a split ring
+// of `ring_size` entries.
+void RngRoundTrip(Session& s, uint16_t ring_size = 16) {
+  SharedMemory mem(kGpa, ring_size > 1024 ? 4 * kMemSize : kMemSize);
+  SplitRing ring(mem, ring_size);
   Frontend& f = s.f();
   Negotiate(f);
   ASSERT_TRUE(f.SetMemTable(mem));
@@ -1465,6 +1466,73 @@ TEST(VhostUserConsole, FileBackend) {
   std::fclose(fp);
   EXPECT_EQ(std::string(buf), "booted");
   unlink(tmpl);
+}
+
+// SET_VRING_NUM with REPLY_ACK: the back-end's answer (0: accepted), or
+// nullopt if it closed the connection instead.
+std::optional<uint64_t> SetVringNum(Frontend& f, uint16_t q, uint32_t num) {
+  VringState st{q, num};
+  if (!f.SendRaw(kSetVringNum, &st, sizeof st, {}, kVersion | kFlagNeedReply)) {
+    return std::nullopt;
+  }
+  auto r = f.Receive();
+  if (!r || r->payload.size() != sizeof(uint64_t)) return std::nullopt;
+  return r->As<uint64_t>();
+}
+
+// Real front-ends pick their ring sizes (QEMU microvm and DPDK: 1024) and
+// cannot ask for ours: by default every size the spec allows is accepted.
+TEST(VhostUserRingSizes, DefaultAcceptsEverySizeTheSpecAllows) {
+  for (uint16_t size : {1024, 32768}) {
+    auto dev = Make("rng");
+    Session s(*dev);
+    RngRoundTrip(s, size);
+    EXPECT_TRUE(s.Finish().ok()) << size;
+  }
+  for (const char* text : {"rng", "blk,backend=ram,size=1M",
+                           "net,backend=loopback", "console,backend=file=/dev/null"}) {
+    auto dev = Make(text);
+    ASSERT_NE(dev, nullptr);
+    for (bool packed : {false, true}) {
+      Session s(*dev);
+      Negotiate(s.f(), packed ? spec::Bit(spec::kFeatureRingPacked) : 0);
+      for (uint16_t q = 0; q < dev->num_queues(); ++q) {
+        for (uint32_t n : {1u, 2u, 256u, 1024u, 32768u}) {
+          EXPECT_EQ(SetVringNum(s.f(), q, n), 0u) << text << " " << n;
+        }
+        // Packed rings may have any size.
+        if (packed) {
+          EXPECT_EQ(SetVringNum(s.f(), q, 1000), 0u) << text;
+        }
+      }
+      if (!packed) {
+        // A split ring's size is a power of two: refused, connection closed.
+        EXPECT_NE(SetVringNum(s.f(), 0, 1000), 0u) << text;
+        EXPECT_FALSE(s.WaitClosed().ok()) << text;
+      }
+    }
+    // Above the specification's maximum.
+    Session s(*dev);
+    Negotiate(s.f(), spec::Bit(spec::kFeatureRingPacked));
+    EXPECT_NE(SetVringNum(s.f(), 0, 32769), 0u) << text;
+    EXPECT_FALSE(s.WaitClosed().ok()) << text;
+  }
+}
+
+// queue-size= stays an explicit limit.
+TEST(VhostUserRingSizes, QueueSizeIsALimit) {
+  for (const char* text :
+       {"rng,queue-size=64", "blk,backend=ram,size=1M,queue-size=64",
+        "net,backend=loopback,queue-size=64",
+        "console,backend=file=/dev/null,queue-size=64"}) {
+    auto dev = Make(text);
+    ASSERT_NE(dev, nullptr);
+    Session s(*dev);
+    Negotiate(s.f());
+    EXPECT_EQ(SetVringNum(s.f(), 0, 64), 0u) << text;
+    EXPECT_NE(SetVringNum(s.f(), 0, 128), 0u) << text;
+    EXPECT_FALSE(s.WaitClosed().ok()) << text;
+  }
 }
 
 TEST(VhostUserDeviceSpec, RejectsBadSpecs) {
