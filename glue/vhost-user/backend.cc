@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -37,7 +38,8 @@ Backend::Backend(VhostDevice& device, BackendOptions options)
     : dev_(device),
       options_(std::move(options)),
       vrings_(device.num_queues()),
-      observers_(device.num_queues()) {
+      observers_(device.num_queues()),
+      inflight_warned_(device.num_queues()) {
   options_.protocol_features &= kImplementedProtocolFeatures;
 }
 
@@ -102,7 +104,8 @@ void Backend::UnmapInflight() {
   if (inflight_map_ != nullptr) munmap(inflight_map_, inflight_len_);
   inflight_map_ = nullptr;
   inflight_len_ = 0;
-  inflight_queues_ = inflight_queue_size_ = 0;
+  inflight_queues_ = 0;
+  inflight_stride_ = 0;
 }
 
 absl::Status Backend::GetInflightFd(const Message& m,
@@ -115,8 +118,19 @@ absl::Status Backend::GetInflightFd(const Message& m,
                                        info.num_queues, info.queue_size,
                                        vrings_.size(), spec::kMaxQueueSize));
   }
+  // The front-end sizes the region for the rings it was configured with,
+  // but the guest may set larger ones (QEMU's vhost-user-blk asks for its
+  // queue-size=128 while microvm's virtio-mmio lets the guest use 1024):
+  // room for the largest ring accepted, so that every ring is tracked.
+  // Pages never touched cost nothing (memfd).
+  uint32_t entries = info.queue_size;
+  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+    entries = std::max(entries, dev_.queue_max_size(q));
+  }
+  entries = std::min(entries, spec::kMaxQueueSize);
   const uint64_t size =
-      uint64_t{info.num_queues} * InflightQueueRegionSize(info.queue_size);
+      uint64_t{info.num_queues} *
+      InflightQueueRegionSize(static_cast<uint16_t>(entries));
   UniqueFd fd(memfd_create("vhost-user-inflight", MFD_CLOEXEC));
   if (!fd || ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return absl::InternalError(
@@ -163,7 +177,11 @@ absl::Status Backend::SetInflightFd(Message& m) {
   inflight_map_ = static_cast<uint8_t*>(p);
   inflight_len_ = info.mmap_size;
   inflight_queues_ = info.num_queues;
-  inflight_queue_size_ = info.queue_size;
+  // Each queue's part is an equal share of the region, not the size
+  // queue_size implies: the front-end sends back its own queue_size, while
+  // GET_INFLIGHT_FD made the parts larger (above). The same region thus
+  // splits the same way for every back-end instance it is handed to.
+  inflight_stride_ = (info.mmap_size / info.num_queues) & ~uint64_t{63};
   return SyncAll();
 }
 
@@ -176,11 +194,23 @@ absl::Status Backend::StartInflight(
       !(protocol_features_ & Bit(kProtocolInflightShmfd))) {
     return absl::OkStatus();
   }
-  if (q >= inflight_queues_ || v.num > inflight_queue_size_) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "queue %u (size %u) is outside the inflight region (%u queues of "
-        "size %u)",
-        q, v.num, inflight_queues_, inflight_queue_size_));
+  if (q >= inflight_queues_ ||
+      InflightQueueRegionSize(static_cast<uint16_t>(v.num)) >
+          inflight_stride_) {
+    // Refusing the queue would leave the guest without its disk: serve it,
+    // untracked. What that costs is said once per connection and queue.
+    if (!inflight_warned_[q]) {
+      inflight_warned_[q] = true;
+      virtio::Logf(
+          virtio::LogLevel::kWarning,
+          "%s: queue %u (size %u) does not fit the inflight region (%u "
+          "queues of %u bytes, %u needed): served without inflight tracking; "
+          "requests in flight if this back-end dies are not resubmitted on "
+          "reconnect",
+          options_.name, q, v.num, inflight_queues_, inflight_stride_,
+          InflightQueueRegionSize(static_cast<uint16_t>(v.num)));
+    }
+    return absl::OkStatus();
   }
   const uint32_t n = v.num;
   InflightRing ring{
@@ -196,7 +226,7 @@ absl::Status Backend::StartInflight(
   if (ring.ring == nullptr || reinterpret_cast<uintptr_t>(ring.ring) % 4 != 0) {
     return absl::InvalidArgumentError("inflight: rings not mapped");
   }
-  const uint64_t per_queue = InflightQueueRegionSize(inflight_queue_size_);
+  const uint64_t per_queue = inflight_stride_;
   InflightRecovery r;
   absl::Status s = v.inflight.Start(inflight_map_ + uint64_t{q} * per_queue,
                                     per_queue, ring, state, &r);
@@ -413,6 +443,7 @@ void Backend::Disconnect() {
   backend_req_.reset();
   dev_.memory().Clear();
   UnmapInflight();
+  inflight_warned_.assign(inflight_warned_.size(), false);
   log_ = DirtyLog();
   log_call_.reset();
   owner_ = false;

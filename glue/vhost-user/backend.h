@@ -153,11 +153,15 @@ class Backend {
   uint64_t protocol_features_ = 0;
   uint8_t frontend_status_ = 0;
   UniqueFd backend_req_;
-  // SET_INFLIGHT_FD region.
+  // SET_INFLIGHT_FD region: inflight_queues_ parts of inflight_stride_
+  // bytes each (see SetInflightFd).
   uint8_t* inflight_map_ = nullptr;
   size_t inflight_len_ = 0;
   uint16_t inflight_queues_ = 0;
-  uint16_t inflight_queue_size_ = 0;
+  uint64_t inflight_stride_ = 0;
+  // Queues served untracked because the region cannot hold their ring,
+  // already said in the log (once per connection).
+  std::vector<bool> inflight_warned_;
   uint64_t generation_ = 0;
   // SET_LOG_BASE / SET_LOG_FD.
   DirtyLog log_;

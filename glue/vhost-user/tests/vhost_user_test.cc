@@ -940,6 +940,120 @@ TEST_P(VhostUserInflight, RestartedBackendResubmitsInFlightRequestsOnce) {
   EXPECT_TRUE(s.Finish().ok());
 }
 
+// GET_INFLIGHT_FD for rings of the front-end's queue-size (QEMU
+// vhost-user-blk: 128), a guest that sets larger rings (microvm: 1024): the
+// region returned holds the largest ring the device accepts, and the
+// front-end's queue_size sent back with SET_INFLIGHT_FD does not shrink it:
+// the larger ring is tracked across a back-end crash.
+TEST_P(VhostUserInflight, RegionAskedForSmallerRingsStillTracksTheRing) {
+  const bool packed = GetParam();
+  const uint64_t ring_features =
+      packed ? spec::Bit(spec::kFeatureRingPacked) : 0;
+  SharedMemory mem(kGpa, kMemSize);
+  AnyRing ring(mem, 64, packed);  // the device's limit: 64
+  UniqueFd inflight;
+  InflightInfo info{0, 0, 1, 16};
+  std::vector<std::pair<uint16_t, uint64_t>> held;
+  virtio::blktest::ScriptedDisk disk1(1 << 20);
+  {
+    auto dev = MakeScriptedBlk(disk1);
+    Session s(*dev);
+    Frontend& f = s.f();
+    Negotiate(f, ring_features, kInflightProtocol);
+    ASSERT_TRUE(f.SetMemTable(mem));
+    ASSERT_TRUE(f.Send(kGetInflightFd, info));
+    {
+      Connection c(UniqueFd(dup(f.fd())));
+      auto r = c.Receive();
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->fds.size(), 1u);
+      EXPECT_EQ(r->As<InflightInfo>().mmap_size, InflightQueueRegionSize(64));
+      inflight = std::move(r->fds[0]);
+      info.mmap_size = r->As<InflightInfo>().mmap_size;
+    }
+    ASSERT_TRUE(f.Send(kSetInflightFd, info, {inflight.get()}));
+    UniqueFd kick, call;
+    ASSERT_TRUE(ring.Setup(f, 0, kick, call));
+    disk1.hold = true;
+    // 20 chains of 3 descriptors: heads (split) and buffer IDs (packed) up
+    // to 57, far past entry 16 of the region the front-end asked for.
+    for (int i = 0; i < 20; ++i) {
+      held.push_back(QueueWrite(mem, ring, i, static_cast<uint8_t>(i + 1)));
+    }
+    ASSERT_TRUE(SignalFd(kick.get()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_FALSE(ring.Reap().has_value());
+    (void)s.Finish();
+  }
+  virtio::blktest::ScriptedDisk disk2(1 << 20);
+  auto dev = MakeScriptedBlk(disk2);
+  Session s(*dev);
+  Frontend& f = s.f();
+  Negotiate(f, ring_features, kInflightProtocol);
+  ASSERT_TRUE(f.SetMemTable(mem));
+  ASSERT_TRUE(f.Send(kSetInflightFd, info, {inflight.get()}));
+  UniqueFd kick, call;
+  ASSERT_TRUE(ring.Setup(f, 0, kick, call));
+  std::map<uint32_t, int> completed;
+  for (int spin = 0; spin < 100 && completed.size() < held.size(); ++spin) {
+    WaitEvent(call.get(), 50);
+    while (auto u = ring.Reap()) ++completed[u->first];
+  }
+  ASSERT_EQ(completed.size(), held.size());
+  for (const auto& [head, status] : held) {
+    EXPECT_EQ(completed[head], 1) << "head " << head;
+    EXPECT_EQ(*mem.host(status), virtio::blk::kStatusOk);
+  }
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(disk2.image[i * 512], i + 1);
+  EXPECT_TRUE(s.Finish().ok());
+}
+
+// A region the front-end made itself for 16-entry rings, a 64-entry ring:
+// the queue is served (untracked, said once in the log), and nothing is
+// written to the region, let alone beyond it.
+TEST_P(VhostUserInflight, RingLargerThanTheRegionIsServedUntracked) {
+  const bool packed = GetParam();
+  const uint64_t ring_features =
+      packed ? spec::Bit(spec::kFeatureRingPacked) : 0;
+  SharedMemory mem(kGpa, kMemSize);
+  AnyRing ring(mem, 64, packed);
+  const uint64_t bytes = InflightQueueRegionSize(16);
+  UniqueFd region(memfd_create("small-inflight", MFD_CLOEXEC));
+  ASSERT_EQ(ftruncate(region.get(), static_cast<off_t>(bytes)), 0);
+  virtio::blktest::ScriptedDisk disk(1 << 20);
+  auto dev = MakeScriptedBlk(disk);
+  Session s(*dev);
+  Frontend& f = s.f();
+  Negotiate(f, ring_features, kInflightProtocol);
+  ASSERT_TRUE(f.SetMemTable(mem));
+  InflightInfo info{bytes, 0, 1, 16};
+  ASSERT_TRUE(f.Send(kSetInflightFd, info, {region.get()}));
+  UniqueFd kick, call;
+  ASSERT_TRUE(ring.Setup(f, 0, kick, call));
+  std::vector<std::pair<uint16_t, uint64_t>> reqs;
+  for (int round = 0; round < 4; ++round) {  // wraps the 64-entry ring
+    for (int i = 0; i < 20; ++i) {  // 60 descriptors
+      reqs.push_back(QueueWrite(mem, ring, i, static_cast<uint8_t>(i + 1)));
+    }
+    ASSERT_TRUE(SignalFd(kick.get()));
+    size_t done = 0;
+    for (int spin = 0; spin < 100 && done < 20; ++spin) {
+      WaitEvent(call.get(), 50);
+      while (ring.Reap()) ++done;
+    }
+    ASSERT_EQ(done, 20u) << "round " << round;
+  }
+  for (const auto& [head, status] : reqs) {
+    EXPECT_EQ(*mem.host(status), virtio::blk::kStatusOk);
+  }
+  std::vector<uint8_t> content(bytes + 4096, 0xee);
+  const ssize_t n = pread(region.get(), content.data(), content.size(), 0);
+  ASSERT_EQ(n, static_cast<ssize_t>(bytes));
+  EXPECT_TRUE(std::all_of(content.begin(), content.begin() + n,
+                          [](uint8_t b) { return b == 0; }));
+  EXPECT_TRUE(s.Finish().ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(Rings, VhostUserInflight, ::testing::Bool(),
                          [](const auto& info) {
                            return info.param ? "Packed" : "Split";
