@@ -73,6 +73,9 @@ class VhostDevice {
   virtual bool queue_running(uint16_t q) const = 0;
   // Resets the device (all queues stopped, features forgotten).
   virtual void Reset() = 0;
+  // A new front-end connects: a new guest, with a fresh guest-error log
+  // budget (the previous one's silence is not its own).
+  virtual void NewConnection() {}
 
   // Where interrupts go: the queue's call fd (-1: none), its error fd, and
   // the back-end request channel for config-change messages (-1: none).

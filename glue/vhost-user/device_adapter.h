@@ -189,6 +189,8 @@ class DeviceAdapter final : public VhostDevice {
     pending_ = 0;
   }
 
+  void NewConnection() override { dev_->ResetGuestErrorLimit(); }
+
   void SetCallFd(uint16_t q, int fd) override { irq_.SetCallFd(q, fd); }
   void SetErrFd(uint16_t q, int fd) override {
     if (q < err_.size()) err_[q] = fd;

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -84,6 +85,17 @@ int PrintHelp() {
   return 0;
 }
 
+// Every line says which connection it belongs to: the device's own lines
+// name the device only, and one daemon serves guest after guest.
+void ConnectionSink(virtio::LogLevel level, std::string_view message) {
+  static constexpr const char* kNames[] = {"I", "W", "E"};
+  const int c = vhost_user::CurrentConnection();
+  std::string prefix = c > 0 ? absl::StrCat("[#", c, "] ") : std::string();
+  std::fprintf(stderr, "libvirtio %s: %s%.*s\n",
+               kNames[static_cast<int>(level)], prefix.c_str(),
+               static_cast<int>(message.size()), message.data());
+}
+
 bool IsFlag(const std::string& arg, const std::string& name) {
   for (const char* dashes : {"-", "--"}) {
     const std::string f = std::string(dashes) + name;
@@ -148,6 +160,7 @@ int main(int argc, char** argv) {
   auto dev = vhost_user::MakeDevice(*spec);
   if (!dev.ok()) return Fail(std::string(dev.status().message()));
 
+  virtio::SetLogSink(&ConnectionSink);
   g_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (g_stop_fd < 0) return Fail("eventfd failed");
   struct sigaction sa {};

@@ -393,11 +393,18 @@ class Worker {
   std::vector<QueueFds> queues_;
 };
 
+std::atomic<int> g_current_connection{0};
+
 }  // namespace
+
+int CurrentConnection() {
+  return g_current_connection.load(std::memory_order_relaxed);
+}
 
 absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
                              const ServeOptions& o) {
   Connection conn(std::move(connection), o.message_timeout_ms);
+  dev.NewConnection();
   Backend backend(dev, o.backend);
   const uint16_t nq = dev.num_queues();
   const uint16_t ngroups = std::max<uint16_t>(dev.num_groups(), 1);
@@ -535,9 +542,11 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
       fd = *std::move(a);
     }
     ++connections;
+    g_current_connection.store(connections, std::memory_order_relaxed);
     virtio::Logf(virtio::LogLevel::kInfo, "%s: front-end connected (#%d)",
                  o.serve.name, connections);
     absl::Status s = ServeConnection(device, std::move(fd), o.serve);
+    g_current_connection.store(0, std::memory_order_relaxed);
     if (absl::IsCancelled(s)) break;
     virtio::Logf(virtio::LogLevel::kInfo,
                  "%s: connection #%d closed%s; waiting for the next one",

@@ -66,6 +66,11 @@ struct DaemonOptions {
   int max_connections = 0;
 };
 
+// The number of the connection RunDaemon() serves now (1, 2, ...; 0:
+// none), for log sinks to put on every line: the daemon's own lines, the
+// device's and the library's alike (they name the device, not the guest).
+int CurrentConnection();
+
 // Serves connection after connection until `stop_fd` fires. Server mode
 // creates the socket (0600) and unlinks it on return.
 absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& options);

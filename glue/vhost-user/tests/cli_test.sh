@@ -119,6 +119,32 @@ bad "rng,rate=fast" "'rate=fast' is not a number"
 bad "rng,packed=maybe" "'packed=maybe' is not on/off"
 bad "rng,seed=1" "rng: unknown property 'seed'"
 
+# --- a running daemon: its log lines name the connection they belong to
+if command -v python3 >/dev/null; then
+  "$daemon" --socket "$sock" --device rng 2>"$tmp/run.log" &
+  dpid=$!
+  for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.05; done
+  for _ in 1 2; do
+    python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$sock"
+  done
+  for _ in $(seq 100); do
+    grep -q "connection #2 closed" "$tmp/run.log" && break
+    sleep 0.05
+  done
+  kill "$dpid"; wait "$dpid"
+  checks=$((checks + 1))
+  for n in 1 2; do
+    if ! grep -q "\[#$n\] .*front-end disconnected" "$tmp/run.log"; then
+      echo "FAIL: no '[#$n] ... front-end disconnected' line:"
+      sed 's/^/    /' "$tmp/run.log"
+      fail=1
+    fi
+  done
+else
+  echo "(python3 missing: connection-number log check left out)"
+fi
+
 if [[ $fail != 0 ]]; then
   echo "FAILED ($checks checks)"
   exit 1

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <string_view>
 #include <optional>
 #include <random>
 #include <future>
@@ -1647,6 +1649,46 @@ TEST(VhostUserRingSizes, QueueSizeIsALimit) {
     EXPECT_NE(SetVringNum(s.f(), 0, 128), 0u) << text;
     EXPECT_FALSE(s.WaitClosed().ok()) << text;
   }
+}
+
+// Log lines captured by CaptureSink.
+std::mutex g_log_mu;
+std::vector<std::string> g_log;
+void CaptureSink(virtio::LogLevel, std::string_view m) {
+  std::lock_guard<std::mutex> l(g_log_mu);
+  g_log.emplace_back(m);
+}
+int CountLogged(std::string_view what) {
+  std::lock_guard<std::mutex> l(g_log_mu);
+  return static_cast<int>(std::count_if(
+      g_log.begin(), g_log.end(),
+      [&](const std::string& m) { return m.find(what) != std::string::npos; }));
+}
+
+// A guest that floods the log uses up its own budget only: the next
+// connection's guest errors are logged again.
+TEST(VhostUserGuestErrors, EachConnectionHasItsOwnLogBudget) {
+  auto dev = Make("rng");
+  {
+    std::lock_guard<std::mutex> l(g_log_mu);
+    g_log.clear();
+  }
+  virtio::SetLogSink(&CaptureSink);
+  {
+    Session s(*dev);
+    ASSERT_TRUE(s.f().GetU64(kGetFeatures));  // served: the budget is set
+    for (int i = 0; i < 100; ++i) dev->Kick(1000);  // no such queue
+    EXPECT_TRUE(s.Finish().ok());
+  }
+  EXPECT_EQ(CountLogged("nonexistent queue"), 20);
+  {
+    Session s(*dev);
+    ASSERT_TRUE(s.f().GetU64(kGetFeatures));
+    dev->Kick(1000);
+    EXPECT_TRUE(s.Finish().ok());
+  }
+  virtio::SetLogSink(nullptr);
+  EXPECT_EQ(CountLogged("nonexistent queue"), 21);
 }
 
 TEST(VhostUserDeviceSpec, RejectsBadSpecs) {
