@@ -1,6 +1,7 @@
 #include "backend.h"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,9 +9,11 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "connection.h"
+#include "sigbus_guard.h"
 #include "virtio/log.h"
 #include "virtio/ring_access.h"
 #include "virtio/spec.h"
@@ -41,9 +44,26 @@ Backend::Backend(VhostDevice& device, BackendOptions options)
       observers_(device.num_queues()),
       inflight_warned_(device.num_queues()) {
   options_.protocol_features &= kImplementedProtocolFeatures;
+  fault_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  dev_.memory().SetFaultFd(fault_fd_.get());
 }
 
-Backend::~Backend() { Disconnect(); }
+Backend::~Backend() {
+  Disconnect();
+  dev_.memory().SetFaultFd(-1);
+}
+
+std::string Backend::TakeFault() {
+  uint64_t v;
+  [[maybe_unused]] ssize_t n = read(fault_fd_.get(), &v, sizeof v);
+  std::string out;
+  for (const SharedMemoryFault& f : SigbusGuard::TakeFaults(fault_fd_.get())) {
+    absl::StrAppendFormat(&out, "%s%s (%u bytes mapped at 0x%x) at +0x%x",
+                          out.empty() ? "" : "; ", f.what, f.length, f.base,
+                          f.address - f.base);
+  }
+  return out;
+}
 
 int Backend::kick_fd(uint16_t q) const {
   if (q >= vrings_.size() || !dev_.queue_running(q)) return -1;
@@ -101,7 +121,10 @@ void Backend::Stop(uint16_t q) {
 }
 
 void Backend::UnmapInflight() {
-  if (inflight_map_ != nullptr) munmap(inflight_map_, inflight_len_);
+  if (inflight_map_ != nullptr) {
+    SigbusGuard::Unregister(inflight_map_);
+    munmap(inflight_map_, inflight_len_);
+  }
   inflight_map_ = nullptr;
   inflight_len_ = 0;
   inflight_queues_ = 0;
@@ -174,6 +197,7 @@ absl::Status Backend::SetInflightFd(Message& m) {
   // Rings track into the region from their next start.
   StopAll();
   UnmapInflight();
+  SigbusGuard::Register(p, info.mmap_size, fault_fd_.get(), "inflight region");
   inflight_map_ = static_cast<uint8_t*>(p);
   inflight_len_ = info.mmap_size;
   inflight_queues_ = info.num_queues;
@@ -359,8 +383,8 @@ absl::Status Backend::SetLogBase(Message& m, std::optional<Message>* reply) {
   const auto d = m.As<LogDescription>();
   UniqueFd fd = std::move(m.fds[0]);
   m.fds.clear();
-  absl::StatusOr<DirtyLog> log = DirtyLog::Map(fd.get(), d.mmap_size,
-                                               d.mmap_offset);
+  absl::StatusOr<DirtyLog> log =
+      DirtyLog::Map(fd.get(), d.mmap_size, d.mmap_offset, fault_fd_.get());
   if (!log.ok()) return Protocol(m, log.status().message());
   // Every write to guest memory must have its bit (spec: the log covers
   // address 0 to the end of the highest region).

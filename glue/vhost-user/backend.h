@@ -77,6 +77,11 @@ class Backend {
   // --- For the event loop ---
   // The kick fd of queue `q` if it is running with one, else -1.
   int kick_fd(uint16_t q) const;
+  // Readable when a SIGBUS hit memory this connection mapped: the
+  // front-end shrank it (sigbus_guard.h). TakeFault() says which.
+  int fault_fd() const { return fault_fd_.get(); }
+  // What faulted since the last call, for the log ("" if nothing).
+  std::string TakeFault();
   // True if queue `q` runs without a kick fd (the loop must poll it).
   bool polled(uint16_t q) const;
   // Changes whenever the set of fds to watch may have changed.
@@ -166,6 +171,8 @@ class Backend {
   // SET_LOG_BASE / SET_LOG_FD.
   DirtyLog log_;
   UniqueFd log_call_;
+  // SIGBUS reports for this connection's mappings.
+  UniqueFd fault_fd_;
 };
 
 }  // namespace vhost_user

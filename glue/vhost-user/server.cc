@@ -440,17 +440,33 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     return s;
   };
   while (result.ok()) {
-    pollfd p[2] = {{conn.fd(), POLLIN, 0}, {o.stop_fd, POLLIN, 0}};
-    const int rc = poll(p, o.stop_fd >= 0 ? 2 : 1, -1);
+    pollfd p[3] = {{conn.fd(), POLLIN, 0},
+                   {backend.fault_fd(), POLLIN, 0},
+                   {o.stop_fd, POLLIN, 0}};
+    const int rc = poll(p, o.stop_fd >= 0 ? 3 : 2, -1);
     if (rc < 0) {
       if (errno == EINTR) continue;
       result = absl::InternalError(
           absl::StrFormat("poll: %s", std::strerror(errno)));
       break;
     }
-    if (o.stop_fd >= 0 && (p[1].revents & POLLIN)) {
+    if (o.stop_fd >= 0 && (p[2].revents & POLLIN)) {
       result = absl::CancelledError("stopped");
       break;
+    }
+    if (p[1].revents & POLLIN) {
+      // The front-end shrank memory it shared with us: the mapping is
+      // zeroes now (sigbus_guard.h), and nothing it says can be trusted.
+      const std::string what = backend.TakeFault();
+      if (!what.empty()) {
+        result = absl::DataLossError(absl::StrFormat(
+            "the front-end shrank shared memory under the back-end (SIGBUS "
+            "in %s)",
+            what));
+        virtio::Logf(virtio::LogLevel::kError, "%s: %s; closing the connection",
+                     o.name, result.message());
+        break;
+      }
     }
     if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
     absl::StatusOr<Message> m = conn.Receive();

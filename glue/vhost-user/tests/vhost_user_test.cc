@@ -1651,6 +1651,82 @@ TEST(VhostUserRingSizes, QueueSizeIsALimit) {
   }
 }
 
+// --- a front-end that shrinks the memory it shared (SIGBUS) ---------------------
+
+// Guest memory truncated after SET_MEM_TABLE: the back-end's next ring
+// access would SIGBUS. The connection is closed with the reason; the
+// process lives on and the next front-end is served.
+TEST(VhostUserShrunkMemory, GuestMemoryClosesTheConnectionNotTheProcess) {
+  auto dev = Make("rng");
+  for (int round = 0; round < 2; ++round) {
+    Session s(*dev);
+    SharedMemory mem(kGpa, kMemSize);
+    SplitRing ring(mem, 16);
+    Negotiate(s.f());
+    ASSERT_TRUE(s.f().SetMemTable(mem));
+    UniqueFd kick, call;
+    ASSERT_TRUE(s.f().SetupRing(0, ring, kick, call));
+    ring.Add({{mem.Alloc(64), 64, true}});
+    // Every message handled (a reply comes after them) before the shrink.
+    ASSERT_TRUE(s.f().GetU64(kGetFeatures));
+    // From here on our own mapping of it faults too: not touched again.
+    ASSERT_EQ(ftruncate(mem.fd(), 0), 0);
+    ASSERT_TRUE(SignalFd(kick.get()));
+    const absl::Status st = s.WaitClosed();
+    EXPECT_TRUE(absl::IsDataLoss(st)) << st;
+    EXPECT_NE(st.message().find("guest memory"), std::string::npos) << st;
+  }
+  Session s(*dev);
+  RngRoundTrip(s);
+  EXPECT_TRUE(s.Finish().ok());
+}
+
+// The inflight region truncated after SET_INFLIGHT_FD: the first pop
+// tracked in it would SIGBUS.
+TEST(VhostUserShrunkMemory, InflightRegionClosesTheConnectionNotTheProcess) {
+  auto dev = Make("blk,backend=ram,size=1M,queue-size=64");
+  for (bool packed : {false, true}) {
+    Session s(*dev);
+    Frontend& f = s.f();
+    SharedMemory mem(kGpa, kMemSize);
+    AnyRing ring(mem, 64, packed);
+    Negotiate(f, packed ? spec::Bit(spec::kFeatureRingPacked) : 0,
+              kInflightProtocol);
+    ASSERT_TRUE(f.SetMemTable(mem));
+    const uint64_t bytes = InflightQueueRegionSize(64);
+    UniqueFd region(memfd_create("shrinking-inflight", MFD_CLOEXEC));
+    ASSERT_EQ(ftruncate(region.get(), static_cast<off_t>(bytes)), 0);
+    InflightInfo info{bytes, 0, 1, 64};
+    ASSERT_TRUE(f.Send(kSetInflightFd, info, {region.get()}));
+    UniqueFd kick, call;
+    ASSERT_TRUE(ring.Setup(f, 0, kick, call));
+    ASSERT_TRUE(f.GetU64(kGetFeatures));  // all of the above handled
+    ASSERT_EQ(ftruncate(region.get(), 0), 0);
+    QueueWrite(mem, ring, 1, 0x11);
+    ASSERT_TRUE(SignalFd(kick.get()));
+    const absl::Status st = s.WaitClosed();
+    EXPECT_TRUE(absl::IsDataLoss(st)) << st;
+    EXPECT_NE(st.message().find("inflight region"), std::string::npos) << st;
+  }
+  // The next front-end: served.
+  Session s(*dev);
+  Frontend& f = s.f();
+  SharedMemory mem(kGpa, kMemSize);
+  AnyRing ring(mem, 64, false);
+  Negotiate(f);
+  ASSERT_TRUE(f.SetMemTable(mem));
+  UniqueFd kick, call;
+  ASSERT_TRUE(ring.Setup(f, 0, kick, call));
+  const auto [head, status] = QueueWrite(mem, ring, 1, 0x22);
+  ASSERT_TRUE(SignalFd(kick.get()));
+  ASSERT_TRUE(WaitEvent(call.get()));
+  auto u = ring.Reap();
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->first, head);
+  EXPECT_EQ(*mem.host(status), virtio::blk::kStatusOk);
+  EXPECT_TRUE(s.Finish().ok());
+}
+
 // Log lines captured by CaptureSink.
 std::mutex g_log_mu;
 std::vector<std::string> g_log;
