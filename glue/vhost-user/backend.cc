@@ -42,7 +42,8 @@ Backend::Backend(VhostDevice& device, BackendOptions options)
       options_(std::move(options)),
       vrings_(device.num_queues()),
       observers_(device.num_queues()),
-      inflight_warned_(device.num_queues()) {
+      inflight_warned_(device.num_queues()),
+      watch_(device.num_queues()) {
   options_.protocol_features &= kImplementedProtocolFeatures;
   fault_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   dev_.memory().SetFaultFd(fault_fd_.get());
@@ -355,6 +356,10 @@ absl::Status Backend::Sync(uint16_t q) {
                    options_.name, q, lost);
     }
   }
+  // In flight = popped - pushed since this start (workers are parked).
+  observers_[q].activity.pops.store(0, std::memory_order_relaxed);
+  observers_[q].activity.pushes.store(0, std::memory_order_relaxed);
+  watch_[q].pushes = 0;
   absl::Status s = dev_.StartQueue(q, cfg, state, &observers_[q], resubmit);
   if (!s.ok()) {
     observers_[q].inflight = nullptr;
@@ -371,6 +376,131 @@ absl::Status Backend::SyncAll() {
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// A 16-bit field of the ring the driver shares, read as it is now (-1: not
+// mapped).
+int ReadU16(const MemoryTable& mem, uint64_t gpa) {
+  const uint8_t* p = mem.TranslateContiguous(gpa, 2);
+  if (p == nullptr || reinterpret_cast<uintptr_t>(p) % 2 != 0) return -1;
+  return virtio::LoadAcquire(reinterpret_cast<const uint16_t*>(p));
+}
+
+std::string Ago(std::chrono::steady_clock::time_point t,
+                std::chrono::steady_clock::time_point now) {
+  if (t == std::chrono::steady_clock::time_point{}) return "never";
+  return absl::StrFormat(
+      "%.1fs ago", std::chrono::duration<double>(now - t).count());
+}
+
+}  // namespace
+
+bool Backend::WatchStalls(std::chrono::steady_clock::time_point now) {
+  bool report = false;
+  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+    Watch& w = watch_[q];
+    const QueueActivity& a = observers_[q].activity;
+    const uint64_t kicks = a.kicks.load(std::memory_order_relaxed);
+    const uint64_t pops = a.pops.load(std::memory_order_relaxed);
+    const uint64_t pushes = a.pushes.load(std::memory_order_relaxed);
+    const uint64_t irqs = dev_.queue_interrupts(q);
+    if (kicks != w.kicks) w.kick_at = now;
+    if (irqs != w.interrupts) w.interrupt_at = now;
+    if (pushes != w.pushes || pops == pushes) w.progress_at = now;
+    w.kicks = kicks;
+    w.interrupts = irqs;
+    w.pushes = pushes;
+    const bool stalled = dev_.queue_running(q) && dev_.WatchForStalls(q) &&
+                         pops > pushes && now - w.progress_at >= kStallAfter;
+    if (stalled && (!w.stalled || now - w.reported_at >= kStallRepeat)) {
+      w.reported_at = now;
+      report = true;
+    }
+    if (!stalled && w.stalled) {
+      virtio::Logf(virtio::LogLevel::kInfo, "%s: queue %u makes progress again",
+                   options_.name, q);
+    }
+    w.stalled = stalled;
+  }
+  return report;
+}
+
+std::string Backend::DescribeQueue(uint16_t q,
+                                   std::chrono::steady_clock::time_point now) {
+  const Vring& v = vrings_[q];
+  const QueueDebugInfo d = dev_.QueueDebug(q);
+  const QueueActivity& a = observers_[q].activity;
+  const Watch& w = watch_[q];
+  std::string out = absl::StrFormat(
+      "queue %u: %s, size %u, %s", q, d.running ? "running" : "stopped",
+      v.num, packed() ? "packed" : "split");
+  if (!d.running) return out;
+  absl::StrAppendFormat(&out, "; device next_avail %u next_used %u",
+                        d.position.next_avail, d.position.next_used);
+  if (packed()) {
+    absl::StrAppendFormat(&out, " (wraps %d/%d)", d.position.avail_wrap,
+                          d.position.used_wrap);
+  }
+  const MemoryTable& mem = dev_.memory();
+  const bool event_idx =
+      (acked_features_ & spec::Bit(spec::kFeatureEventIdx)) != 0;
+  if (v.addr) {
+    const auto avail = mem.UserToGuest(v.addr->avail_user_addr, 4);
+    const auto used = mem.UserToGuest(v.addr->used_user_addr, 4);
+    if (avail && used && !packed()) {
+      absl::StrAppendFormat(
+          &out, "; driver avail.idx %d avail.flags 0x%x used.idx %d "
+                "used.flags 0x%x",
+          ReadU16(mem, *avail + 2), ReadU16(mem, *avail), ReadU16(mem, *used + 2),
+          ReadU16(mem, *used));
+      if (event_idx) {
+        absl::StrAppendFormat(
+            &out, " used_event %d avail_event %d",
+            ReadU16(mem, *avail + 4 + 2ull * v.num),
+            ReadU16(mem, *used + 4 + 8ull * v.num));
+      }
+    } else if (avail && used) {
+      // Packed: driver and device event suppression areas.
+      absl::StrAppendFormat(
+          &out, "; driver event off_wrap 0x%x flags 0x%x, device event "
+                "off_wrap 0x%x flags 0x%x",
+          ReadU16(mem, *avail), ReadU16(mem, *avail + 2), ReadU16(mem, *used),
+          ReadU16(mem, *used + 2));
+    }
+  }
+  absl::StrAppendFormat(
+      &out, "; in flight: %u chains popped and not used (%u popped, %u used "
+            "since start)",
+      d.ring_in_flight, a.pops.load(std::memory_order_relaxed),
+      a.pushes.load(std::memory_order_relaxed));
+  if (d.backend_in_flight >= 0) {
+    absl::StrAppendFormat(&out, ", %d in the backend", d.backend_in_flight);
+  }
+  absl::StrAppendFormat(
+      &out, "; kicks %u (last %s%s), interrupts %u (last %s)%s, last "
+            "completion %s",
+      a.kicks.load(std::memory_order_relaxed), Ago(w.kick_at, now),
+      vrings_[q].kick ? "" : ", no kick fd: polled",
+      d.interrupts, Ago(w.interrupt_at, now),
+      d.interrupts_lost != 0
+          ? absl::StrFormat(", %u LOST (no call fd)", d.interrupts_lost)
+          : std::string(),
+      Ago(w.progress_at, now));
+  return out;
+}
+
+void Backend::LogQueues(const char* why,
+                        std::chrono::steady_clock::time_point now) {
+  virtio::Logf(virtio::LogLevel::kWarning,
+               "%s: %s: device status 0x%x, features 0x%x", options_.name, why,
+               dev_.status(), acked_features_);
+  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+    if (vrings_[q].num == 0 && !dev_.queue_running(q)) continue;
+    virtio::Logf(virtio::LogLevel::kWarning, "%s:   %s", options_.name,
+                 DescribeQueue(q, now));
+  }
 }
 
 bool Backend::logging() const {

@@ -26,6 +26,7 @@
 #ifndef VHOST_USER_BACKEND_H_
 #define VHOST_USER_BACKEND_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -39,6 +40,7 @@
 #include "inflight.h"
 #include "inflight_queue.h"
 #include "message.h"
+#include "queue_activity.h"
 #include "queue_observer.h"
 #include "unique_fd.h"
 
@@ -82,6 +84,21 @@ class Backend {
   int fault_fd() const { return fault_fd_.get(); }
   // What faulted since the last call, for the log ("" if nothing).
   std::string TakeFault();
+
+  // --- Stall diagnosis ---
+  // Queue q's activity counters (its worker bumps kicks).
+  QueueActivity* activity(uint16_t q) { return &observers_[q].activity; }
+  // Called about once a second by the control thread (workers running):
+  // true when a queue has had requests in flight and no completion for
+  // kStallAfter, first and then every kStallRepeat while it lasts; the
+  // caller then logs LogQueues() with the workers parked.
+  static constexpr std::chrono::seconds kStallAfter{5};
+  static constexpr std::chrono::seconds kStallRepeat{60};
+  bool WatchStalls(std::chrono::steady_clock::time_point now);
+  // Logs every queue's state (ring indexes the device and the driver see,
+  // event indexes, in flight, last kick / interrupt / completion). Workers
+  // parked.
+  void LogQueues(const char* why, std::chrono::steady_clock::time_point now);
   // True if queue `q` runs without a kick fd (the loop must poll it).
   bool polled(uint16_t q) const;
   // Changes whenever the set of fds to watch may have changed.
@@ -173,6 +190,16 @@ class Backend {
   UniqueFd log_call_;
   // SIGBUS reports for this connection's mappings.
   UniqueFd fault_fd_;
+  // WatchStalls' view of each queue at its last look.
+  struct Watch {
+    uint64_t kicks = 0, interrupts = 0, pushes = 0;
+    std::chrono::steady_clock::time_point kick_at{}, interrupt_at{},
+        progress_at{}, reported_at{};
+    bool stalled = false;
+  };
+  std::vector<Watch> watch_;
+  std::string DescribeQueue(uint16_t q,
+                            std::chrono::steady_clock::time_point now);
 };
 
 }  // namespace vhost_user

@@ -191,6 +191,27 @@ class DeviceAdapter final : public VhostDevice {
 
   void NewConnection() override { dev_->ResetGuestErrorLimit(); }
 
+  QueueDebugInfo QueueDebug(uint16_t q) override {
+    QueueDebugInfo d;
+    d.running = dev_->queue_enabled(q);
+    dev_->WithQueue(q, [&](uint16_t, auto& ring) {
+      d.position = ring.state();
+      d.ring_in_flight = ring.in_flight();
+    });
+    if constexpr (internal::AsyncDevice<D>) {
+      d.backend_in_flight = dev_->in_flight(q);
+    }
+    d.interrupts = irq_.queue_signals(q);
+    d.interrupts_lost = irq_.queue_signals_lost(q);
+    return d;
+  }
+  uint64_t queue_interrupts(uint16_t q) const override {
+    return irq_.queue_signals(q);
+  }
+  bool WatchForStalls(uint16_t) const override {
+    return internal::AsyncDevice<D>;
+  }
+
   void SetCallFd(uint16_t q, int fd) override { irq_.SetCallFd(q, fd); }
   void SetErrFd(uint16_t q, int fd) override {
     if (q < err_.size()) err_[q] = fd;

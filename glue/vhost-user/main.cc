@@ -55,9 +55,16 @@ namespace {
 
 int g_stop_fd = -1;
 
+int g_dump_fd = -1;
+
 void OnSignal(int) {
   const uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(g_stop_fd, &one, sizeof one);
+}
+
+void OnDumpSignal(int) {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(g_dump_fd, &one, sizeof one);
 }
 
 int Fail(const std::string& msg) {
@@ -168,6 +175,14 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  // SIGUSR1: log every queue's state (a guest that seems stuck).
+  g_dump_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (g_dump_fd < 0) return Fail("eventfd failed");
+  struct sigaction dump {};
+  dump.sa_handler = OnDumpSignal;
+  sigemptyset(&dump.sa_mask);
+  dump.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &dump, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   vhost_user::DaemonOptions o;
@@ -175,6 +190,7 @@ int main(int argc, char** argv) {
   o.client = absl::GetFlag(FLAGS_client);
   o.serve.name = absl::StrCat("vhost-user-device[", spec->type, "]");
   o.serve.stop_fd = g_stop_fd;
+  o.serve.dump_fd = g_dump_fd;
   o.serve.busy_poll = absl::GetFlag(FLAGS_busy_poll);
   o.serve.poll_us = absl::GetFlag(FLAGS_poll_us);
   absl::Status s = vhost_user::RunDaemon(**dev, o);

@@ -194,6 +194,7 @@ class Worker {
     int kick;     // -1: none
     int done;     // completion fd, -1: none
     bool polled;  // running without a kick fd
+    QueueActivity* activity;
   };
 
   Worker(VhostDevice& dev, uint16_t group, bool busy_poll, uint32_t poll_us,
@@ -341,7 +342,10 @@ class Worker {
         work |= tag != kTagCtl;
         if (tag == kTagKick) {
           for (const QueueFds& f : queues_) {
-            if (f.q == q && f.kick >= 0) Drain(f.kick);
+            if (f.q == q && f.kick >= 0) {
+              Drain(f.kick);
+              QueueActivity::Bump(f.activity->kicks);
+            }
           }
           Kick(q);
         } else if (tag == kTagDone) {
@@ -428,8 +432,10 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     for (uint16_t q = 0; q < nq; ++q) {
       if (!dev.queue_running(q)) continue;
       const uint16_t g = dev.queue_group(q);
-      sets[g < sets.size() ? g : 0].push_back(
-          {q, backend.kick_fd(q), dev.completion_fd(q), backend.polled(q)});
+      sets[g < sets.size() ? g : 0].push_back({q, backend.kick_fd(q),
+                                               dev.completion_fd(q),
+                                               backend.polled(q),
+                                               backend.activity(q)});
     }
     absl::Status s;
     for (size_t g = 0; g < workers.size(); ++g) {
@@ -439,18 +445,42 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     for (auto& w : workers) w->Resume();
     return s;
   };
+  auto next_watch = std::chrono::steady_clock::now();
   while (result.ok()) {
-    pollfd p[3] = {{conn.fd(), POLLIN, 0},
+    // A stalled queue is found by looking, once a second (atomics only; the
+    // workers are parked only to log one).
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_watch) {
+      next_watch = now + std::chrono::seconds(1);
+      if (backend.WatchStalls(now)) {
+        pause_all();
+        backend.LogQueues(
+            "a queue has requests in flight and no completion for 5 s", now);
+        result = resume_all();
+        if (!result.ok()) break;
+      }
+    }
+    pollfd p[4] = {{conn.fd(), POLLIN, 0},
                    {backend.fault_fd(), POLLIN, 0},
+                   {o.dump_fd, POLLIN, 0},
                    {o.stop_fd, POLLIN, 0}};
-    const int rc = poll(p, o.stop_fd >= 0 ? 3 : 2, -1);
+    const int rc = poll(p, o.stop_fd >= 0 ? 4 : 3, 1000);
     if (rc < 0) {
       if (errno == EINTR) continue;
       result = absl::InternalError(
           absl::StrFormat("poll: %s", std::strerror(errno)));
       break;
     }
-    if (o.stop_fd >= 0 && (p[2].revents & POLLIN)) {
+    if (p[2].revents & POLLIN) {
+      Drain(o.dump_fd);
+      pause_all();
+      backend.LogQueues("queue state dump requested",
+                        std::chrono::steady_clock::now());
+      result = resume_all();
+      if (!result.ok()) break;
+      continue;
+    }
+    if (o.stop_fd >= 0 && (p[3].revents & POLLIN)) {
       result = absl::CancelledError("stopped");
       break;
     }
@@ -526,14 +556,23 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
   for (;;) {
     if (o.max_connections > 0 && connections >= o.max_connections) break;
     // Wait for a connection (server) or retry (client), watching stop_fd.
-    pollfd p[2] = {{listener.get(), POLLIN, 0}, {o.serve.stop_fd, POLLIN, 0}};
-    const int rc = poll(p, 2, o.client ? (warned ? 1000 : 0) : -1);
+    pollfd p[3] = {{listener.get(), POLLIN, 0},
+                   {o.serve.stop_fd, POLLIN, 0},
+                   {o.serve.dump_fd, POLLIN, 0}};
+    const int rc = poll(p, 3, o.client ? (warned ? 1000 : 0) : -1);
     if (rc < 0 && errno != EINTR) {
       result = absl::InternalError(
           absl::StrFormat("poll: %s", std::strerror(errno)));
       break;
     }
     if (p[1].revents & POLLIN) break;
+    if (p[2].revents & POLLIN) {
+      Drain(o.serve.dump_fd);
+      virtio::Logf(virtio::LogLevel::kWarning,
+                   "%s: queue state dump requested: no front-end connected",
+                   o.serve.name);
+      continue;
+    }
     UniqueFd fd;
     if (o.client) {
       auto c = Connect(o.socket_path);

@@ -44,6 +44,9 @@ struct ServeOptions {
   BackendOptions backend = {};
   // Readable → stop serving (e.g. an eventfd written by a signal handler).
   int stop_fd = -1;
+  // Readable → log every queue's state (an eventfd; drained), e.g. on
+  // SIGUSR1, for an operator looking at a stalled guest.
+  int dump_fd = -1;
   // Mid-message stall limit.
   int message_timeout_ms = 10000;
   // Workers spin on their rings instead of sleeping in epoll_wait.

@@ -57,16 +57,18 @@ std::unique_ptr<VhostDevice> Make(const std::string& text) {
 // One connection served on a thread.
 class Session {
  public:
-  explicit Session(VhostDevice& dev, bool busy_poll = false) {
+  explicit Session(VhostDevice& dev, bool busy_poll = false,
+                   int dump_fd = -1) {
     int sv[2];
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     front_ = std::make_unique<Frontend>(UniqueFd(sv[0]));
     UniqueFd back(sv[1]);
-    result_ = std::async(std::launch::async, [&dev, busy_poll,
+    result_ = std::async(std::launch::async, [&dev, busy_poll, dump_fd,
                                               b = std::move(back)]() mutable {
       ServeOptions o;
       o.message_timeout_ms = 2000;
       o.busy_poll = busy_poll;
+      o.dump_fd = dump_fd;
       return ServeConnection(dev, std::move(b), o);
     });
   }
@@ -1765,6 +1767,60 @@ TEST(VhostUserGuestErrors, EachConnectionHasItsOwnLogBudget) {
   }
   virtio::SetLogSink(nullptr);
   EXPECT_EQ(CountLogged("nonexistent queue"), 21);
+}
+
+// Waits up to `seconds` for `count` log lines containing `what`.
+bool WaitLogged(std::string_view what, int seconds, int count = 1) {
+  for (int i = 0;; ++i) {
+    if (CountLogged(what) >= count) return true;
+    if (i >= seconds * 20) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// A request that never completes: the back-end says so on its own after
+// a few seconds, with the queue's state, and dumps every queue on request.
+TEST(VhostUserStall, StalledQueueIsLoggedAndStateDumpedOnRequest) {
+  virtio::blktest::ScriptedDisk disk(1 << 20);
+  auto dev = MakeScriptedBlk(disk);
+  {
+    std::lock_guard<std::mutex> l(g_log_mu);
+    g_log.clear();
+  }
+  virtio::SetLogSink(&CaptureSink);
+  UniqueFd dump(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  {
+    Session s(*dev, false, dump.get());
+    Frontend& f = s.f();
+    SharedMemory mem(kGpa, kMemSize);
+    AnyRing ring(mem, 64, false);
+    Negotiate(f, spec::Bit(spec::kFeatureEventIdx));
+    ASSERT_TRUE(f.SetMemTable(mem));
+    UniqueFd kick, call;
+    ASSERT_TRUE(ring.Setup(f, 0, kick, call));
+    disk.hold = true;
+    QueueWrite(mem, ring, 1, 0x11);
+    QueueWrite(mem, ring, 2, 0x22);
+    ASSERT_TRUE(SignalFd(kick.get()));
+    // Nothing before kStallAfter...
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    EXPECT_EQ(CountLogged("no completion"), 0);
+    // ... then one report with the queue's state.
+    ASSERT_TRUE(WaitLogged("no completion for 5 s", 6));
+    EXPECT_TRUE(WaitLogged("queue 0: running, size 64, split", 1));
+    EXPECT_EQ(CountLogged("2 chains popped and not used"), 1);
+    EXPECT_EQ(CountLogged("2 in the backend"), 1);
+    EXPECT_EQ(CountLogged("kicks 1 (last"), 1);
+    EXPECT_EQ(CountLogged("driver avail.idx 2"), 1);
+    EXPECT_EQ(CountLogged("used_event"), 1);
+    // On request, at any time.
+    ASSERT_TRUE(SignalFd(dump.get()));
+    ASSERT_TRUE(WaitLogged("queue state dump requested", 5));
+    EXPECT_TRUE(WaitLogged("2 in the backend", 5, 2));
+    EXPECT_EQ(CountLogged("no completion for 5 s"), 1);  // not repeated
+    EXPECT_TRUE(s.Finish().ok());
+  }
+  virtio::SetLogSink(nullptr);
 }
 
 TEST(VhostUserDeviceSpec, RejectsBadSpecs) {
