@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "connection.h"
+#include "interrupt.h"
 #include "sigbus_guard.h"
 #include "virtio/log.h"
 #include "virtio/ring_access.h"
@@ -841,6 +842,14 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       }
       if (m.request() == kSetVringCall) {
         dev_.SetCallFd(*q, fd.get());
+        // A front-end swaps call fds on a running ring (QEMU, when the
+        // guest masks and unmasks the queue's MSI-X vector) without
+        // waiting for us: it looks at the old fd for a pending interrupt
+        // before this message is handled, and one the device sends to the
+        // old fd in between is lost; the guest then waits forever for a
+        // request that completed. One spurious interrupt on the new fd
+        // covers that window (the driver finds nothing new, at worst).
+        if (dev_.queue_running(*q)) SignalFd(fd.get());
         ring.call = std::move(fd);
       } else {
         dev_.SetErrFd(*q, fd.get());
