@@ -132,8 +132,19 @@ s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$sock"
     grep -q "connection #2 closed" "$tmp/run.log" && break
     sleep 0.05
   done
+  # SIGUSR1: a queue state dump (here: nobody connected).
+  kill -USR1 "$dpid"
+  for _ in $(seq 100); do
+    grep -q "queue state dump requested" "$tmp/run.log" && break
+    sleep 0.05
+  done
   kill "$dpid"; wait "$dpid"
-  checks=$((checks + 1))
+  checks=$((checks + 2))
+  if ! grep -q "queue state dump requested: no front-end connected" "$tmp/run.log"; then
+    echo "FAIL: SIGUSR1 did not log a queue state dump:"
+    sed 's/^/    /' "$tmp/run.log"
+    fail=1
+  fi
   for n in 1 2; do
     if ! grep -q "\[#$n\] .*front-end disconnected" "$tmp/run.log"; then
       echo "FAIL: no '[#$n] ... front-end disconnected' line:"
