@@ -153,9 +153,8 @@ absl::Status Backend::GetInflightFd(const Message& m,
     entries = std::max(entries, dev_.queue_max_size(q));
   }
   entries = std::min(entries, spec::kMaxQueueSize);
-  const uint64_t size =
-      uint64_t{info.num_queues} *
-      InflightQueueRegionSize(static_cast<uint16_t>(entries));
+  const uint64_t size = uint64_t{info.num_queues} *
+                        InflightQueueRegionSize(static_cast<uint16_t>(entries));
   UniqueFd fd(memfd_create("vhost-user-inflight", MFD_CLOEXEC));
   if (!fd || ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return absl::InternalError(
@@ -220,9 +219,8 @@ absl::Status Backend::StartInflight(
       !(protocol_features_ & Bit(kProtocolInflightShmfd))) {
     return absl::OkStatus();
   }
-  if (q >= inflight_queues_ ||
-      InflightQueueRegionSize(static_cast<uint16_t>(v.num)) >
-          inflight_stride_) {
+  if (q >= inflight_queues_ || InflightQueueRegionSize(static_cast<uint16_t>(
+                                   v.num)) > inflight_stride_) {
     // Refusing the queue would leave the guest without its disk: serve it,
     // untracked. What that costs is said once per connection and queue.
     if (!inflight_warned_[q]) {
@@ -392,8 +390,8 @@ int ReadU16(const MemoryTable& mem, uint64_t gpa) {
 std::string Ago(std::chrono::steady_clock::time_point t,
                 std::chrono::steady_clock::time_point now) {
   if (t == std::chrono::steady_clock::time_point{}) return "never";
-  return absl::StrFormat(
-      "%.1fs ago", std::chrono::duration<double>(now - t).count());
+  return absl::StrFormat("%.1fs ago",
+                         std::chrono::duration<double>(now - t).count());
 }
 
 }  // namespace
@@ -434,9 +432,9 @@ std::string Backend::DescribeQueue(uint16_t q,
   const QueueDebugInfo d = dev_.QueueDebug(q);
   const QueueActivity& a = observers_[q].activity;
   const Watch& w = watch_[q];
-  std::string out = absl::StrFormat(
-      "queue %u: %s, size %u, %s", q, d.running ? "running" : "stopped",
-      v.num, packed() ? "packed" : "split");
+  std::string out = absl::StrFormat("queue %u: %s, size %u, %s", q,
+                                    d.running ? "running" : "stopped", v.num,
+                                    packed() ? "packed" : "split");
   if (!d.running) return out;
   absl::StrAppendFormat(&out, "; device next_avail %u next_used %u",
                         d.position.next_avail, d.position.next_used);
@@ -452,39 +450,42 @@ std::string Backend::DescribeQueue(uint16_t q,
     const auto used = mem.UserToGuest(v.addr->used_user_addr, 4);
     if (avail && used && !packed()) {
       absl::StrAppendFormat(
-          &out, "; driver avail.idx %d avail.flags 0x%x used.idx %d "
-                "used.flags 0x%x",
-          ReadU16(mem, *avail + 2), ReadU16(mem, *avail), ReadU16(mem, *used + 2),
-          ReadU16(mem, *used));
+          &out,
+          "; driver avail.idx %d avail.flags 0x%x used.idx %d "
+          "used.flags 0x%x",
+          ReadU16(mem, *avail + 2), ReadU16(mem, *avail),
+          ReadU16(mem, *used + 2), ReadU16(mem, *used));
       if (event_idx) {
-        absl::StrAppendFormat(
-            &out, " used_event %d avail_event %d",
-            ReadU16(mem, *avail + 4 + 2ull * v.num),
-            ReadU16(mem, *used + 4 + 8ull * v.num));
+        absl::StrAppendFormat(&out, " used_event %d avail_event %d",
+                              ReadU16(mem, *avail + 4 + 2ull * v.num),
+                              ReadU16(mem, *used + 4 + 8ull * v.num));
       }
     } else if (avail && used) {
       // Packed: driver and device event suppression areas.
       absl::StrAppendFormat(
-          &out, "; driver event off_wrap 0x%x flags 0x%x, device event "
-                "off_wrap 0x%x flags 0x%x",
+          &out,
+          "; driver event off_wrap 0x%x flags 0x%x, device event "
+          "off_wrap 0x%x flags 0x%x",
           ReadU16(mem, *avail), ReadU16(mem, *avail + 2), ReadU16(mem, *used),
           ReadU16(mem, *used + 2));
     }
   }
   absl::StrAppendFormat(
-      &out, "; in flight: %u chains popped and not used (%u popped, %u used "
-            "since start)",
+      &out,
+      "; in flight: %u chains popped and not used (%u popped, %u used "
+      "since start)",
       d.ring_in_flight, a.pops.load(std::memory_order_relaxed),
       a.pushes.load(std::memory_order_relaxed));
   if (d.backend_in_flight >= 0) {
     absl::StrAppendFormat(&out, ", %d in the backend", d.backend_in_flight);
   }
   absl::StrAppendFormat(
-      &out, "; kicks %u (last %s%s), interrupts %u (last %s)%s, last "
-            "completion %s",
+      &out,
+      "; kicks %u (last %s%s), interrupts %u (last %s)%s, last "
+      "completion %s",
       a.kicks.load(std::memory_order_relaxed), Ago(w.kick_at, now),
-      vrings_[q].kick ? "" : ", no kick fd: polled",
-      d.interrupts, Ago(w.interrupt_at, now),
+      vrings_[q].kick ? "" : ", no kick fd: polled", d.interrupts,
+      Ago(w.interrupt_at, now),
       d.interrupts_lost != 0
           ? absl::StrFormat(", %u LOST (no call fd)", d.interrupts_lost)
           : std::string(),

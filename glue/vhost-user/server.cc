@@ -432,10 +432,9 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     for (uint16_t q = 0; q < nq; ++q) {
       if (!dev.queue_running(q)) continue;
       const uint16_t g = dev.queue_group(q);
-      sets[g < sets.size() ? g : 0].push_back({q, backend.kick_fd(q),
-                                               dev.completion_fd(q),
-                                               backend.polled(q),
-                                               backend.activity(q)});
+      sets[g < sets.size() ? g : 0].push_back(
+          {q, backend.kick_fd(q), dev.completion_fd(q), backend.polled(q),
+           backend.activity(q)});
     }
     absl::Status s;
     for (size_t g = 0; g < workers.size(); ++g) {

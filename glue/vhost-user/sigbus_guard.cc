@@ -38,10 +38,9 @@ void OnSigbus(int sig, siginfo_t* info, void* context) {
       if (base == 0) continue;
       const size_t length = s.length.load(std::memory_order_relaxed);
       if (address - base >= length) continue;
-      void* p = mmap(reinterpret_cast<void*>(base), length,
-                     PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-                     -1, 0);
+      void* p =
+          mmap(reinterpret_cast<void*>(base), length, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) break;  // cannot contain it
       s.fault_address.store(address, std::memory_order_relaxed);
       s.faulted.store(true, std::memory_order_release);

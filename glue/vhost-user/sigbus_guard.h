@@ -36,10 +36,10 @@ namespace vhost_user {
 
 // What faulted, for the log line.
 struct SharedMemoryFault {
-  const char* what;    // the `what` given at registration
-  uintptr_t base;      // the mapping
+  const char* what;  // the `what` given at registration
+  uintptr_t base;    // the mapping
   size_t length;
-  uintptr_t address;   // the access that faulted
+  uintptr_t address;  // the access that faulted
 };
 
 class SigbusGuard {
