@@ -293,6 +293,24 @@ TYPED_TEST(NetDeviceTest, PacketLargerThanWholeRingIsDropped) {
   EXPECT_EQ(p->frame, f);
 }
 
+// The rx stash is capped (kMaxRxStash) below the ring's size: a packet
+// that needs more chains than it holds is dropped like one larger than the
+// ring, instead of waiting for buffers forever.
+TYPED_TEST(NetDeviceTest, PacketNeedingMoreChainsThanTheStashIsDropped) {
+  typename TestFixture::R rig({.queue_size = 512, .ctrl_queue_size = 512});
+  ASSERT_TRUE(rig.BringUp(AllNetFeatures(), /*queue_size=*/512));
+  rig.Post(0, 400, 200);  // 80000 bytes, but 301 chains for the packet
+  ASSERT_TRUE(rig.Send(0, {}, Frame(60000)).has_value());
+  rig.dev().ServiceBackend(0);
+  EXPECT_EQ(rig.dev().stats(0).rx_dropped, 1u);
+  EXPECT_EQ(rig.backend().pair(0).pending(), 0u);
+  const auto f = Frame(100, 5);
+  ASSERT_TRUE(rig.Send(0, {}, f).has_value());
+  auto p = rig.Receive(0);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->frame, f);
+}
+
 TYPED_TEST(NetDeviceTest, BatchesManyPacketsPerKick) {
   typename TestFixture::R rig;
   ASSERT_TRUE(rig.BringUp());

@@ -1,15 +1,20 @@
 #include "backend.h"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "connection.h"
+#include "interrupt.h"
+#include "sigbus_guard.h"
 #include "virtio/log.h"
 #include "virtio/ring_access.h"
 #include "virtio/spec.h"
@@ -37,11 +42,30 @@ Backend::Backend(VhostDevice& device, BackendOptions options)
     : dev_(device),
       options_(std::move(options)),
       vrings_(device.num_queues()),
-      observers_(device.num_queues()) {
+      observers_(device.num_queues()),
+      inflight_warned_(device.num_queues()),
+      watch_(device.num_queues()) {
   options_.protocol_features &= kImplementedProtocolFeatures;
+  fault_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  dev_.memory().SetFaultFd(fault_fd_.get());
 }
 
-Backend::~Backend() { Disconnect(); }
+Backend::~Backend() {
+  Disconnect();
+  dev_.memory().SetFaultFd(-1);
+}
+
+std::string Backend::TakeFault() {
+  uint64_t v;
+  [[maybe_unused]] ssize_t n = read(fault_fd_.get(), &v, sizeof v);
+  std::string out;
+  for (const SharedMemoryFault& f : SigbusGuard::TakeFaults(fault_fd_.get())) {
+    absl::StrAppendFormat(&out, "%s%s (%u bytes mapped at 0x%x) at +0x%x",
+                          out.empty() ? "" : "; ", f.what, f.length, f.base,
+                          f.address - f.base);
+  }
+  return out;
+}
 
 int Backend::kick_fd(uint16_t q) const {
   if (q >= vrings_.size() || !dev_.queue_running(q)) return -1;
@@ -99,10 +123,14 @@ void Backend::Stop(uint16_t q) {
 }
 
 void Backend::UnmapInflight() {
-  if (inflight_map_ != nullptr) munmap(inflight_map_, inflight_len_);
+  if (inflight_map_ != nullptr) {
+    SigbusGuard::Unregister(inflight_map_);
+    munmap(inflight_map_, inflight_len_);
+  }
   inflight_map_ = nullptr;
   inflight_len_ = 0;
-  inflight_queues_ = inflight_queue_size_ = 0;
+  inflight_queues_ = 0;
+  inflight_stride_ = 0;
 }
 
 absl::Status Backend::GetInflightFd(const Message& m,
@@ -115,8 +143,18 @@ absl::Status Backend::GetInflightFd(const Message& m,
                                        info.num_queues, info.queue_size,
                                        vrings_.size(), spec::kMaxQueueSize));
   }
-  const uint64_t size =
-      uint64_t{info.num_queues} * InflightQueueRegionSize(info.queue_size);
+  // The front-end sizes the region for the rings it was configured with,
+  // but the guest may set larger ones (QEMU's vhost-user-blk asks for its
+  // queue-size=128 while microvm's virtio-mmio lets the guest use 1024):
+  // room for the largest ring accepted, so that every ring is tracked.
+  // Pages never touched cost nothing (memfd).
+  uint32_t entries = info.queue_size;
+  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+    entries = std::max(entries, dev_.queue_max_size(q));
+  }
+  entries = std::min(entries, spec::kMaxQueueSize);
+  const uint64_t size = uint64_t{info.num_queues} *
+                        InflightQueueRegionSize(static_cast<uint16_t>(entries));
   UniqueFd fd(memfd_create("vhost-user-inflight", MFD_CLOEXEC));
   if (!fd || ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return absl::InternalError(
@@ -160,10 +198,15 @@ absl::Status Backend::SetInflightFd(Message& m) {
   // Rings track into the region from their next start.
   StopAll();
   UnmapInflight();
+  SigbusGuard::Register(p, info.mmap_size, fault_fd_.get(), "inflight region");
   inflight_map_ = static_cast<uint8_t*>(p);
   inflight_len_ = info.mmap_size;
   inflight_queues_ = info.num_queues;
-  inflight_queue_size_ = info.queue_size;
+  // Each queue's part is an equal share of the region, not the size
+  // queue_size implies: the front-end sends back its own queue_size, while
+  // GET_INFLIGHT_FD made the parts larger (above). The same region thus
+  // splits the same way for every back-end instance it is handed to.
+  inflight_stride_ = (info.mmap_size / info.num_queues) & ~uint64_t{63};
   return SyncAll();
 }
 
@@ -176,11 +219,22 @@ absl::Status Backend::StartInflight(
       !(protocol_features_ & Bit(kProtocolInflightShmfd))) {
     return absl::OkStatus();
   }
-  if (q >= inflight_queues_ || v.num > inflight_queue_size_) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "queue %u (size %u) is outside the inflight region (%u queues of "
-        "size %u)",
-        q, v.num, inflight_queues_, inflight_queue_size_));
+  if (q >= inflight_queues_ || InflightQueueRegionSize(static_cast<uint16_t>(
+                                   v.num)) > inflight_stride_) {
+    // Refusing the queue would leave the guest without its disk: serve it,
+    // untracked. What that costs is said once per connection and queue.
+    if (!inflight_warned_[q]) {
+      inflight_warned_[q] = true;
+      virtio::Logf(
+          virtio::LogLevel::kWarning,
+          "%s: queue %u (size %u) does not fit the inflight region (%u "
+          "queues of %u bytes, %u needed): served without inflight tracking; "
+          "requests in flight if this back-end dies are not resubmitted on "
+          "reconnect",
+          options_.name, q, v.num, inflight_queues_, inflight_stride_,
+          InflightQueueRegionSize(static_cast<uint16_t>(v.num)));
+    }
+    return absl::OkStatus();
   }
   const uint32_t n = v.num;
   InflightRing ring{
@@ -196,7 +250,7 @@ absl::Status Backend::StartInflight(
   if (ring.ring == nullptr || reinterpret_cast<uintptr_t>(ring.ring) % 4 != 0) {
     return absl::InvalidArgumentError("inflight: rings not mapped");
   }
-  const uint64_t per_queue = InflightQueueRegionSize(inflight_queue_size_);
+  const uint64_t per_queue = inflight_stride_;
   InflightRecovery r;
   absl::Status s = v.inflight.Start(inflight_map_ + uint64_t{q} * per_queue,
                                     per_queue, ring, state, &r);
@@ -301,6 +355,10 @@ absl::Status Backend::Sync(uint16_t q) {
                    options_.name, q, lost);
     }
   }
+  // In flight = popped - pushed since this start (workers are parked).
+  observers_[q].activity.pops.store(0, std::memory_order_relaxed);
+  observers_[q].activity.pushes.store(0, std::memory_order_relaxed);
+  watch_[q].pushes = 0;
   absl::Status s = dev_.StartQueue(q, cfg, state, &observers_[q], resubmit);
   if (!s.ok()) {
     observers_[q].inflight = nullptr;
@@ -319,6 +377,134 @@ absl::Status Backend::SyncAll() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// A 16-bit field of the ring the driver shares, read as it is now (-1: not
+// mapped).
+int ReadU16(const MemoryTable& mem, uint64_t gpa) {
+  const uint8_t* p = mem.TranslateContiguous(gpa, 2);
+  if (p == nullptr || reinterpret_cast<uintptr_t>(p) % 2 != 0) return -1;
+  return virtio::LoadAcquire(reinterpret_cast<const uint16_t*>(p));
+}
+
+std::string Ago(std::chrono::steady_clock::time_point t,
+                std::chrono::steady_clock::time_point now) {
+  if (t == std::chrono::steady_clock::time_point{}) return "never";
+  return absl::StrFormat("%.1fs ago",
+                         std::chrono::duration<double>(now - t).count());
+}
+
+}  // namespace
+
+bool Backend::WatchStalls(std::chrono::steady_clock::time_point now) {
+  bool report = false;
+  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+    Watch& w = watch_[q];
+    const QueueActivity& a = observers_[q].activity;
+    const uint64_t kicks = a.kicks.load(std::memory_order_relaxed);
+    const uint64_t pops = a.pops.load(std::memory_order_relaxed);
+    const uint64_t pushes = a.pushes.load(std::memory_order_relaxed);
+    const uint64_t irqs = dev_.queue_interrupts(q);
+    if (kicks != w.kicks) w.kick_at = now;
+    if (irqs != w.interrupts) w.interrupt_at = now;
+    if (pushes != w.pushes || pops == pushes) w.progress_at = now;
+    w.kicks = kicks;
+    w.interrupts = irqs;
+    w.pushes = pushes;
+    const bool stalled = dev_.queue_running(q) && dev_.WatchForStalls(q) &&
+                         pops > pushes && now - w.progress_at >= kStallAfter;
+    if (stalled && (!w.stalled || now - w.reported_at >= kStallRepeat)) {
+      w.reported_at = now;
+      report = true;
+    }
+    if (!stalled && w.stalled) {
+      virtio::Logf(virtio::LogLevel::kInfo, "%s: queue %u makes progress again",
+                   options_.name, q);
+    }
+    w.stalled = stalled;
+  }
+  return report;
+}
+
+std::string Backend::DescribeQueue(uint16_t q,
+                                   std::chrono::steady_clock::time_point now) {
+  const Vring& v = vrings_[q];
+  const QueueDebugInfo d = dev_.QueueDebug(q);
+  const QueueActivity& a = observers_[q].activity;
+  const Watch& w = watch_[q];
+  std::string out = absl::StrFormat("queue %u: %s, size %u, %s", q,
+                                    d.running ? "running" : "stopped", v.num,
+                                    packed() ? "packed" : "split");
+  if (!d.running) return out;
+  absl::StrAppendFormat(&out, "; device next_avail %u next_used %u",
+                        d.position.next_avail, d.position.next_used);
+  if (packed()) {
+    absl::StrAppendFormat(&out, " (wraps %d/%d)", d.position.avail_wrap,
+                          d.position.used_wrap);
+  }
+  const MemoryTable& mem = dev_.memory();
+  const bool event_idx =
+      (acked_features_ & spec::Bit(spec::kFeatureEventIdx)) != 0;
+  if (v.addr) {
+    const auto avail = mem.UserToGuest(v.addr->avail_user_addr, 4);
+    const auto used = mem.UserToGuest(v.addr->used_user_addr, 4);
+    if (avail && used && !packed()) {
+      absl::StrAppendFormat(
+          &out,
+          "; driver avail.idx %d avail.flags 0x%x used.idx %d "
+          "used.flags 0x%x",
+          ReadU16(mem, *avail + 2), ReadU16(mem, *avail),
+          ReadU16(mem, *used + 2), ReadU16(mem, *used));
+      if (event_idx) {
+        absl::StrAppendFormat(&out, " used_event %d avail_event %d",
+                              ReadU16(mem, *avail + 4 + 2ull * v.num),
+                              ReadU16(mem, *used + 4 + 8ull * v.num));
+      }
+    } else if (avail && used) {
+      // Packed: driver and device event suppression areas.
+      absl::StrAppendFormat(
+          &out,
+          "; driver event off_wrap 0x%x flags 0x%x, device event "
+          "off_wrap 0x%x flags 0x%x",
+          ReadU16(mem, *avail), ReadU16(mem, *avail + 2), ReadU16(mem, *used),
+          ReadU16(mem, *used + 2));
+    }
+  }
+  absl::StrAppendFormat(
+      &out,
+      "; in flight: %u chains popped and not used (%u popped, %u used "
+      "since start)",
+      d.ring_in_flight, a.pops.load(std::memory_order_relaxed),
+      a.pushes.load(std::memory_order_relaxed));
+  if (d.backend_in_flight >= 0) {
+    absl::StrAppendFormat(&out, ", %d in the backend", d.backend_in_flight);
+  }
+  absl::StrAppendFormat(
+      &out,
+      "; kicks %u (last %s%s), interrupts %u (last %s)%s, last "
+      "completion %s",
+      a.kicks.load(std::memory_order_relaxed), Ago(w.kick_at, now),
+      vrings_[q].kick ? "" : ", no kick fd: polled", d.interrupts,
+      Ago(w.interrupt_at, now),
+      d.interrupts_lost != 0
+          ? absl::StrFormat(", %u LOST (no call fd)", d.interrupts_lost)
+          : std::string(),
+      Ago(w.progress_at, now));
+  return out;
+}
+
+void Backend::LogQueues(const char* why,
+                        std::chrono::steady_clock::time_point now) {
+  virtio::Logf(virtio::LogLevel::kWarning,
+               "%s: %s: device status 0x%x, features 0x%x", options_.name, why,
+               dev_.status(), acked_features_);
+  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+    if (vrings_[q].num == 0 && !dev_.queue_running(q)) continue;
+    virtio::Logf(virtio::LogLevel::kWarning, "%s:   %s", options_.name,
+                 DescribeQueue(q, now));
+  }
+}
+
 bool Backend::logging() const {
   return log_.mapped() && (acked_features_ & Bit(kFeatureLogAll)) != 0;
 }
@@ -329,8 +515,8 @@ absl::Status Backend::SetLogBase(Message& m, std::optional<Message>* reply) {
   const auto d = m.As<LogDescription>();
   UniqueFd fd = std::move(m.fds[0]);
   m.fds.clear();
-  absl::StatusOr<DirtyLog> log = DirtyLog::Map(fd.get(), d.mmap_size,
-                                               d.mmap_offset);
+  absl::StatusOr<DirtyLog> log =
+      DirtyLog::Map(fd.get(), d.mmap_size, d.mmap_offset, fault_fd_.get());
   if (!log.ok()) return Protocol(m, log.status().message());
   // Every write to guest memory must have its bit (spec: the log covers
   // address 0 to the end of the highest region).
@@ -413,6 +599,7 @@ void Backend::Disconnect() {
   backend_req_.reset();
   dev_.memory().Clear();
   UnmapInflight();
+  inflight_warned_.assign(inflight_warned_.size(), false);
   log_ = DirtyLog();
   log_call_.reset();
   owner_ = false;
@@ -656,6 +843,14 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       }
       if (m.request() == kSetVringCall) {
         dev_.SetCallFd(*q, fd.get());
+        // A front-end swaps call fds on a running ring (QEMU, when the
+        // guest masks and unmasks the queue's MSI-X vector) without
+        // waiting for us: it looks at the old fd for a pending interrupt
+        // before this message is handled, and one the device sends to the
+        // old fd in between is lost; the guest then waits forever for a
+        // request that completed. One spurious interrupt on the new fd
+        // covers that window (the driver finds nothing new, at worst).
+        if (dev_.queue_running(*q)) SignalFd(fd.get());
         ring.call = std::move(fd);
       } else {
         dev_.SetErrFd(*q, fd.get());

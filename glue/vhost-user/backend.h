@@ -26,6 +26,7 @@
 #ifndef VHOST_USER_BACKEND_H_
 #define VHOST_USER_BACKEND_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -39,6 +40,7 @@
 #include "inflight.h"
 #include "inflight_queue.h"
 #include "message.h"
+#include "queue_activity.h"
 #include "queue_observer.h"
 #include "unique_fd.h"
 
@@ -77,6 +79,26 @@ class Backend {
   // --- For the event loop ---
   // The kick fd of queue `q` if it is running with one, else -1.
   int kick_fd(uint16_t q) const;
+  // Readable when a SIGBUS hit memory this connection mapped: the
+  // front-end shrank it (sigbus_guard.h). TakeFault() says which.
+  int fault_fd() const { return fault_fd_.get(); }
+  // What faulted since the last call, for the log ("" if nothing).
+  std::string TakeFault();
+
+  // --- Stall diagnosis ---
+  // Queue q's activity counters (its worker bumps kicks).
+  QueueActivity* activity(uint16_t q) { return &observers_[q].activity; }
+  // Called about once a second by the control thread (workers running):
+  // true when a queue has had requests in flight and no completion for
+  // kStallAfter, first and then every kStallRepeat while it lasts; the
+  // caller then logs LogQueues() with the workers parked.
+  static constexpr std::chrono::seconds kStallAfter{5};
+  static constexpr std::chrono::seconds kStallRepeat{60};
+  bool WatchStalls(std::chrono::steady_clock::time_point now);
+  // Logs every queue's state (ring indexes the device and the driver see,
+  // event indexes, in flight, last kick / interrupt / completion). Workers
+  // parked.
+  void LogQueues(const char* why, std::chrono::steady_clock::time_point now);
   // True if queue `q` runs without a kick fd (the loop must poll it).
   bool polled(uint16_t q) const;
   // Changes whenever the set of fds to watch may have changed.
@@ -153,15 +175,31 @@ class Backend {
   uint64_t protocol_features_ = 0;
   uint8_t frontend_status_ = 0;
   UniqueFd backend_req_;
-  // SET_INFLIGHT_FD region.
+  // SET_INFLIGHT_FD region: inflight_queues_ parts of inflight_stride_
+  // bytes each (see SetInflightFd).
   uint8_t* inflight_map_ = nullptr;
   size_t inflight_len_ = 0;
   uint16_t inflight_queues_ = 0;
-  uint16_t inflight_queue_size_ = 0;
+  uint64_t inflight_stride_ = 0;
+  // Queues served untracked because the region cannot hold their ring,
+  // already said in the log (once per connection).
+  std::vector<bool> inflight_warned_;
   uint64_t generation_ = 0;
   // SET_LOG_BASE / SET_LOG_FD.
   DirtyLog log_;
   UniqueFd log_call_;
+  // SIGBUS reports for this connection's mappings.
+  UniqueFd fault_fd_;
+  // WatchStalls' view of each queue at its last look.
+  struct Watch {
+    uint64_t kicks = 0, interrupts = 0, pushes = 0;
+    std::chrono::steady_clock::time_point kick_at{}, interrupt_at{},
+        progress_at{}, reported_at{};
+    bool stalled = false;
+  };
+  std::vector<Watch> watch_;
+  std::string DescribeQueue(uint16_t q,
+                            std::chrono::steady_clock::time_point now);
 };
 
 }  // namespace vhost_user

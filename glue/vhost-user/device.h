@@ -32,6 +32,19 @@ struct BackendWatch {
   bool operator==(const BackendWatch&) const = default;
 };
 
+// A queue's state as the device sees it, for diagnosis (QueueDebug()).
+struct QueueDebugInfo {
+  bool running = false;
+  // The device's ring position and chains popped but not yet used.
+  virtio::QueueState position;
+  uint32_t ring_in_flight = 0;
+  // Requests handed to the device's backend and not completed (-1: the
+  // device has no asynchronous backend).
+  int64_t backend_in_flight = -1;
+  uint64_t interrupts = 0;
+  uint64_t interrupts_lost = 0;
+};
+
 class VhostDevice {
  public:
   virtual ~VhostDevice() = default;
@@ -73,6 +86,18 @@ class VhostDevice {
   virtual bool queue_running(uint16_t q) const = 0;
   // Resets the device (all queues stopped, features forgotten).
   virtual void Reset() = 0;
+  // A new front-end connects: a new guest, with a fresh guest-error log
+  // budget (the previous one's silence is not its own).
+  virtual void NewConnection() {}
+  // Queue `q`'s state, with no worker running (the control thread, workers
+  // parked).
+  virtual QueueDebugInfo QueueDebug(uint16_t /*q*/) { return {}; }
+  // Interrupts sent on queue `q` so far; any thread.
+  virtual uint64_t queue_interrupts(uint16_t /*q*/) const { return 0; }
+  // Whether chains popped and not yet used on queue `q` are requests the
+  // device works on (blk), so that many of them with no progress means a
+  // stall; not so for chains held waiting for input (net rx, console).
+  virtual bool WatchForStalls(uint16_t /*q*/) const { return false; }
 
   // Where interrupts go: the queue's call fd (-1: none), its error fd, and
   // the back-end request channel for config-change messages (-1: none).

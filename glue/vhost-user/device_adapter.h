@@ -81,8 +81,9 @@ class DeviceAdapter final : public VhostDevice {
   }
 
   ~DeviceAdapter() override {
-    // Before the memory goes away.
-    dev_->Reset();
+    // Before the memory goes away. No device when Create() failed building
+    // it (bad options): nothing to reset then.
+    if (dev_ != nullptr) dev_->Reset();
   }
 
   D& device() { return *dev_; }
@@ -186,6 +187,29 @@ class DeviceAdapter final : public VhostDevice {
   void Reset() override {
     dev_->Reset();
     pending_ = 0;
+  }
+
+  void NewConnection() override { dev_->ResetGuestErrorLimit(); }
+
+  QueueDebugInfo QueueDebug(uint16_t q) override {
+    QueueDebugInfo d;
+    d.running = dev_->queue_enabled(q);
+    dev_->WithQueue(q, [&](uint16_t, auto& ring) {
+      d.position = ring.state();
+      d.ring_in_flight = ring.in_flight();
+    });
+    if constexpr (internal::AsyncDevice<D>) {
+      d.backend_in_flight = dev_->in_flight(q);
+    }
+    d.interrupts = irq_.queue_signals(q);
+    d.interrupts_lost = irq_.queue_signals_lost(q);
+    return d;
+  }
+  uint64_t queue_interrupts(uint16_t q) const override {
+    return irq_.queue_signals(q);
+  }
+  bool WatchForStalls(uint16_t) const override {
+    return internal::AsyncDevice<D>;
   }
 
   void SetCallFd(uint16_t q, int fd) override { irq_.SetCallFd(q, fd); }

@@ -34,6 +34,11 @@ absl::Status Bad(const std::string& what) {
   return absl::InvalidArgumentError(what);
 }
 
+// queue-size= is a limit, not a size: vhost-user front-ends pick their own
+// ring sizes (QEMU's microvm and DPDK 1024, UML 256, QEMU PCI 128) and have
+// no way to ask for ours. By default every size the specification allows.
+constexpr uint64_t kAnyQueueSize = virtio::spec::kMaxQueueSize;
+
 class Props {
  public:
   explicit Props(const DeviceSpec& s) : s_(s) {}
@@ -135,17 +140,23 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Blk(const DeviceSpec& s) {
   ASSIGN_OR_RETURN(bool direct, p.Bool("direct", false));
   ASSIGN_OR_RETURN(bool packed, p.Bool("packed", true));
   ASSIGN_OR_RETURN(uint64_t queues, p.Size("num-queues", 1, 64));
-  ASSIGN_OR_RETURN(uint64_t qsize, p.Size("queue-size", 256, 32768));
+  ASSIGN_OR_RETURN(uint64_t qsize,
+                   p.Size("queue-size", kAnyQueueSize, kAnyQueueSize));
   ASSIGN_OR_RETURN(uint64_t size, p.Size("size", 0, uint64_t{1} << 62));
   ASSIGN_OR_RETURN(std::string serial, p.Str("serial", ""));
   ASSIGN_OR_RETURN(std::string name, p.Str("id", "blk"));
   if (absl::Status st = p.CheckAllUsed(); !st.ok()) return st;
   if (backend.empty()) backend = path.empty() ? "" : "file";
   if (queues == 0) return Bad("blk: num-queues must be at least 1");
-  virtio::BlkDeviceOptions opts{.name = name,
-                                .num_queues = static_cast<uint16_t>(queues),
-                                .queue_size = static_cast<uint32_t>(qsize),
-                                .serial = serial};
+  // seg_max (the guest's largest request) as for a 256-entry ring unless
+  // the limit is lower: the per-request iovec arrays stay as they were
+  // before the limit became 32768.
+  virtio::BlkDeviceOptions opts{
+      .name = name,
+      .num_queues = static_cast<uint16_t>(queues),
+      .queue_size = static_cast<uint32_t>(qsize),
+      .seg_max = static_cast<uint32_t>(std::clamp<uint64_t>(qsize, 3, 256) - 2),
+      .serial = serial};
   opts.ring.packed = packed;
   const auto nq = static_cast<uint16_t>(queues);
   if (backend == "file") {
@@ -180,7 +191,8 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Blk(const DeviceSpec& s) {
 absl::StatusOr<std::unique_ptr<VhostDevice>> Rng(const DeviceSpec& s) {
   Props p(s);
   ASSIGN_OR_RETURN(uint64_t rate, p.Size("rate", 0, uint64_t{1} << 40));
-  ASSIGN_OR_RETURN(uint64_t qsize, p.Size("queue-size", 256, 32768));
+  ASSIGN_OR_RETURN(uint64_t qsize,
+                   p.Size("queue-size", kAnyQueueSize, kAnyQueueSize));
   ASSIGN_OR_RETURN(bool packed, p.Bool("packed", true));
   ASSIGN_OR_RETURN(std::string name, p.Str("id", "rng"));
   if (absl::Status st = p.CheckAllUsed(); !st.ok()) return st;
@@ -280,7 +292,8 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Net(const DeviceSpec& s) {
   ASSIGN_OR_RETURN(std::string ifname, p.Str("ifname", ""));
   ASSIGN_OR_RETURN(std::string mac_text, p.Str("mac", ""));
   ASSIGN_OR_RETURN(uint64_t pairs, p.Size("queue-pairs", 1, 256));
-  ASSIGN_OR_RETURN(uint64_t qsize, p.Size("queue-size", 256, 32768));
+  ASSIGN_OR_RETURN(uint64_t qsize,
+                   p.Size("queue-size", kAnyQueueSize, kAnyQueueSize));
   ASSIGN_OR_RETURN(uint64_t mtu, p.Size("mtu", 0, 65535));
   ASSIGN_OR_RETURN(bool ctrl, p.Bool("ctrl-vq", true));
   ASSIGN_OR_RETURN(bool packed, p.Bool("packed", true));
@@ -417,9 +430,8 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Console(const DeviceSpec& s) {
   Props p(s);
   ASSIGN_OR_RETURN(std::string backend, p.Str("backend", ""));
   ASSIGN_OR_RETURN(std::string path, p.Str("path", ""));
-  // A limit, not a size (vhost-user front-ends choose theirs): UML uses
-  // 256-entry rings, QEMU 128.
-  ASSIGN_OR_RETURN(uint64_t qsize, p.Size("queue-size", 1024, 32768));
+  ASSIGN_OR_RETURN(uint64_t qsize,
+                   p.Size("queue-size", kAnyQueueSize, kAnyQueueSize));
   ASSIGN_OR_RETURN(bool packed, p.Bool("packed", true));
   ASSIGN_OR_RETURN(std::string name, p.Str("id", "console"));
   if (absl::Status st = p.CheckAllUsed(); !st.ok()) return st;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "interrupt.h"
 #include "memory_table.h"
+#include "sigbus_guard.h"
 #include "virtio/log.h"
 #include "virtio/spec.h"
 
@@ -46,14 +47,18 @@ DirtyLog& DirtyLog::operator=(DirtyLog&& o) noexcept {
 }
 
 void DirtyLog::Unmap() {
-  if (map_ != nullptr) munmap(map_, map_len_);
+  if (map_ != nullptr) {
+    SigbusGuard::Unregister(map_);
+    munmap(map_, map_len_);
+  }
   map_ = nullptr;
   map_len_ = 0;
   bits_ = nullptr;
   size_ = 0;
 }
 
-absl::StatusOr<DirtyLog> DirtyLog::Map(int fd, uint64_t size, uint64_t offset) {
+absl::StatusOr<DirtyLog> DirtyLog::Map(int fd, uint64_t size, uint64_t offset,
+                                       int fault_fd) {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "dirty log of %u bytes at offset %u: %s", size, offset, why));
@@ -85,6 +90,7 @@ absl::StatusOr<DirtyLog> DirtyLog::Map(int fd, uint64_t size, uint64_t offset) {
   if (p == MAP_FAILED) {
     return bad(absl::StrFormat("mmap: %s", std::strerror(errno)));
   }
+  SigbusGuard::Register(p, size + delta, fault_fd, "dirty log");
   DirtyLog log;
   log.map_ = p;
   log.map_len_ = size + delta;

@@ -73,7 +73,10 @@ class DirtyLog {
   // Fails, mapping nothing, unless 0 < size <= kMaxSize, offset + size does
   // not overflow, the fd is a regular file (memfd, shm) at least
   // offset + size bytes long, and mmap succeeds. The fd stays the caller's.
-  static absl::StatusOr<DirtyLog> Map(int fd, uint64_t size, uint64_t offset);
+  // A SIGBUS in the mapping (the front-end shrank the file) is contained
+  // and reported on `fault_fd` (sigbus_guard.h).
+  static absl::StatusOr<DirtyLog> Map(int fd, uint64_t size, uint64_t offset,
+                                      int fault_fd = -1);
 
   bool mapped() const { return bits_ != nullptr; }
   // Bytes of bitmap.

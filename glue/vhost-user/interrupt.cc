@@ -25,7 +25,11 @@ bool SignalFd(int fd) {
 void CallInterrupt::SignalQueue(uint16_t queue) {
   if (queue >= kMaxQueues) return;
   queue_signals_.fetch_add(1, std::memory_order_relaxed);
-  SignalFd(call_[queue].load(std::memory_order_acquire));
+  std::atomic<uint64_t>& c =
+      SignalFd(call_[queue].load(std::memory_order_acquire))
+          ? per_queue_[queue].sent
+          : per_queue_[queue].lost;
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 void CallInterrupt::SignalConfig() {

@@ -42,6 +42,16 @@ class CallInterrupt {
   uint64_t queue_signals() const {
     return queue_signals_.load(std::memory_order_relaxed);
   }
+  // Per queue: interrupts sent, and those that could not be (no call fd
+  // yet or any more, or the write failed): a lost notification.
+  uint64_t queue_signals(uint16_t q) const {
+    return q < kMaxQueues ? per_queue_[q].sent.load(std::memory_order_relaxed)
+                          : 0;
+  }
+  uint64_t queue_signals_lost(uint16_t q) const {
+    return q < kMaxQueues ? per_queue_[q].lost.load(std::memory_order_relaxed)
+                          : 0;
+  }
   uint64_t config_signals() const {
     return config_signals_.load(std::memory_order_relaxed);
   }
@@ -51,6 +61,12 @@ class CallInterrupt {
   std::atomic<int> config_fd_{-1};
   std::atomic<uint64_t> queue_signals_{0};
   std::atomic<uint64_t> config_signals_{0};
+  // Written by the queue's worker only; a cache line each.
+  struct alignas(64) PerQueue {
+    std::atomic<uint64_t> sent{0};
+    std::atomic<uint64_t> lost{0};
+  };
+  std::array<PerQueue, kMaxQueues> per_queue_;
 };
 
 // Hypervisor traits for devices served over vhost-user.

@@ -9,18 +9,25 @@
 // front-end at a time, accepting the next after a disconnect. Client mode
 // connects to a front-end's socket, reconnecting after a disconnect.
 // SIGTERM / SIGINT stop it cleanly: the device is reset (in-flight requests
-// finished), the socket file removed.
+// finished), the socket file removed. SIGUSR1 logs every queue's state (ring
+// indexes, event indexes, requests in flight, last kick, interrupt and
+// completion): for a guest that seems stuck. A blk queue with requests in
+// flight and no completion for 5 s logs the same on its own. Log lines
+// carry the connection number ([#N]).
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
@@ -52,14 +59,60 @@ namespace {
 
 int g_stop_fd = -1;
 
+int g_dump_fd = -1;
+
 void OnSignal(int) {
   const uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(g_stop_fd, &one, sizeof one);
 }
 
+void OnDumpSignal(int) {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(g_dump_fd, &one, sizeof one);
+}
+
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "vhost-user-device: %s\n", msg.c_str());
   return 2;
+}
+
+// Abseil's own --help exits with status 1, which scripts read as a failure:
+// asking for help is not one. Prints the usage and this daemon's flags.
+int PrintHelp() {
+  std::printf("vhost-user-device: %s\n\nflags:\n",
+              std::string(absl::ProgramUsageMessage()).c_str());
+  std::map<std::string, const absl::CommandLineFlag*> ours;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::EndsWith(flag->Filename(), "vhost-user/main.cc")) {
+      ours.emplace(std::string(name), flag);
+    }
+  }
+  for (const auto& [name, flag] : ours) {
+    std::string dashed = name;
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    std::printf("  --%s  %s (default: %s)\n", dashed.c_str(),
+                flag->Help().c_str(), flag->DefaultValue().c_str());
+  }
+  return 0;
+}
+
+// Every line says which connection it belongs to: the device's own lines
+// name the device only, and one daemon serves guest after guest.
+void ConnectionSink(virtio::LogLevel level, std::string_view message) {
+  static constexpr const char* kNames[] = {"I", "W", "E"};
+  const int c = vhost_user::CurrentConnection();
+  std::string prefix = c > 0 ? absl::StrCat("[#", c, "] ") : std::string();
+  std::fprintf(stderr, "libvirtio %s: %s%.*s\n",
+               kNames[static_cast<int>(level)], prefix.c_str(),
+               static_cast<int>(message.size()), message.data());
+}
+
+bool IsFlag(const std::string& arg, const std::string& name) {
+  for (const char* dashes : {"-", "--"}) {
+    const std::string f = std::string(dashes) + name;
+    if (arg == f || absl::StartsWith(arg, f + "=")) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -80,13 +133,25 @@ int main(int argc, char** argv) {
   // Flag names may be spelled with dashes (--busy-poll, --no-packed) as
   // well as with Abseil's underscores.
   std::vector<std::string> normalized(argv, argv + argc);
+  int devices = 0;
   for (size_t i = 1; i < normalized.size(); ++i) {
     std::string& a = normalized[i];
     if (a == "--") break;
+    if (a == "--help" || a == "-help" || a == "-h" || a == "--helpfull") {
+      return PrintHelp();
+    }
+    if (IsFlag(a, "device")) ++devices;
     if (a.size() < 3 || a[0] != '-' || a[1] != '-') continue;
     const size_t end = std::min(a.find('='), a.size());
     std::replace(a.begin() + 2, a.begin() + static_cast<ptrdiff_t>(end), '-',
                  '_');
+  }
+  // A flag given twice silently keeps the last one: a second device would
+  // be dropped without a word.
+  if (devices > 1) {
+    return Fail(
+        "--device given more than once: one daemon serves one device "
+        "(start one vhost-user-device per device)");
   }
   std::vector<char*> args;
   for (std::string& a : normalized) args.push_back(a.data());
@@ -106,6 +171,7 @@ int main(int argc, char** argv) {
   auto dev = vhost_user::MakeDevice(*spec);
   if (!dev.ok()) return Fail(std::string(dev.status().message()));
 
+  virtio::SetLogSink(&ConnectionSink);
   g_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (g_stop_fd < 0) return Fail("eventfd failed");
   struct sigaction sa {};
@@ -113,6 +179,14 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  // SIGUSR1: log every queue's state (a guest that seems stuck).
+  g_dump_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (g_dump_fd < 0) return Fail("eventfd failed");
+  struct sigaction dump {};
+  dump.sa_handler = OnDumpSignal;
+  sigemptyset(&dump.sa_mask);
+  dump.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &dump, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   vhost_user::DaemonOptions o;
@@ -120,6 +194,7 @@ int main(int argc, char** argv) {
   o.client = absl::GetFlag(FLAGS_client);
   o.serve.name = absl::StrCat("vhost-user-device[", spec->type, "]");
   o.serve.stop_fd = g_stop_fd;
+  o.serve.dump_fd = g_dump_fd;
   o.serve.busy_poll = absl::GetFlag(FLAGS_busy_poll);
   o.serve.poll_us = absl::GetFlag(FLAGS_poll_us);
   absl::Status s = vhost_user::RunDaemon(**dev, o);

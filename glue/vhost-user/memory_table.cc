@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "sigbus_guard.h"
 
 namespace vhost_user {
 namespace {
@@ -31,7 +32,10 @@ bool Overlap(uint64_t a, uint64_t as, uint64_t b, uint64_t bs) {
 MemoryTable::~MemoryTable() { Clear(); }
 
 void MemoryTable::Unmap(Mapped& m) {
-  if (m.base != nullptr) munmap(m.base, m.length);
+  if (m.base != nullptr) {
+    SigbusGuard::Unregister(m.base);
+    munmap(m.base, m.length);
+  }
   m.base = nullptr;
   m.fd.reset();
 }
@@ -45,7 +49,8 @@ void MemoryTable::Clear() {
 }
 
 absl::StatusOr<MemoryTable::Mapped> MemoryTable::Map(const MemoryRegion& r,
-                                                     UniqueFd fd) {
+                                                     UniqueFd fd,
+                                                     int fault_fd) {
   if (!fd) return absl::InvalidArgumentError(Describe(r) + ": no fd");
   if (r.memory_size == 0) {
     return absl::InvalidArgumentError(Describe(r) + ": zero size");
@@ -86,6 +91,9 @@ absl::StatusOr<MemoryTable::Mapped> MemoryTable::Map(const MemoryRegion& r,
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: mmap: %s", Describe(r), std::strerror(errno)));
   }
+  // The front-end can still shrink the file later (fstat above only
+  // checked now): contained by the guard.
+  SigbusGuard::Register(base, length, fault_fd, "guest memory");
   Mapped m;
   m.region = r;
   m.base = base;
@@ -157,7 +165,7 @@ absl::Status MemoryTable::Replace(absl::Span<const MemoryRegion> regions,
   fresh.reserve(regions.size());
   absl::Status status;
   for (size_t i = 0; i < regions.size() && status.ok(); ++i) {
-    auto m = Map(regions[i], std::move(fds[i]));
+    auto m = Map(regions[i], std::move(fds[i]), fault_fd_);
     if (m.ok()) {
       fresh.push_back(*std::move(m));
     } else {
@@ -179,7 +187,7 @@ absl::Status MemoryTable::Add(const MemoryRegion& region, UniqueFd fd) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("all %u memory slots in use", kMaxRegions));
   }
-  auto m = Map(region, std::move(fd));
+  auto m = Map(region, std::move(fd), fault_fd_);
   if (!m.ok()) return m.status();
   regions_.push_back(*std::move(m));
   absl::Status s = Install(regions_);

@@ -50,6 +50,10 @@ class MemoryTable {
   absl::Status Remove(const MemoryRegion& region);
   // Unmaps everything.
   void Clear();
+  // Where a SIGBUS in a mapping made from now on is reported
+  // (sigbus_guard.h): the connection's eventfd; -1: nowhere (contained
+  // all the same).
+  void SetFaultFd(int fd) { fault_fd_ = fd; }
 
   // The guest-physical address of front-end virtual range
   // [uaddr, uaddr + len) if it lies inside one region.
@@ -83,7 +87,8 @@ class MemoryTable {
     UniqueFd fd;
   };
 
-  static absl::StatusOr<Mapped> Map(const MemoryRegion& region, UniqueFd fd);
+  static absl::StatusOr<Mapped> Map(const MemoryRegion& region, UniqueFd fd,
+                                    int fault_fd);
   static void Unmap(Mapped& m);
   // Checks `all` for overlaps and builds the map; on success installs it.
   absl::Status Install(std::vector<Mapped>& all);
@@ -99,6 +104,7 @@ class MemoryTable {
   virtio::GuestMemoryMap map_;
   std::vector<HostRange> by_host_;
   uint64_t guest_end_ = 0;
+  int fault_fd_ = -1;
 };
 
 static_assert(virtio::GuestMemory<MemoryTable>);

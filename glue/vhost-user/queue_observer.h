@@ -17,6 +17,7 @@
 
 #include "dirty_log.h"
 #include "inflight_queue.h"
+#include "queue_activity.h"
 #include "virtio/descriptor_chain.h"
 #include "virtio/queue.h"
 
@@ -27,13 +28,17 @@ class QueueObserver {
   // Attached parts (null: off). Change only while the queue is stopped.
   InflightQueue* inflight = nullptr;
   DirtyLogQueue* dirty_log = nullptr;
+  // Always counted (stall diagnosis).
+  QueueActivity activity;
 
   void OnPop(const virtio::DescriptorChain& chain, uint16_t position,
              bool resubmitted) {
+    QueueActivity::Bump(activity.pops);
     if (inflight != nullptr) inflight->OnPop(chain, position, resubmitted);
     if (dirty_log != nullptr) dirty_log->OnPop(chain, position, resubmitted);
   }
   void OnPush(virtio::UsedToken token, uint32_t len, uint16_t position) {
+    QueueActivity::Bump(activity.pushes);
     if (inflight != nullptr) inflight->OnPush(token, len, position);
     if (dirty_log != nullptr) dirty_log->OnPush(token, len, position);
   }

@@ -194,6 +194,7 @@ class Worker {
     int kick;     // -1: none
     int done;     // completion fd, -1: none
     bool polled;  // running without a kick fd
+    QueueActivity* activity;
   };
 
   Worker(VhostDevice& dev, uint16_t group, bool busy_poll, uint32_t poll_us,
@@ -341,7 +342,10 @@ class Worker {
         work |= tag != kTagCtl;
         if (tag == kTagKick) {
           for (const QueueFds& f : queues_) {
-            if (f.q == q && f.kick >= 0) Drain(f.kick);
+            if (f.q == q && f.kick >= 0) {
+              Drain(f.kick);
+              QueueActivity::Bump(f.activity->kicks);
+            }
           }
           Kick(q);
         } else if (tag == kTagDone) {
@@ -393,11 +397,18 @@ class Worker {
   std::vector<QueueFds> queues_;
 };
 
+std::atomic<int> g_current_connection{0};
+
 }  // namespace
+
+int CurrentConnection() {
+  return g_current_connection.load(std::memory_order_relaxed);
+}
 
 absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
                              const ServeOptions& o) {
   Connection conn(std::move(connection), o.message_timeout_ms);
+  dev.NewConnection();
   Backend backend(dev, o.backend);
   const uint16_t nq = dev.num_queues();
   const uint16_t ngroups = std::max<uint16_t>(dev.num_groups(), 1);
@@ -422,7 +433,8 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
       if (!dev.queue_running(q)) continue;
       const uint16_t g = dev.queue_group(q);
       sets[g < sets.size() ? g : 0].push_back(
-          {q, backend.kick_fd(q), dev.completion_fd(q), backend.polled(q)});
+          {q, backend.kick_fd(q), dev.completion_fd(q), backend.polled(q),
+           backend.activity(q)});
     }
     absl::Status s;
     for (size_t g = 0; g < workers.size(); ++g) {
@@ -432,18 +444,58 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     for (auto& w : workers) w->Resume();
     return s;
   };
+  auto next_watch = std::chrono::steady_clock::now();
   while (result.ok()) {
-    pollfd p[2] = {{conn.fd(), POLLIN, 0}, {o.stop_fd, POLLIN, 0}};
-    const int rc = poll(p, o.stop_fd >= 0 ? 2 : 1, -1);
+    // A stalled queue is found by looking, once a second (atomics only; the
+    // workers are parked only to log one).
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_watch) {
+      next_watch = now + std::chrono::seconds(1);
+      if (backend.WatchStalls(now)) {
+        pause_all();
+        backend.LogQueues(
+            "a queue has requests in flight and no completion for 5 s", now);
+        result = resume_all();
+        if (!result.ok()) break;
+      }
+    }
+    pollfd p[4] = {{conn.fd(), POLLIN, 0},
+                   {backend.fault_fd(), POLLIN, 0},
+                   {o.dump_fd, POLLIN, 0},
+                   {o.stop_fd, POLLIN, 0}};
+    const int rc = poll(p, o.stop_fd >= 0 ? 4 : 3, 1000);
     if (rc < 0) {
       if (errno == EINTR) continue;
       result = absl::InternalError(
           absl::StrFormat("poll: %s", std::strerror(errno)));
       break;
     }
-    if (o.stop_fd >= 0 && (p[1].revents & POLLIN)) {
+    if (p[2].revents & POLLIN) {
+      Drain(o.dump_fd);
+      pause_all();
+      backend.LogQueues("queue state dump requested",
+                        std::chrono::steady_clock::now());
+      result = resume_all();
+      if (!result.ok()) break;
+      continue;
+    }
+    if (o.stop_fd >= 0 && (p[3].revents & POLLIN)) {
       result = absl::CancelledError("stopped");
       break;
+    }
+    if (p[1].revents & POLLIN) {
+      // The front-end shrank memory it shared with us: the mapping is
+      // zeroes now (sigbus_guard.h), and nothing it says can be trusted.
+      const std::string what = backend.TakeFault();
+      if (!what.empty()) {
+        result = absl::DataLossError(absl::StrFormat(
+            "the front-end shrank shared memory under the back-end (SIGBUS "
+            "in %s)",
+            what));
+        virtio::Logf(virtio::LogLevel::kError, "%s: %s; closing the connection",
+                     o.name, result.message());
+        break;
+      }
     }
     if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
     absl::StatusOr<Message> m = conn.Receive();
@@ -503,14 +555,23 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
   for (;;) {
     if (o.max_connections > 0 && connections >= o.max_connections) break;
     // Wait for a connection (server) or retry (client), watching stop_fd.
-    pollfd p[2] = {{listener.get(), POLLIN, 0}, {o.serve.stop_fd, POLLIN, 0}};
-    const int rc = poll(p, 2, o.client ? (warned ? 1000 : 0) : -1);
+    pollfd p[3] = {{listener.get(), POLLIN, 0},
+                   {o.serve.stop_fd, POLLIN, 0},
+                   {o.serve.dump_fd, POLLIN, 0}};
+    const int rc = poll(p, 3, o.client ? (warned ? 1000 : 0) : -1);
     if (rc < 0 && errno != EINTR) {
       result = absl::InternalError(
           absl::StrFormat("poll: %s", std::strerror(errno)));
       break;
     }
     if (p[1].revents & POLLIN) break;
+    if (p[2].revents & POLLIN) {
+      Drain(o.serve.dump_fd);
+      virtio::Logf(virtio::LogLevel::kWarning,
+                   "%s: queue state dump requested: no front-end connected",
+                   o.serve.name);
+      continue;
+    }
     UniqueFd fd;
     if (o.client) {
       auto c = Connect(o.socket_path);
@@ -535,9 +596,11 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
       fd = *std::move(a);
     }
     ++connections;
+    g_current_connection.store(connections, std::memory_order_relaxed);
     virtio::Logf(virtio::LogLevel::kInfo, "%s: front-end connected (#%d)",
                  o.serve.name, connections);
     absl::Status s = ServeConnection(device, std::move(fd), o.serve);
+    g_current_connection.store(0, std::memory_order_relaxed);
     if (absl::IsCancelled(s)) break;
     virtio::Logf(virtio::LogLevel::kInfo,
                  "%s: connection #%d closed%s; waiting for the next one",

@@ -44,6 +44,9 @@ struct ServeOptions {
   BackendOptions backend = {};
   // Readable → stop serving (e.g. an eventfd written by a signal handler).
   int stop_fd = -1;
+  // Readable → log every queue's state (an eventfd; drained), e.g. on
+  // SIGUSR1, for an operator looking at a stalled guest.
+  int dump_fd = -1;
   // Mid-message stall limit.
   int message_timeout_ms = 10000;
   // Workers spin on their rings instead of sleeping in epoll_wait.
@@ -65,6 +68,11 @@ struct DaemonOptions {
   // Stop after this many connections (0: never); for tests.
   int max_connections = 0;
 };
+
+// The number of the connection RunDaemon() serves now (1, 2, ...; 0:
+// none), for log sinks to put on every line: the daemon's own lines, the
+// device's and the library's alike (they name the device, not the guest).
+int CurrentConnection();
 
 // Serves connection after connection until `stop_fd` fires. Server mode
 // creates the socket (0600) and unlinks it on return.

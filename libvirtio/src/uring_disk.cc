@@ -438,7 +438,13 @@ void UringDisk::Queue::Submit() {
     }
     if (r == -EINTR) continue;
     // -EAGAIN / -EBUSY: the kernel is short of resources or the CQ is
-    // backed up; the entries stay queued and go with the next Submit().
+    // backed up; the entries stay queued and go with the next Submit(),
+    // which NextCompletion() tries when it finds nothing to reap. Only
+    // something must call it: if every request of the queue is among those
+    // left behind, no completion will ever wake the glue, and a guest
+    // waiting for them (a full queue depth) never kicks again: a stall
+    // with nothing logged. The eventfd brings the glue back to retry.
+    if (unsubmitted_ > 0) WakeEventFd(event_fd_);
     break;
   }
 }

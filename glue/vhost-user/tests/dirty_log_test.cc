@@ -525,6 +525,55 @@ class DirtyLogBlk : public ::testing::Test {
   int fds_ = 0;
 };
 
+// A hostile front-end shrinks the dirty log after SET_LOG_BASE: the first
+// mark would SIGBUS. The connection is closed with the reason, the process
+// lives on and serves the next front-end.
+TEST_F(DirtyLogBlk, ShrunkLogClosesTheConnectionNotTheProcess) {
+  {
+    Session s(*dev_);
+    Frontend& f = s.f();
+    SharedMemory mem(kGpa, kMemSize);
+    SplitRing ring(mem, 64);
+    Negotiate(f, false);
+    ASSERT_TRUE(f.SetMemTable(mem));
+    UniqueFd kick, call;
+    ASSERT_TRUE(f.SetupRing(0, ring, kick, call));
+    mem.Alloc(kPage, kPage);
+    const uint64_t hdr = mem.Alloc(kPage, kPage);
+    const uint64_t data = mem.Alloc(kPage, kPage);
+    const uint64_t status = mem.Alloc(kPage, kPage);
+    UniqueFd logfd = MakeMemfd("vu-log", kLogSize);
+    SetLogBase(f, logfd.get(), kLogSize);
+    const uint64_t features =
+        kVersion1 | Bit(kFeatureProtocolFeatures) | Bit(kFeatureLogAll);
+    SendAcked(f, kSetFeatures, &features, sizeof features);
+    ASSERT_TRUE(f.GetU64(kGetFeatures));  // all of the above handled
+    ASSERT_EQ(ftruncate(logfd.get(), 0), 0);
+    BlkReq r{virtio::blk::kTypeIn, 0, 0};
+    std::memcpy(mem.host(hdr), &r, sizeof r);
+    ring.Add({{hdr, 16, false}, {data, kPage, true}, {status, 1, true}});
+    ASSERT_TRUE(SignalFd(kick.get()));
+    const absl::Status st = s.WaitClosed();
+    EXPECT_TRUE(absl::IsDataLoss(st)) << st;
+    EXPECT_NE(st.message().find("dirty log"), std::string::npos) << st;
+  }
+  Session s(*dev_);
+  Frontend& f = s.f();
+  SharedMemory mem(kGpa, kMemSize);
+  SplitRing ring(mem, 64);
+  Negotiate(f, false);
+  ASSERT_TRUE(f.SetMemTable(mem));
+  UniqueFd kick, call;
+  ASSERT_TRUE(f.SetupRing(0, ring, kick, call));
+  const uint64_t hdr = mem.Alloc(kPage, kPage);
+  const uint64_t data = mem.Alloc(kPage, kPage);
+  const uint64_t status = mem.Alloc(kPage, kPage);
+  EXPECT_EQ(Request(mem, ring, kick.get(), call.get(), virtio::blk::kTypeIn, 0,
+                    hdr, data, kPage, status),
+            kPage + 1);
+  EXPECT_TRUE(s.Finish().ok());
+}
+
 TEST_F(DirtyLogBlk, LogsExactlyTheDevicesWritesWhileLogAllIsOn) {
   {
     Session s(*dev_);

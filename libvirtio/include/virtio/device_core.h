@@ -377,8 +377,9 @@ class DeviceCore {
         status_.fetch_or(spec::kStatusDeviceNeedsReset, std::memory_order_acq_rel);
     if (!(old & spec::kStatusDeviceNeedsReset)) {
       // Rate limited: a guest can loop reset -> bad setup forever.
-      if (guest_errors_.Allow()) {
-        Logf(LogLevel::kError, "%s: device needs reset: %s", name_, why);
+      if (const auto v = guest_errors_.Allow()) {
+        Logf(LogLevel::kError, "%s: device needs reset: %s%s", name_, why,
+             v.Suffix());
       }
       if (old & spec::kStatusDriverOk) interrupt_->SignalConfig();
     }
@@ -391,6 +392,10 @@ class DeviceCore {
   Interrupt& interrupt() { return *interrupt_; }
   // Number of guest errors seen (logged or suppressed).
   uint64_t guest_errors() const { return guest_errors_.count(); }
+  // A fresh guest-error log budget: the glue's next guest is someone else
+  // (a new vhost-user connection), and must not inherit the silence the
+  // previous one earned.
+  void ResetGuestErrorLimit() { guest_errors_.Reset(); }
 
  protected:
   // `queue_max_sizes` gives each queue's maximum size (its count is the
@@ -420,8 +425,9 @@ class DeviceCore {
 
   // Logs a driver mistake, rate limited.
   void GuestError(std::string_view what) {
-    if (guest_errors_.Allow()) {
-      Logf(LogLevel::kWarning, "%s: guest error: %s", name_, what);
+    if (const auto v = guest_errors_.Allow()) {
+      Logf(LogLevel::kWarning, "%s: guest error: %s%s", name_, what,
+           v.Suffix());
     }
   }
 

@@ -15,7 +15,9 @@
 #define VIRTIO_LOG_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "absl/strings/str_format.h"
@@ -39,24 +41,76 @@ void Logf(LogLevel level, const absl::FormatSpec<Args...>& format,
   Log(level, absl::StrFormat(format, args...));
 }
 
-// Lets through the first `burst` messages, then one in every `every`, and
-// says how many were suppressed. One per device instance.
+// Rate limit for guest-triggered messages: at most `burst` per `period`,
+// counted afresh in every period, so that whichever guest misbehaves next
+// is still heard (a lifetime budget fell silent for good after one noisy
+// guest). The first message let through after some were suppressed says
+// how many. Reset() gives a new budget (a new vhost-user connection is a
+// new guest). Thread-safe, lock-free; not for the data path's good cases.
+//
+// Example:
+//   if (auto v = limiter.Allow()) {
+//     Logf(LogLevel::kWarning, "%s: guest error: %s%s", name, what,
+//          v.Suffix());
+//   }
 class GuestErrorLimiter {
  public:
-  explicit GuestErrorLimiter(uint32_t burst = 20, uint32_t every = 1000)
-      : burst_(burst), every_(every) {}
+  struct Verdict {
+    bool allowed = false;
+    // Messages suppressed since the last one let through (when allowed).
+    uint64_t suppressed = 0;
+    explicit operator bool() const { return allowed; }
+    // " (N more suppressed)", or "" when none were.
+    std::string Suffix() const {
+      return suppressed == 0
+                 ? std::string()
+                 : absl::StrFormat(" (%u more suppressed)", suppressed);
+    }
+  };
 
-  // True if this message should be logged.
-  bool Allow() {
-    const uint64_t n = count_.fetch_add(1, std::memory_order_relaxed);
-    return n < burst_ || (n - burst_) % every_ == every_ - 1;
+  explicit GuestErrorLimiter(
+      uint32_t burst = 20,
+      std::chrono::nanoseconds period = std::chrono::seconds(10))
+      : burst_(burst), period_ns_(period.count()) {}
+
+  // Whether to log this message.
+  Verdict Allow() {
+    count_.fetch_add(1, std::memory_order_relaxed);
+    const int64_t now = NowNs();
+    int64_t start = window_start_.load(std::memory_order_relaxed);
+    if (now - start >= period_ns_ &&
+        window_start_.compare_exchange_strong(start, now,
+                                              std::memory_order_relaxed)) {
+      in_window_.store(0, std::memory_order_relaxed);
+    }
+    if (in_window_.fetch_add(1, std::memory_order_relaxed) < burst_) {
+      return {true, suppressed_.exchange(0, std::memory_order_relaxed)};
+    }
+    suppressed_.fetch_add(1, std::memory_order_relaxed);
+    return {};
   }
+  // A fresh budget; messages suppressed so far are forgotten.
+  void Reset() {
+    in_window_.store(0, std::memory_order_relaxed);
+    suppressed_.store(0, std::memory_order_relaxed);
+    window_start_.store(NowNs(), std::memory_order_relaxed);
+  }
+  // Messages seen (logged or suppressed) over the limiter's lifetime.
   uint64_t count() const { return count_.load(std::memory_order_relaxed); }
 
  private:
-  uint32_t burst_;
-  uint32_t every_;
+  static int64_t NowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  const uint32_t burst_;
+  const int64_t period_ns_;
   std::atomic<uint64_t> count_{0};
+  std::atomic<int64_t> window_start_{NowNs()};
+  std::atomic<uint64_t> in_window_{0};
+  std::atomic<uint64_t> suppressed_{0};
 };
 
 }  // namespace virtio

@@ -83,8 +83,8 @@
 // mutex taken per received packet only when the filter is not promiscuous.
 // Reset must not race with any of them (as device_core.h says). Allocation
 // happens at construction only; per pair the device keeps one tx chain,
-// options.queue_size rx chains (options.rx_segments segments each) and an
-// iovec array.
+// min(options.queue_size, kMaxRxStash) rx chains (options.rx_segments
+// segments each) and an iovec array.
 //
 // Example:
 //   auto tap = virtio::TapNet::Open({.name = "vm0", .num_pairs = 2});
@@ -537,6 +537,16 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   enum class RxOutcome { kConsumed, kNoBuffers };
   // rx chains popped ahead per batch (PopRxBatch).
   static constexpr uint32_t kRxPrepop = 32;
+  // Most rx chains held popped per pair. The device holds only what the
+  // packet being assembled needs plus a few ahead (kRxAheadHigh), so the
+  // stash need not follow the ring: a queue_size that is only a limit
+  // (vhost-user, where the front-end picks any size up to 32768) would
+  // otherwise cost 32768 chains per pair. A mergeable packet of 64 KiB
+  // spans more than 256 buffers only if they are under 256 bytes each.
+  static constexpr uint32_t kMaxRxStash = 256;
+  static uint32_t RxStashSize(const NetDeviceOptions& o) {
+    return o.queue_size < kMaxRxStash ? o.queue_size : kMaxRxStash;
+  }
   // Chains kept popped ahead of the packet being delivered (TopUpRx):
   // measured against testpmd, 8..16 beat both shallower and deeper windows
   // (deeper ones evict the lines they fetched before using them).
@@ -554,7 +564,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     pairs_.reserve(options_.max_pairs);
     for (uint16_t i = 0; i < options_.max_pairs; ++i) {
       pairs_.emplace_back(options_.tx_segments, options_.rx_segments,
-                          options_.queue_size);
+                          RxStashSize(options_));
     }
     status_.store(options_.link_up ? net::kStatusLinkUp : 0);
   }
@@ -945,9 +955,9 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
       uint64_t slots = 0;
       while (have < need) {
         if (used == ps.rx_count) {
-          // Every descriptor of the ring already waits here: the packet
-          // can never fit.
-          if (slots >= ring.size()) {
+          // Every descriptor of the ring, or as many chains as the stash
+          // holds, already waits here: the packet can never fit.
+          if (slots >= ring.size() || ps.rx_count == ps.rx.size()) {
             ++ps.stats.rx_dropped;
             return RxOutcome::kConsumed;
           }
@@ -1011,7 +1021,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     ps.rx_count -= used;
     // An empty stash restarts at its first chain, so a pair that delivers
     // whole packets keeps reusing one hot chain rather than walking all
-    // queue_size of them (and their segment arrays) through the cache.
+    // of them (and their segment arrays) through the cache.
     if (ps.rx_count == 0) {
       ps.rx_head = 0;
     } else {

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# vhost-user-device's command line: every way building the device can fail
+# ends in one "vhost-user-device: ..." line naming the problem and exit
+# status 2, never a crash (a half-built device used to segfault while it was
+# destroyed: exit 139). --help succeeds; a second --device is refused rather
+# than silently replacing the first.
+#
+# usage: cli_test.sh PATH/TO/vhost-user-device
+set -u
+daemon=${1:?usage: cli_test.sh PATH/TO/vhost-user-device}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+img=$tmp/disk.img
+truncate -s 1M "$img"
+sock=$tmp/s.sock
+fail=0
+checks=0
+
+# expect STATUS MESSAGE_SUBSTRING ARGS...: runs the daemon (it must exit
+# by itself within 10 s) and checks its exit status and stderr.
+expect() {
+  local want=$1 msg=$2
+  shift 2
+  local rc=0
+  timeout 10 "$daemon" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+  checks=$((checks + 1))
+  if [[ $rc != "$want" ]]; then
+    echo "FAIL: exit status $rc, want $want: $*"
+    sed 's/^/    /' "$tmp/err"
+    fail=1
+    return
+  fi
+  if [[ -n $msg ]] && ! grep -qF -- "$msg" "$tmp/err" "$tmp/out"; then
+    echo "FAIL: no '$msg' in the output of: $*"
+    sed 's/^/    /' "$tmp/err"
+    fail=1
+  fi
+}
+
+# A device spec that must be refused with MESSAGE.
+bad() { expect 2 "$2" --socket "$sock" --device "$1"; }
+
+# --- the command line itself ---
+expect 0 "--device" --help
+expect 0 "--socket" -h
+expect 2 "--socket PATH is required" --device rng
+expect 2 "--device SPEC is required" --socket "$sock"
+expect 2 "unexpected argument 'extra'" --socket "$sock" --device rng extra
+expect 2 "--device given more than once" --socket "$sock" --device rng \
+  --device "blk,path=$img"
+expect 2 "--device given more than once" --socket "$sock" --device=rng \
+  --device="blk,path=$img"
+
+# --- parsing a spec ---
+bad "" "--device SPEC is required"
+bad ",a=b" "empty device type"
+bad "blk,path" "'path' is not key=value"
+bad "blk,=x" "'=x' is not key=value"
+bad "blk,path=$img,path=$img" "'path' given twice"
+bad "scsi" "unknown type 'scsi'"
+
+# --- blk ---
+bad "blk" "blk: needs path=FILE or backend=ram|null,size=BYTES"
+bad "blk,path=$img,bogus=1" "blk: unknown property 'bogus'"
+bad "blk,path=$img,readonly=maybe" "'readonly=maybe' is not on/off"
+bad "blk,path=$img,direct=2" "'direct=2' is not on/off"
+bad "blk,path=$img,packed=x" "'packed=x' is not on/off"
+bad "blk,path=$img,num-queues=x" "'num-queues=x' is not a number"
+bad "blk,path=$img,num-queues=65" "'num-queues=65' is not a number in 0..64"
+bad "blk,path=$img,num-queues=0" "num-queues must be at least 1"
+bad "blk,path=$img,queue-size=0" "queue_size 0 not in 2..32768"
+bad "blk,path=$img,queue-size=1" "queue_size 1 not in 2..32768"
+bad "blk,path=$img,queue-size=32769" "not a number in 0..32768"
+bad "blk,path=$img,serial=123456789012345678901" "longer than 20 bytes"
+bad "blk,backend=file" "blk: backend=file needs path="
+bad "blk,path=$img,size=1M" "size= is for backend=ram or null"
+bad "blk,path=$tmp/missing.img" "missing.img"
+bad "blk,path=$tmp" ""
+bad "blk,backend=ram,path=$img" "path= is for backend=file"
+bad "blk,backend=ram" "backend=ram needs size="
+bad "blk,backend=null" "backend=null needs size="
+bad "blk,backend=ram,size=100" "capacity 100 is not a non-zero multiple"
+bad "blk,backend=null,size=1Q" "'size=1Q' is not a number"
+bad "blk,backend=tape,size=1M" "unknown backend 'tape'"
+
+# --- net ---
+bad "net" "net: needs backend=tap"
+bad "net,backend=ether" "unknown backend 'ether'"
+bad "net,backend=null,mtu=10" "mtu 10 below 68"
+bad "net,backend=null,mtu=65536" "'mtu=65536' is not a number"
+bad "net,backend=null,queue-pairs=0" "queue-pairs must be at least 1"
+bad "net,backend=null,queue-pairs=257" "not a number in 0..256"
+bad "net,backend=null,queue-pairs=2,ctrl-vq=off" "queue-pairs > 1 needs ctrl-vq=on"
+bad "net,backend=null,queue-size=1" "not in 2..32768"
+bad "net,backend=null,queue-size=0" "not in 2..32768"
+bad "net,backend=null,mac=01:02:03" "mac=01:02:03 is not xx:xx:xx:xx:xx:xx"
+bad "net,backend=null,mac=01:02:03:04:05:zz" "is not xx:xx:xx:xx:xx:xx"
+bad "net,backend=null,ifname=x" "ifname= is for backend=tap"
+bad "net,backend=null,frame-len=64" "frame-len= is for backend=generator"
+bad "net,backend=generator,frame-len=99999" "'frame-len=99999' is not a number"
+bad "net,backend=null,ctrl-vq=sure" "'ctrl-vq=sure' is not on/off"
+bad "net,backend=null,colour=red" "net: unknown property 'colour'"
+
+# --- console ---
+bad "console" "console: needs backend=stdio|pty|socket=PATH|file=PATH"
+bad "console,backend=serial" "unknown backend 'serial'"
+bad "console,backend=socket" "backend=socket needs a path"
+bad "console,backend=file" "backend=file needs a path"
+bad "console,backend=stdio,path=$tmp/x" "a path is for backend=socket or backend=file"
+bad "console,backend=socket=$tmp/a,path=$tmp/b" "give the path once"
+bad "console,backend=stdio,queue-size=3" "queue size 3 is not a power of two"
+bad "console,backend=stdio,queue-size=0" "queue size 0 is not a power of two"
+bad "console,backend=file=$tmp/no/such/dir/out" "no/such/dir"
+bad "console,backend=stdio,volume=11" "console: unknown property 'volume'"
+
+# --- rng ---
+bad "rng,queue-size=0" "rng: queue-size must be at least 1"
+bad "rng,rate=fast" "'rate=fast' is not a number"
+bad "rng,packed=maybe" "'packed=maybe' is not on/off"
+bad "rng,seed=1" "rng: unknown property 'seed'"
+
+# --- a running daemon: its log lines name the connection they belong to
+if command -v python3 >/dev/null; then
+  "$daemon" --socket "$sock" --device rng 2>"$tmp/run.log" &
+  dpid=$!
+  for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.05; done
+  for _ in 1 2; do
+    python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$sock"
+  done
+  for _ in $(seq 100); do
+    grep -q "connection #2 closed" "$tmp/run.log" && break
+    sleep 0.05
+  done
+  # SIGUSR1: a queue state dump (here: nobody connected).
+  kill -USR1 "$dpid"
+  for _ in $(seq 100); do
+    grep -q "queue state dump requested" "$tmp/run.log" && break
+    sleep 0.05
+  done
+  kill "$dpid"; wait "$dpid"
+  checks=$((checks + 2))
+  if ! grep -q "queue state dump requested: no front-end connected" "$tmp/run.log"; then
+    echo "FAIL: SIGUSR1 did not log a queue state dump:"
+    sed 's/^/    /' "$tmp/run.log"
+    fail=1
+  fi
+  for n in 1 2; do
+    if ! grep -q "\[#$n\] .*front-end disconnected" "$tmp/run.log"; then
+      echo "FAIL: no '[#$n] ... front-end disconnected' line:"
+      sed 's/^/    /' "$tmp/run.log"
+      fail=1
+    fi
+  done
+else
+  echo "(python3 missing: connection-number log check left out)"
+fi
+
+if [[ $fail != 0 ]]; then
+  echo "FAILED ($checks checks)"
+  exit 1
+fi
+echo "PASS: $checks command lines"
