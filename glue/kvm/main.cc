@@ -738,9 +738,18 @@ int Main(int argc, char** argv) {
   }
   // Every vCPU leaves KVM_RUN: immediate_exit is set, the signal interrupts
   // one blocked in the kernel (an AP waiting for SIPI, a halted vCPU).
-  while (running.load() > 0) {
+  // The teardown that follows must not hang either: past this deadline the
+  // default SIGALRM action ends the process (a non-zero status).
+  alarm(60);
+  for (int tries = 0; running.load() > 0; ++tries) {
     for (std::thread& t : vcpus) pthread_kill(t.native_handle(), SIGUSR1);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (tries == 1000) {
+      virtio::Logf(virtio::LogLevel::kError,
+                   "vmm: %d vCPU thread(s) still running 10 s after the end "
+                   "of the run: %s",
+                   running.load(), vm.DumpRegisters(0));
+    }
   }
   for (std::thread& t : vcpus) t.join();
   int code = machine.result();

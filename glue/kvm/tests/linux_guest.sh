@@ -85,7 +85,7 @@ CGI
     --device "rng,packed=$packed" \
     --device "console,backend=socket=$sock,packed=$packed" \
     --device "net,backend=tap,ifname=$TAP,packed=$packed" \
-    >"$work/vmm.log" 2>&1 &
+    >"$work/vmm.log" 2>&1 </dev/null &
   vmm_pid=$!
   # The VMM creates the TAP in the namespace: give it the host's address.
   for ((i = 0; i < 300; i++)); do
@@ -96,10 +96,13 @@ CGI
   ip -n "$ns" addr add "$HOST_IP/24" dev "$TAP" 2>/dev/null &&
     ip -n "$ns" link set "$TAP" up ||
     echo "could not configure $TAP in $ns" >>"$work/inner.err"
-  ip netns exec "$ns" busybox httpd -f -p "$HOST_IP:$HTTP_PORT" -h "$work/www" &
+  # Their output goes to files: a straggler holding the runner's stdout
+  # would keep the run open.
+  ip netns exec "$ns" busybox httpd -f -p "$HOST_IP:$HTTP_PORT" -h "$work/www" \
+    >"$work/httpd.log" 2>&1 </dev/null &
   pids+=($!)
   ip netns exec "$ns" sh -c 'sleep 100000 | busybox nc -l -p "$1" >"$2"' sh \
-    "$NC_PORT" "$work/upload.bin" &
+    "$NC_PORT" "$work/upload.bin" 2>"$work/nc.log" </dev/null &
   pids+=($!)
   wait "$vmm_pid"
   echo $? >"$work/vmm.rc"
@@ -140,7 +143,7 @@ mkfs.ext4 -q -F -L kvmlinux -d "$work/disk" "$work/disk.img" 64M ||
 
 log "$layout ring: booting $what, $NESTED_KVER, with 4 virtio-pci devices"
 runner=(bash "$top/tests/nested/nested-kvm.sh" --cache "$cache" --rw "$work"
-        --mem 1536 --timeout 600)
+        --mem 1536 --timeout 700)
 "${runner[@]}" -- bash "$here/linux_guest.sh" --inner "$work" "$vmm" "$kernel" \
   "$initrd" "$layout" "$token"
 rc=$?
