@@ -8,7 +8,8 @@
 //     through, which is what QEMU's xenpvh does and is harmless for edge).
 //     x86: set_isa_irq_level (level-triggered ISA line).
 //   XenPciSink<DM>: virtio-pci MSI-X messages via inject_msi, INTA# via
-//     set_pci_intx_level (x86).
+//     set_pci_intx_level (x86). PIRQ messages (vector 0) are sent whatever
+//     the MSI-X masks say (BypassesMsixMask).
 #ifndef XEN_GLUE_DEVICES_H_
 #define XEN_GLUE_DEVICES_H_
 
@@ -102,6 +103,15 @@ struct XenPciSink {
       Logf(LogLevel::kError, "xen: inject_msi(0x%x, 0x%x) failed: %s", address,
            data, std::strerror(errno));
     }
+  }
+  // Xen's inject_msi reads a message with vector 0 as a PIRQ (number in
+  // the address's destination bits) and raises its event channel; vector 0
+  // is never a valid x86 vector otherwise. Linux in an HVM guest programs
+  // its MSI-X entries that way and leaves them masked in the table (it
+  // masks the event channel instead): found on Xen 4.17, where a device
+  // honouring the table mask never interrupted the guest.
+  bool BypassesMsixMask(uint64_t address, uint32_t data) const {
+    return (address & 0xfff00000u) == 0xfee00000u && (data & 0xffu) == 0;
   }
   void SetIntx(bool asserted) {
     if (dm->set_pci_intx_level(domid, seg, bus, dev, 0, asserted ? 1 : 0) != 0) {
