@@ -496,6 +496,29 @@ TEST(IoreqServerHarness, BlkOverVirtioPciLikeLinuxWithBarTracking) {
   EXPECT_FALSE(rig.xen.crashed()) << rig.xen.crash_reason();
 }
 
+// msix=off: the function's capability list ends at PCI_CFG, so a guest
+// driver (Linux, the harness) falls back to INTx.
+TEST(IoreqServerHarness, PciWithoutMsixIsIntxOnly) {
+  Rig rig(Arch::kX86);
+  testing::TestGuestMemory mem;
+  auto disk = RamDisk::Create({.capacity = 1 << 20});
+  ASSERT_TRUE(disk.ok());
+  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0, 5};
+  PciTraits::Interrupt irq(sink, 1);
+  auto blk = BlkDevice<PciTraits, RamDisk>::Create(mem.map(), irq, **disk, {});
+  ASSERT_TRUE(blk.ok());
+  PciTransport<BlkDevice<PciTraits, RamDisk>> pci(**blk);
+  PciTransportDevice<PciTransport<BlkDevice<PciTraits, RamDisk>>> io(pci, /*msix=*/false);
+  ASSERT_TRUE(rig.server.AddPci(0, 0, 5, 0, &io, "blk0").ok());
+  ASSERT_TRUE(rig.server.Start().ok());
+  sim::SimPciBus bus{&rig.xen, 0, PciSbdf(0, 0, 5, 0), rig.pump()};
+  EXPECT_EQ(bus.ConfigRead(pci::kCapPciCfgAt + 1, 1), 0u);
+  EXPECT_EQ(bus.ConfigRead(pci::kCapPciCfgAt, 2), uint32_t{pci::kCapIdVendor});
+  testing::PciDriver<sim::SimPciBus> driver(bus, {.msix = false});
+  ASSERT_TRUE(driver.Probe()) << driver.error();
+  EXPECT_EQ(driver.msix_cap_at(), 0u);
+}
+
 // Real Xen 4.17, HVM guest, Linux 6.1: the guest remaps MSI-X to PIRQs. It
 // writes each entry with data 0 (vector 0) and the PIRQ in the address's
 // destination bits, and never clears the entry's mask bit (it masks the

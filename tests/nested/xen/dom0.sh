@@ -43,9 +43,10 @@ timeout 30 "$XL" info >/xtout/xl-info.log 2>&1 || { failed "xl info"; finish; }
 say "TOOLSTACK-UP $(grep -E '^(xen_version|virt_caps)' /xtout/xl-info.log | tr -s ' ' | tr '\n' ' ')"
 
 # --- one guest --------------------------------------------------------------------
-# run_guest NAME "BACKEND ARGS" "GUEST TESTS" IRQ [EXTRA KERNEL ARGS]
+# run_guest NAME "BACKEND ARGS" TESTS IRQS RINGS [EXTRA KERNEL ARGS]
+# (IRQS: SLOT.FN:msix|intx,...; RINGS: SLOT.FN:split|packed,...)
 run_guest() {
-  local name=$1 bargs=$2 tests=$3 irq=$4 extra=${5:-}
+  local name=$1 bargs=$2 tests=$3 irq=$4 ring=$5 extra=${6:-}
   local dir=/xtout/$name img=/tmp/$name-disk.img
   mkdir -p "$dir"
   say "GUEST-CREATE $name"
@@ -59,7 +60,7 @@ vcpus = 1
 cpus = "1"
 kernel = "$GUEST_KERNEL"
 ramdisk = "$GUEST_INITRD"
-extra = "console=ttyS0 quiet loglevel=3 panic=-1 xt_tests=$tests xt_irq=$irq $extra"
+extra = "console=ttyS0 quiet loglevel=3 panic=-1 xt_tests=$tests xt_irq=$irq xt_ring=$ring $extra"
 vga = "none"
 vnc = 0
 serial = "file:$dir/serial.log"
@@ -112,6 +113,9 @@ EOF
       [[ -n $st ]] || break
       # ... and dom0's share: its CPU seconds, the backend's (utime+stime
       # ticks) and its load.
+      # What keeps dom0 busy (kept for the log, first three shown).
+      top -bn1 2>/dev/null | sed -n '7,10p' >"$dir/top.txt"
+      say "DOM0-TOP $(tail -3 "$dir/top.txt" | awk '{printf "%s %s%% ", $12, $9}')"
       say "GUEST-PROGRESS $name $st; dom0 cpu $("$XL" list 0 | awk 'NR == 2 {print $6}')" \
         "backend ticks $(awk '{print $14 + $15}' /proc/$bpid/stat 2>/dev/null)" \
         "load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -137,7 +141,11 @@ EOF
   grep -a '^XG-FAIL' "$dir/serial.log" | while read -r l; do echo "$l"; done >"$dir/fails"
   [[ -s $dir/fails ]] && failed "$name: $(tr '\n' ';' <"$dir/fails")"
   local t
-  for t in ${tests//,/ } irq-$irq; do
+  local t want=()
+  for t in ${tests//,/ }; do want+=("$t"); done
+  for t in ${irq//,/ }; do want+=("irq-${t#*:} 0000:00:${t%%:*}"); done
+  for t in ${ring//,/ }; do want+=("ring-${t#*:} 0000:00:${t%%:*}"); done
+  for t in "${want[@]}"; do
     grep -aq "^XG-PASS $t" "$dir/serial.log" || failed "$name: no XG-PASS $t"
   done
 

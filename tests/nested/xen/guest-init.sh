@@ -4,7 +4,7 @@
 # (comma-separated: rng, blk, console, net), printing one line per result
 # on the serial console, which the dom0 script reads:
 #   XG-PASS name [detail] | XG-FAIL name why | XG-INFO ... | XG-DONE
-# xt_irq=msix|intx says which interrupt kind the virtio devices must use.
+# xt_irq= names the interrupt kind each device must use (see check_irq).
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
 mount -t proc proc /proc
@@ -15,11 +15,12 @@ echo "XG-INIT uptime $(cut -d' ' -f1 /proc/uptime)"
 for m in $(cat /modules.order); do
   insmod /lib/modules/$m 2>/dev/null || echo "XG-INFO insmod $m failed"
 done
-tests= irq=
+tests= irq= ring=
 for w in $(cat /proc/cmdline); do
   case $w in
     xt_tests=*) tests=$(echo "${w#xt_tests=}" | tr , ' ') ;;
     xt_irq=*) irq=${w#xt_irq=} ;;
+    xt_ring=*) ring=${w#xt_ring=} ;;
   esac
 done
 pass() { echo "XG-PASS $*"; }
@@ -38,19 +39,36 @@ for d in /sys/bus/pci/devices/*; do
 done
 grep -i virtio /proc/interrupts | sed 's/^/XG-INFO irq /'
 
+# xt_irq=SLOT.FN:KIND,... (KIND msix|intx): the virtio device at
+# 0000:00:SLOT.FN must have taken at least one interrupt of that kind.
+# MSI-X vectors are named virtioN-config / virtioN-QUEUE (on Xen HVM the
+# chip is xen-pirq, "msi-x"); INTx is one line named virtioN.
 check_irq() {
-  name=$1
-  case $irq in
-    msix) grep -i virtio /proc/interrupts | grep -q 'MSI' && pass "irq-msix" ||
-            fail "irq-msix no virtio MSI-X vector in /proc/interrupts" ;;
-    intx) if grep -i virtio /proc/interrupts | grep -q 'MSI'; then
-            fail "irq-intx a virtio device uses MSI"
-          elif grep -i virtio /proc/interrupts | grep -q .; then
-            pass "irq-intx"
-          else
-            fail "irq-intx no virtio interrupt line"
-          fi ;;
-  esac
+  for spec in $(echo "$irq" | tr , ' '); do
+    bdf=0000:00:${spec%%:*} kind=${spec#*:}
+    v=$(basename "$(ls -d /sys/bus/pci/devices/$bdf/virtio* 2>/dev/null | head -1)")
+    if [ -z "$v" ] || [ "$v" = . ]; then fail "irq-$kind $bdf has no virtio device"; continue; fi
+    case $kind in
+      msix) n=$(grep -i "msi" /proc/interrupts | grep " $v-" | awk '{s += $2} END {print s + 0}') ;;
+      intx) n=$(grep " $v\$" /proc/interrupts | grep -vi msi | awk '{s += $2} END {print s + 0}') ;;
+    esac
+    if [ "$n" -gt 0 ]; then pass "irq-$kind $bdf $v $n interrupts"; else fail "irq-$kind $bdf $v took no $kind interrupt"; fi
+  done
+}
+
+# xt_ring=SLOT.FN:split|packed,...: the ring layout the driver negotiated
+# (features bit 34, VIRTIO_F_RING_PACKED, in sysfs's bit string).
+check_ring() {
+  for spec in $(echo "$ring" | tr , ' '); do
+    bdf=0000:00:${spec%%:*} want=${spec#*:}
+    f=$(cat /sys/bus/pci/devices/$bdf/virtio*/features 2>/dev/null)
+    case $(echo "$f" | cut -c35) in
+      1) got=packed ;;
+      0) got=split ;;
+      *) got="unknown ($f)" ;;
+    esac
+    [ "$got" = "$want" ] && pass "ring-$want $bdf" || fail "ring-$want $bdf negotiated $got"
+  done
 }
 
 t_rng() {
@@ -94,5 +112,6 @@ for t in $tests; do
   t_$t
 done
 check_irq
+check_ring
 echo "XG-DONE uptime $(cut -d' ' -f1 /proc/uptime)"
 poweroff -f

@@ -9,8 +9,9 @@
 #
 # BACKEND: the xen-virtio-backend binary (a host path: dom0 sees the host's
 # tree). CACHE_DIR keeps the downloaded Xen and kernel. Each GUEST is
-#   NAME|BACKEND ARGS|TESTS|IRQ[|EXTRA KERNEL ARGS]
-# (TESTS: comma-separated guest checks, see guest-init.sh; IRQ msix|intx;
+#   NAME|BACKEND ARGS|TESTS|IRQS|RINGS[|EXTRA KERNEL ARGS]
+# (TESTS: comma-separated guest checks, see guest-init.sh; IRQS
+# SLOT.FN:msix|intx,... and RINGS SLOT.FN:split|packed,... per device;
 # @IMG@ in BACKEND ARGS is replaced by a fresh ext4 image in dom0).
 # Default: the guests of the `xen_real` ctest (see DEFAULT_GUESTS).
 #
@@ -26,7 +27,8 @@ BACKEND=${1:?usage: $0 BACKEND CACHE_DIR [GUEST...]}
 XT_CACHE=${2:?usage: $0 BACKEND CACHE_DIR [GUEST...]}
 shift 2
 DEFAULT_GUESTS=(
-  "rng|--device rng,addr=00:05.0|rng|msix"
+  # rng: INTx and a split ring; blk: MSI-X and a packed ring.
+  "hvm|--device rng,addr=00:05.0,msix=off,packed=off --device blk,path=@IMG@,addr=00:06.0|rng,blk|05.0:intx,06.0:msix|05.0:split,06.0:packed"
 )
 GUESTS=("$@")
 [[ ${#GUESTS[@]} -gt 0 ]] || GUESTS=("${DEFAULT_GUESTS[@]}")
@@ -77,8 +79,8 @@ cp "$XT_DIR/dom0.sh" "$OUT/dom0.sh"
   echo "GUEST_DEADLINE=${XT_GUEST_DEADLINE:-420}"
   echo "GUESTS=("
   for g in "${GUESTS[@]}"; do
-    IFS='|' read -r n b t i e <<<"$g"
-    printf '  %q\n' "$n $(printf '%q' "$b") $t $i $(printf '%q' "${e:-}")"
+    IFS='|' read -r n b t i r e <<<"$g"
+    printf '  %q\n' "$n $(printf '%q' "$b") $t $i $r $(printf '%q' "${e:-}")"
   done
   echo ")"
 } >"$OUT/config.sh"

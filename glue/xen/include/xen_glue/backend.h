@@ -252,8 +252,9 @@ class Backend {
       auto irq = MakeIrq<Traits, kPci>(spec, h->sink, 1);
       if (!irq.ok()) return irq.status();
       h->irq = std::move(*irq);
-      auto dev = Dev::Create(Mem(spec), *h->irq, *h->disk,
-                             {.name = spec.id, .serial = spec.id});
+      BlkDeviceOptions options{.name = spec.id, .serial = spec.id};
+      options.ring = Ring(spec);
+      auto dev = Dev::Create(Mem(spec), *h->irq, *h->disk, options);
       if (!dev.ok()) return dev.status();
       h->dev = std::move(*dev);
       Dev* raw = h->dev.get();
@@ -287,8 +288,16 @@ class Backend {
     auto irq = MakeIrq<Traits, kPci>(spec, h->sink, 1);
     if (!irq.ok()) return irq.status();
     h->irq = std::move(*irq);
-    h->dev = std::make_unique<Dev>(Mem(spec), *h->irq, RngOptions{.name = spec.id});
+    RngOptions options{.name = spec.id};
+    options.ring = Ring(spec);
+    h->dev = std::make_unique<Dev>(Mem(spec), *h->irq, options);
     return Finish<Traits, Dev, kPci>(spec, std::move(h));
+  }
+
+  static RingFeatureOptions Ring(const DeviceSpec& spec) {
+    RingFeatureOptions r;
+    r.packed = spec.packed;
+    return r;
   }
 
   const Memory& Mem(const DeviceSpec& spec) const {
@@ -311,7 +320,9 @@ class Backend {
     if (!irq.ok()) return irq.status();
     h->irq = std::move(*irq);
     B* const ports[] = {b};
-    auto dev = Dev::Create(Mem(spec), *h->irq, ports, ConsoleOptions{.name = spec.id});
+    ConsoleOptions options{.name = spec.id};
+    options.ring = Ring(spec);
+    auto dev = Dev::Create(Mem(spec), *h->irq, ports, options);
     if (!dev.ok()) return dev.status();
     h->dev = std::move(*dev);
     Dev* raw = h->dev.get();
@@ -347,7 +358,9 @@ class Backend {
     auto irq = MakeIrq<Traits, kPci>(spec, h->sink, 3);
     if (!irq.ok()) return irq.status();
     h->irq = std::move(*irq);
-    auto dev = Dev::Create(Mem(spec), *h->irq, *b, NetDeviceOptions{.name = spec.id});
+    NetDeviceOptions options{.name = spec.id};
+    options.ring.packed = spec.packed;
+    auto dev = Dev::Create(Mem(spec), *h->irq, *b, options);
     if (!dev.ok()) return dev.status();
     h->dev = std::move(*dev);
     Dev* raw = h->dev.get();
@@ -376,7 +389,8 @@ class Backend {
     absl::Status s;
     if constexpr (kPci) {
       h->transport = std::make_unique<PciTransport<Dev>>(*h->dev);
-      h->io = std::make_unique<PciTransportDevice<PciTransport<Dev>>>(*h->transport);
+      h->io = std::make_unique<PciTransportDevice<PciTransport<Dev>>>(*h->transport,
+                                                                      spec.msix);
       s = server_->AddPci(spec.pci_addr->seg, spec.pci_addr->bus,
                           spec.pci_addr->dev, spec.pci_addr->fn, h->io.get(), spec.id);
     } else {

@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "virtio/log.h"
+#include "virtio/pci_transport.h"
 #include "xen_glue/ioreq_server.h"
 #include "xen_glue/ports.h"
 
@@ -43,7 +44,10 @@ class MmioTransportDevice final : public IoDevice {
 template <typename Transport>
 class PciTransportDevice final : public IoDevice {
  public:
-  explicit PciTransportDevice(Transport& t) : t_(t) {}
+  // `msix` false: the MSI-X capability is unlinked from the capability
+  // list (the guest sees an INTx-only function), so one guest can drive
+  // devices on both interrupt kinds.
+  explicit PciTransportDevice(Transport& t, bool msix = true) : t_(t), msix_(msix) {}
   uint64_t MmioRead(uint64_t offset, uint32_t size) override {
     return t_.BarRead(offset, size);
   }
@@ -51,7 +55,11 @@ class PciTransportDevice final : public IoDevice {
     t_.BarWrite(offset, size, value);
   }
   uint32_t ConfigRead(uint32_t reg, uint32_t size) override {
-    return t_.ConfigRead(reg, size);
+    uint32_t v = t_.ConfigRead(reg, size);
+    // The PCI_CFG capability links to MSI-X, the last in the list.
+    constexpr uint32_t kNext = pci::kCapPciCfgAt + 1;
+    if (!msix_ && reg <= kNext && kNext < reg + size) v &= ~(0xffu << (8 * (kNext - reg)));
+    return v;
   }
   void ConfigWrite(uint32_t reg, uint32_t size, uint32_t value) override {
     t_.ConfigWrite(reg, size, value);
@@ -66,6 +74,7 @@ class PciTransportDevice final : public IoDevice {
 
  private:
   Transport& t_;
+  bool msix_;
 };
 
 enum class IrqKind { kArmSpi, kX86Isa };
