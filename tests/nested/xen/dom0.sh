@@ -97,6 +97,48 @@ EOF
     "$XL" destroy "$domid"; return
   fi
   say "BACKEND-UP $name"
+  local helpers=()
+  # Console (backend=socket,path=/tmp/xt-con.sock): a client that keeps
+  # what the guest writes and answers the guest's first line with one of
+  # its own (sent earlier, before the guest opened its tty, Linux dropped
+  # it: seen on the first run).
+  if [[ $bargs == *xt-con.sock* ]]; then
+    python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect("/tmp/xt-con.sock")
+out = open(sys.argv[1], "ab", 0)
+seen = b""
+while True:
+    d = s.recv(4096)
+    if not d: break
+    out.write(d)
+    if seen is not None:
+        seen += d
+        if b"guest-line-on-" in seen:
+            s.sendall(b"hello-from-dom0\n")
+            seen = None
+' "$dir/console.out" >"$dir/console-client.log" 2>&1 &
+    helpers+=($!)
+  fi
+  # Net (backend=tap,ifname=xt0): dom0 end of the link and a receiver.
+  if [[ $bargs == *ifname=xt0* ]]; then
+    ip addr add 10.77.0.1/24 dev xt0 && ip link set xt0 up || failed "$name: xt0 setup"
+    python3 -c '
+import hashlib, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.1", 5077)); s.listen(1)
+c, _ = s.accept()
+h = hashlib.md5(); n = 0
+while True:
+    d = c.recv(65536)
+    if not d: break
+    h.update(d); n += len(d)
+open(sys.argv[1], "w").write("%s %d\n" % (h.hexdigest(), n))
+' "$dir/net.md5" >"$dir/net-receiver.log" 2>&1 &
+    helpers+=($!)
+  fi
   "$XL" unpause "$domid"
   say "GUEST-UNPAUSED $name"
   local t0=$SECONDS done=0 last=0
@@ -141,6 +183,18 @@ EOF
   grep -a '^XG-FAIL' "$dir/serial.log" | while read -r l; do echo "$l"; done >"$dir/fails"
   [[ -s $dir/fails ]] && failed "$name: $(tr '\n' ';' <"$dir/fails")"
   local t
+  kill "${helpers[@]}" 2>/dev/null
+  if [[ $bargs == *xt-con.sock* ]]; then
+    grep -aq "guest-line-on-" "$dir/console.out" 2>/dev/null ||
+      failed "$name: no guest line reached the console socket"
+    say "CONSOLE-FROM-GUEST $(tr -d '\r' <"$dir/console.out" 2>/dev/null | tr '\n' ' ')"
+  fi
+  if [[ $bargs == *ifname=xt0* ]]; then
+    local sent
+    sent=$(grep -a -m1 '^XG-NET-MD5' "$dir/serial.log" | awk '{print $2}' | tr -d '\r')
+    [[ -n $sent && $(cat "$dir/net.md5" 2>/dev/null) == "$sent 1048576" ]] ||
+      failed "$name: dom0 received '$(cat "$dir/net.md5" 2>/dev/null)', guest sent $sent"
+  fi
   local t want=()
   for t in ${tests//,/ }; do want+=("$t"); done
   for t in ${irq//,/ }; do want+=("irq-${t#*:} 0000:00:${t%%:*}"); done

@@ -107,6 +107,44 @@ t_blk() {
   pass "blk md5 $sum"
 }
 
+# virtio-console: which /dev/hvcN is the virtio port is not fixed (an HVM
+# guest also has Xen's PV console), so every hvc gets a line out and is
+# read; dom0's client sends "hello-from-dom0" into the virtio one.
+t_console() {
+  i=0
+  while [ ! -e /sys/bus/virtio/drivers/virtio_console/virtio* ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  sleep 1
+  hvcs=
+  for h in /dev/hvc[0-9]; do
+    [ -e "$h" ] && (echo -n >"$h") 2>/dev/null && hvcs="$hvcs $h"
+  done
+  # Readers first, then our line: dom0 answers it.
+  for h in $hvcs; do (timeout 60 head -n1 "$h" >/tmp/in.${h##*/} 2>/dev/null &); done
+  sleep 1
+  for h in $hvcs; do echo "guest-line-on-${h##*/}" >"$h"; done
+  i=0
+  while [ $i -lt 600 ]; do
+    got=$(grep -l hello-from-dom0 /tmp/in.* 2>/dev/null | head -1)
+    [ -n "$got" ] && break
+    sleep 0.1; i=$((i + 1))
+  done
+  if [ -n "$got" ]; then pass "console ${got#/tmp/in.} received hello-from-dom0"; else fail "console nothing from dom0 on any hvc"; fi
+}
+
+# virtio-net over a TAP in dom0 (10.77.0.1): ping it, then send 1 MiB over
+# TCP to dom0's receiver (port 5077), which checks the guest's md5.
+t_net() {
+  wait_for /sys/class/net/eth0 10 || { fail "net no eth0"; return; }
+  ip addr add 10.77.0.2/24 dev eth0 && ip link set eth0 up || { fail "net ip setup"; return; }
+  ping -c 3 -W 5 10.77.0.1 >/tmp/ping.out 2>&1 ||
+    { fail "net ping: $(tail -2 /tmp/ping.out | tr '\n' ' ')"; return; }
+  dd if=/dev/urandom of=/tmp/bulk bs=64k count=16 2>/dev/null
+  sum=$(md5sum /tmp/bulk | cut -d' ' -f1)
+  echo "XG-NET-MD5 $sum"
+  nc -w 30 10.77.0.1 5077 </tmp/bulk || { fail "net nc to dom0"; return; }
+  pass "net ping ok, sent 1 MiB md5 $sum"
+}
+
 for t in $tests; do
   echo "XG-START $t uptime $(cut -d' ' -f1 /proc/uptime)"
   t_$t

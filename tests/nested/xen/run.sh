@@ -27,8 +27,10 @@ BACKEND=${1:?usage: $0 BACKEND CACHE_DIR [GUEST...]}
 XT_CACHE=${2:?usage: $0 BACKEND CACHE_DIR [GUEST...]}
 shift 2
 DEFAULT_GUESTS=(
-  # rng: INTx and a split ring; blk: MSI-X and a packed ring.
-  "hvm|--device rng,addr=00:05.0,msix=off,packed=off --device blk,path=@IMG@,addr=00:06.0|rng,blk|05.0:intx,06.0:msix|05.0:split,06.0:packed"
+  # One HVM guest, four devices: rng on INTx and a split ring; blk (ext4
+  # image in dom0), console (Unix socket in dom0) and net (TAP in dom0) on
+  # MSI-X, console on a split ring, blk and net on packed rings.
+  "hvm|--device rng,addr=00:05.0,msix=off,packed=off --device blk,path=@IMG@,addr=00:06.0 --device console,backend=socket,path=/tmp/xt-con.sock,addr=00:07.0,packed=off --device net,backend=tap,ifname=xt0,addr=00:08.0|rng,blk,console,net|05.0:intx,06.0:msix,07.0:msix,08.0:msix|05.0:split,06.0:packed,07.0:split,08.0:packed"
 )
 GUESTS=("$@")
 [[ ${#GUESTS[@]} -gt 0 ]] || GUESTS=("${DEFAULT_GUESTS[@]}")
@@ -66,11 +68,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# dom0: Xen, 9p, overlay and TAP modules. Guest: virtio over PCI, ext4.
+# dom0: Xen, 9p, overlay and TAP modules. Guest: virtio over PCI, ext4
+# and crc32c (a soft dependency of ext4 that depends= does not list:
+# without it mounting a metadata_csum filesystem fails with ENOENT).
 xt_initramfs "$OUT/dom0.cpio" "$XT_DIR/dom0-init.sh" \
   "xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs 9p 9pnet_virtio virtio_pci overlay tun"
 xt_initramfs "$OUT/guest.cpio" "$XT_DIR/guest-init.sh" \
-  "virtio_pci virtio_rng virtio_blk virtio_console virtio_net ext4"
+  "virtio_pci virtio_rng virtio_blk virtio_console virtio_net ext4 crc32c_generic"
 cp "$XT_DIR/dom0.sh" "$OUT/dom0.sh"
 {
   echo "BACKEND=$BACKEND"
