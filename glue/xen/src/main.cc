@@ -105,8 +105,8 @@ int main(int argc, char** argv) {
                "stopping: tearing the ioreq server down (requests %u, refused: "
                "invalid %u straddling %u unclaimed %u; rep %u, invalidates %u, "
                "spurious events %u)",
-               stats.requests, stats.invalid, stats.straddles, stats.unclaimed, stats.rep,
-               stats.invalidates, stats.spurious);
+               stats.requests, stats.invalid, stats.straddles, stats.unclaimed,
+               stats.rep, stats.invalidates, stats.spurious);
   backend.Stop();
   close(sfd);
   return 0;

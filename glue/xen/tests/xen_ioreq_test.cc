@@ -508,7 +508,8 @@ TEST(IoreqServerHarness, PciWithoutMsixIsIntxOnly) {
   auto blk = BlkDevice<PciTraits, RamDisk>::Create(mem.map(), irq, **disk, {});
   ASSERT_TRUE(blk.ok());
   PciTransport<BlkDevice<PciTraits, RamDisk>> pci(**blk);
-  PciTransportDevice<PciTransport<BlkDevice<PciTraits, RamDisk>>> io(pci, /*msix=*/false);
+  PciTransportDevice<PciTransport<BlkDevice<PciTraits, RamDisk>>> io(
+      pci, /*msix=*/false);
   ASSERT_TRUE(rig.server.AddPci(0, 0, 5, 0, &io, "blk0").ok());
   ASSERT_TRUE(rig.server.Start().ok());
   sim::SimPciBus bus{&rig.xen, 0, PciSbdf(0, 0, 5, 0), rig.pump()};
@@ -544,7 +545,8 @@ TEST(IoreqServerHarness, XenPirqMsixMessageIgnoresTheTableMask) {
   ASSERT_TRUE(driver.Probe()) << driver.error();
   ASSERT_TRUE(driver.Negotiate(spec::Bit(spec::kFeatureVersion1)) &&
               driver.SetUpQueue(0, ring.config()) && driver.EnableQueue(0) &&
-              driver.DriverOk()) << driver.error();
+              driver.DriverOk())
+      << driver.error();
   // Queue 0 uses vector 1: reprogram it the way Linux on Xen HVM does.
   const uint64_t pirq_addr = 0xfee00000u | (uint64_t{0x37} << 12);
   driver.MaskVector(1, true);
@@ -553,7 +555,8 @@ TEST(IoreqServerHarness, XenPirqMsixMessageIgnoresTheTableMask) {
   bus.BarWrite(driver.MsixTableOffset(1) + pci::kMsixEntryData, 4, 0);
 
   auto read_sector = [&] {
-    const uint64_t h = mem.Alloc(16, 16), d = mem.Alloc(512, 512), s = mem.Alloc(1);
+    const uint64_t h = mem.Alloc(16, 16), d = mem.Alloc(512, 512),
+                   s = mem.Alloc(1);
     const blk::RequestHeader r{blk::kTypeIn, 0, 0};
     mem.Write(h, &r, 16);
     ASSERT_TRUE(ring.Add({{h, 16, false}, {d, 512, true}, {s, 1, true}}));
@@ -567,7 +570,8 @@ TEST(IoreqServerHarness, XenPirqMsixMessageIgnoresTheTableMask) {
   // An ordinary (vector != 0) message in a masked entry stays pending.
   bus.BarWrite(driver.MsixTableOffset(1) + pci::kMsixEntryAddrLo, 4,
                testing::MsiAddress(1));
-  bus.BarWrite(driver.MsixTableOffset(1) + pci::kMsixEntryData, 4, testing::MsiData(1));
+  bus.BarWrite(driver.MsixTableOffset(1) + pci::kMsixEntryData, 4,
+               testing::MsiData(1));
   read_sector();
   EXPECT_EQ(rig.xen.CountMsi(testing::MsiAddress(1), testing::MsiData(1)), 0u);
   EXPECT_TRUE(driver.PbaBit(1));

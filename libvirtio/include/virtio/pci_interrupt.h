@@ -331,23 +331,26 @@ class PciInterrupt {
   // Whether entry `e` may send now under `state` (see PciMaskBypassingSink).
   bool EntryDeliverable(const Entry& e, uint32_t state) const {
     if constexpr (PciMaskBypassingSink<Sink>) {
-      if ((state & (kMsixEnabled | kBusMaster)) == (kMsixEnabled | kBusMaster) &&
+      if ((state & (kMsixEnabled | kBusMaster)) ==
+              (kMsixEnabled | kBusMaster) &&
           sink_->BypassesMsixMask(e.address.load(std::memory_order_relaxed),
                                   e.data.load(std::memory_order_relaxed))) {
         return true;
       }
     }
-    return Deliverable(state) &&
-           !(e.control.load(std::memory_order_acquire) & pci::kMsixEntryMaskBit);
+    return Deliverable(state) && !(e.control.load(std::memory_order_acquire) &
+                                   pci::kMsixEntryMaskBit);
   }
 
   bool DeliverableLocked(uint16_t vector) const {
-    return EntryDeliverable(table_[vector], state_.load(std::memory_order_relaxed));
+    return EntryDeliverable(table_[vector],
+                            state_.load(std::memory_order_relaxed));
   }
 
   void DeliverPendingLocked() {
     const uint32_t state = state_.load(std::memory_order_relaxed);
-    if ((state & (kMsixEnabled | kBusMaster)) != (kMsixEnabled | kBusMaster)) return;
+    if ((state & (kMsixEnabled | kBusMaster)) != (kMsixEnabled | kBusMaster))
+      return;
     for (uint32_t w = 0; w < PbaWords(); ++w) {
       uint64_t bits = pba_[w];
       while (bits != 0) {

@@ -374,13 +374,14 @@ class Backend {
     // whose service left packets behind is not polled for input again
     // until the guest next reaches us through an ioreq (its rx kick is
     // one; the device reads the TAP itself then). guest_events_ counts them.
-    auto starved_at = std::make_shared<std::vector<uint64_t>>(b->num_pairs(), ~uint64_t{0});
+    auto starved_at =
+        std::make_shared<std::vector<uint64_t>>(b->num_pairs(), ~uint64_t{0});
     services_.push_back(
         {[this, raw, b, starved_at, drain](std::vector<pollfd>& fds, int&) {
            for (uint16_t p = 0; p < b->num_pairs(); ++p) {
              const bool starved = !drain && (*starved_at)[p] == guest_events_;
-             const short ev = static_cast<short>((starved ? 0 : POLLIN) |
-                                                 (raw->tx_blocked(p) ? POLLOUT : 0));
+             const short ev = static_cast<short>(
+                 (starved ? 0 : POLLIN) | (raw->tx_blocked(p) ? POLLOUT : 0));
              if (b->pair(p).fd() >= 0) fds.push_back({b->pair(p).fd(), ev, 0});
            }
          },
@@ -409,8 +410,8 @@ class Backend {
     absl::Status s;
     if constexpr (kPci) {
       h->transport = std::make_unique<PciTransport<Dev>>(*h->dev);
-      h->io = std::make_unique<PciTransportDevice<PciTransport<Dev>>>(*h->transport,
-                                                                      spec.msix);
+      h->io = std::make_unique<PciTransportDevice<PciTransport<Dev>>>(
+          *h->transport, spec.msix);
       s = server_->AddPci(spec.pci_addr->seg, spec.pci_addr->bus,
                           spec.pci_addr->dev, spec.pci_addr->fn, h->io.get(), spec.id);
     } else {

@@ -47,7 +47,8 @@ class PciTransportDevice final : public IoDevice {
   // `msix` false: the MSI-X capability is unlinked from the capability
   // list (the guest sees an INTx-only function), so one guest can drive
   // devices on both interrupt kinds.
-  explicit PciTransportDevice(Transport& t, bool msix = true) : t_(t), msix_(msix) {}
+  explicit PciTransportDevice(Transport& t, bool msix = true)
+      : t_(t), msix_(msix) {}
   uint64_t MmioRead(uint64_t offset, uint32_t size) override {
     return t_.BarRead(offset, size);
   }
@@ -58,7 +59,8 @@ class PciTransportDevice final : public IoDevice {
     uint32_t v = t_.ConfigRead(reg, size);
     // The PCI_CFG capability links to MSI-X, the last in the list.
     constexpr uint32_t kNext = pci::kCapPciCfgAt + 1;
-    if (!msix_ && reg <= kNext && kNext < reg + size) v &= ~(0xffu << (8 * (kNext - reg)));
+    if (!msix_ && reg <= kNext && kNext < reg + size)
+      v &= ~(0xffu << (8 * (kNext - reg)));
     return v;
   }
   void ConfigWrite(uint32_t reg, uint32_t size, uint32_t value) override {
