@@ -110,6 +110,16 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
         return absl::InvalidArgumentError(absl::StrFormat("--device %s: grant=on|off", spec));
       }
       d.grant = v == "on";
+    } else if (k == "msix") {
+      if (v != "on" && v != "off") {
+        return absl::InvalidArgumentError(absl::StrFormat("--device %s: msix=on|off", spec));
+      }
+      d.msix = v == "on";
+    } else if (k == "packed") {
+      if (v != "on" && v != "off") {
+        return absl::InvalidArgumentError(absl::StrFormat("--device %s: packed=on|off", spec));
+      }
+      d.packed = v == "on";
     } else if (k == "backend" && d.type == DeviceType::kConsole) {
       if (v != "pty" && v != "stdio" && v != "socket" && v != "file") {
         return absl::InvalidArgumentError(absl::StrFormat(
@@ -177,6 +187,10 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "--device %s: an MMIO addr= needs transport=mmio", spec));
   }
+  if (!d.pci && !d.msix) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--device %s: msix=off is for virtio-pci", spec));
+  }
   if (d.pci && d.irq) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "--device %s: irq= is for virtio-mmio; virtio-pci uses MSI-X/INTx", spec));
@@ -195,6 +209,9 @@ std::string Usage() {
          "  --device rng[,id=NAME][,addr=A][,irq=I]\n"
          "  --device console[,backend=pty|stdio|socket|file][,path=P][,...]\n"
          "  --device net[,backend=tap|loopback][,ifname=NAME][,...]\n"
+         "      msix=off (virtio-pci): no MSI-X capability, INTx only\n"
+         "      packed=off (any device): offer split rings only (the driver\n"
+         "            otherwise picks packed if it can)\n"
          "      grant=on (any device, virtio-mmio): offer ACCESS_PLATFORM and\n"
          "            map grant-reference DMA addresses (Linux xen-grant-dma)\n"
          "      addr: MMIO base (0x2000000) for virtio-mmio, or PCI\n"

@@ -100,7 +100,13 @@ int main(int argc, char** argv) {
   virtio::Logf(virtio::LogLevel::kInfo, "serving domain %u with ioreq server %u",
                *args->domid, backend.server()->id());
   backend.Run(sfd);
-  virtio::Log(virtio::LogLevel::kInfo, "stopping: tearing the ioreq server down");
+  const virtio::xg::IoreqStats& stats = backend.server()->stats();
+  virtio::Logf(virtio::LogLevel::kInfo,
+               "stopping: tearing the ioreq server down (requests %u, refused: "
+               "invalid %u straddling %u unclaimed %u; rep %u, invalidates %u, "
+               "spurious events %u)",
+               stats.requests, stats.invalid, stats.straddles, stats.unclaimed,
+               stats.rep, stats.invalidates, stats.spurious);
   backend.Stop();
   close(sfd);
   return 0;

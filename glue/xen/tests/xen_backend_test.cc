@@ -29,6 +29,21 @@ TEST(DeviceSpec, ParsesBlkAndRngWithPlacement) {
   EXPECT_EQ(p->pci_addr, (PciAddr{0, 0, 5, 0}));
 }
 
+TEST(DeviceSpec, RingLayoutAndInterruptKind) {
+  auto d = ParseDeviceSpec("rng,addr=00:05.0,msix=off,packed=off");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_FALSE(d->msix);
+  EXPECT_FALSE(d->packed);
+  auto e = ParseDeviceSpec("blk,path=/x,addr=00:06.0");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE(e->msix);
+  EXPECT_TRUE(e->packed);
+  EXPECT_THAT(ParseDeviceSpec("rng,msix=off").status().message(),
+              HasSubstr("msix=off is for virtio-pci"));
+  EXPECT_THAT(ParseDeviceSpec("rng,packed=maybe").status().message(),
+              HasSubstr("packed=on|off"));
+}
+
 TEST(DeviceSpec, RejectsNonsenseClearly) {
   EXPECT_THAT(ParseDeviceSpec("gpu").status().message(), HasSubstr("unknown device type"));
   EXPECT_THAT(ParseDeviceSpec("blk").status().message(), HasSubstr("blk needs path="));

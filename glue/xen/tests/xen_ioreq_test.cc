@@ -496,5 +496,87 @@ TEST(IoreqServerHarness, BlkOverVirtioPciLikeLinuxWithBarTracking) {
   EXPECT_FALSE(rig.xen.crashed()) << rig.xen.crash_reason();
 }
 
+// msix=off: the function's capability list ends at PCI_CFG, so a guest
+// driver (Linux, the harness) falls back to INTx.
+TEST(IoreqServerHarness, PciWithoutMsixIsIntxOnly) {
+  Rig rig(Arch::kX86);
+  testing::TestGuestMemory mem;
+  auto disk = RamDisk::Create({.capacity = 1 << 20});
+  ASSERT_TRUE(disk.ok());
+  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0, 5};
+  PciTraits::Interrupt irq(sink, 1);
+  auto blk = BlkDevice<PciTraits, RamDisk>::Create(mem.map(), irq, **disk, {});
+  ASSERT_TRUE(blk.ok());
+  PciTransport<BlkDevice<PciTraits, RamDisk>> pci(**blk);
+  PciTransportDevice<PciTransport<BlkDevice<PciTraits, RamDisk>>> io(
+      pci, /*msix=*/false);
+  ASSERT_TRUE(rig.server.AddPci(0, 0, 5, 0, &io, "blk0").ok());
+  ASSERT_TRUE(rig.server.Start().ok());
+  sim::SimPciBus bus{&rig.xen, 0, PciSbdf(0, 0, 5, 0), rig.pump()};
+  EXPECT_EQ(bus.ConfigRead(pci::kCapPciCfgAt + 1, 1), 0u);
+  EXPECT_EQ(bus.ConfigRead(pci::kCapPciCfgAt, 2), uint32_t{pci::kCapIdVendor});
+  testing::PciDriver<sim::SimPciBus> driver(bus, {.msix = false});
+  ASSERT_TRUE(driver.Probe()) << driver.error();
+  EXPECT_EQ(driver.msix_cap_at(), 0u);
+}
+
+// Real Xen 4.17, HVM guest, Linux 6.1: the guest remaps MSI-X to PIRQs. It
+// writes each entry with data 0 (vector 0) and the PIRQ in the address's
+// destination bits, and never clears the entry's mask bit (it masks the
+// event channel instead). The sink must send such messages anyway, or the
+// guest waits forever for its first interrupt; ordinary messages still
+// obey the mask.
+TEST(IoreqServerHarness, XenPirqMsixMessageIgnoresTheTableMask) {
+  Rig rig(Arch::kX86);
+  testing::TestGuestMemory mem;
+  auto disk = RamDisk::Create({.capacity = 1 << 20});
+  ASSERT_TRUE(disk.ok());
+  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0, 5};
+  PciTraits::Interrupt irq(sink, 1);
+  auto blk = BlkDevice<PciTraits, RamDisk>::Create(mem.map(), irq, **disk, {});
+  ASSERT_TRUE(blk.ok());
+  PciTransport<BlkDevice<PciTraits, RamDisk>> pci(**blk);
+  PciTransportDevice<PciTransport<BlkDevice<PciTraits, RamDisk>>> io(pci);
+  ASSERT_TRUE(rig.server.AddPci(0, 0, 5, 0, &io, "blk0").ok());
+  ASSERT_TRUE(rig.server.Start().ok());
+  sim::SimPciBus bus{&rig.xen, 0, PciSbdf(0, 0, 5, 0), rig.pump()};
+  testing::PciDriver<sim::SimPciBus> driver(bus);
+  testing::SplitDriver ring(mem, 16);
+  ASSERT_TRUE(driver.Probe()) << driver.error();
+  ASSERT_TRUE(driver.Negotiate(spec::Bit(spec::kFeatureVersion1)) &&
+              driver.SetUpQueue(0, ring.config()) && driver.EnableQueue(0) &&
+              driver.DriverOk())
+      << driver.error();
+  // Queue 0 uses vector 1: reprogram it the way Linux on Xen HVM does.
+  const uint64_t pirq_addr = 0xfee00000u | (uint64_t{0x37} << 12);
+  driver.MaskVector(1, true);
+  bus.BarWrite(driver.MsixTableOffset(1) + pci::kMsixEntryAddrLo, 4, pirq_addr);
+  bus.BarWrite(driver.MsixTableOffset(1) + pci::kMsixEntryAddrHi, 4, 0);
+  bus.BarWrite(driver.MsixTableOffset(1) + pci::kMsixEntryData, 4, 0);
+
+  auto read_sector = [&] {
+    const uint64_t h = mem.Alloc(16, 16), d = mem.Alloc(512, 512),
+                   s = mem.Alloc(1);
+    const blk::RequestHeader r{blk::kTypeIn, 0, 0};
+    mem.Write(h, &r, 16);
+    ASSERT_TRUE(ring.Add({{h, 16, false}, {d, 512, true}, {s, 1, true}}));
+    if (ring.Kick()) driver.Kick(0);
+    ASSERT_TRUE(ring.Reap().has_value());
+  };
+  read_sector();
+  EXPECT_EQ(rig.xen.CountMsi(pirq_addr, 0), 1u);
+  EXPECT_FALSE(driver.PbaBit(1));
+
+  // An ordinary (vector != 0) message in a masked entry stays pending.
+  bus.BarWrite(driver.MsixTableOffset(1) + pci::kMsixEntryAddrLo, 4,
+               testing::MsiAddress(1));
+  bus.BarWrite(driver.MsixTableOffset(1) + pci::kMsixEntryData, 4,
+               testing::MsiData(1));
+  read_sector();
+  EXPECT_EQ(rig.xen.CountMsi(testing::MsiAddress(1), testing::MsiData(1)), 0u);
+  EXPECT_TRUE(driver.PbaBit(1));
+  EXPECT_FALSE(rig.xen.crashed()) << rig.xen.crash_reason();
+}
+
 }  // namespace
 }  // namespace virtio::xg

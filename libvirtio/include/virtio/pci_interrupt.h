@@ -67,6 +67,19 @@ concept PciIrqSink = requires(S& sink, uint64_t address, uint32_t data,
   { sink.SetIntx(asserted) } -> std::same_as<void>;
 };
 
+// Optional for a sink: some platforms deliver certain messages outside the
+// MSI-X masking rules and the sink says which. Xen HVM guests remap MSIs
+// to PIRQs: Linux programs such an entry with data vector 0 (the PIRQ sits
+// in the address) and masks it through its event channel, leaving the
+// table's mask bit set for good; a device that honoured the bit would never
+// interrupt (QEMU's msix_vector_masked ignores both masks for them too).
+// Such a message still needs MSI-X enabled and bus mastering on.
+template <typename S>
+concept PciMaskBypassingSink = requires(const S& sink, uint64_t address,
+                                        uint32_t data) {
+  { sink.BypassesMsixMask(address, data) } -> std::same_as<bool>;
+};
+
 namespace pci {
 // VIRTIO_MSI_NO_VECTOR (§4.1.4.3).
 inline constexpr uint16_t kNoVector = 0xffff;
@@ -299,8 +312,7 @@ class PciInterrupt {
   void SendVector(uint16_t vector, uint32_t state) {
     if (vector >= table_size_) return;  // NO_VECTOR: the driver wants none
     const Entry& e = table_[vector];
-    if (Deliverable(state) &&
-        !(e.control.load(std::memory_order_acquire) & pci::kMsixEntryMaskBit)) {
+    if (EntryDeliverable(e, state)) {
       sink_->SendMsi(e.address.load(std::memory_order_relaxed),
                      e.data.load(std::memory_order_relaxed));
       return;
@@ -316,14 +328,29 @@ class PciInterrupt {
     }
   }
 
+  // Whether entry `e` may send now under `state` (see PciMaskBypassingSink).
+  bool EntryDeliverable(const Entry& e, uint32_t state) const {
+    if constexpr (PciMaskBypassingSink<Sink>) {
+      if ((state & (kMsixEnabled | kBusMaster)) ==
+              (kMsixEnabled | kBusMaster) &&
+          sink_->BypassesMsixMask(e.address.load(std::memory_order_relaxed),
+                                  e.data.load(std::memory_order_relaxed))) {
+        return true;
+      }
+    }
+    return Deliverable(state) && !(e.control.load(std::memory_order_acquire) &
+                                   pci::kMsixEntryMaskBit);
+  }
+
   bool DeliverableLocked(uint16_t vector) const {
-    return Deliverable(state_.load(std::memory_order_relaxed)) &&
-           !(table_[vector].control.load(std::memory_order_relaxed) &
-             pci::kMsixEntryMaskBit);
+    return EntryDeliverable(table_[vector],
+                            state_.load(std::memory_order_relaxed));
   }
 
   void DeliverPendingLocked() {
-    if (!Deliverable(state_.load(std::memory_order_relaxed))) return;
+    const uint32_t state = state_.load(std::memory_order_relaxed);
+    if ((state & (kMsixEnabled | kBusMaster)) != (kMsixEnabled | kBusMaster))
+      return;
     for (uint32_t w = 0; w < PbaWords(); ++w) {
       uint64_t bits = pba_[w];
       while (bits != 0) {

@@ -54,6 +54,8 @@ struct DeviceSpec {
   bool grant = false;                 // grant-based DMA + ACCESS_PLATFORM
   std::string backend;                // console: pty|stdio|socket|file; net: tap|loopback
   std::string ifname;                 // net,backend=tap
+  bool packed = true;                 // offer VIRTIO_F_RING_PACKED
+  bool msix = true;                   // virtio-pci: offer MSI-X (else INTx only)
 };
 
 inline constexpr uint64_t kVirtioMmioBase = 0x02000000;   // GUEST_VIRTIO_MMIO_BASE

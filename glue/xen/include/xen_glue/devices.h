@@ -8,7 +8,8 @@
 //     through, which is what QEMU's xenpvh does and is harmless for edge).
 //     x86: set_isa_irq_level (level-triggered ISA line).
 //   XenPciSink<DM>: virtio-pci MSI-X messages via inject_msi, INTA# via
-//     set_pci_intx_level (x86).
+//     set_pci_intx_level (x86). PIRQ messages (vector 0) are sent whatever
+//     the MSI-X masks say (BypassesMsixMask).
 #ifndef XEN_GLUE_DEVICES_H_
 #define XEN_GLUE_DEVICES_H_
 
@@ -19,6 +20,7 @@
 #include <utility>
 
 #include "virtio/log.h"
+#include "virtio/pci_transport.h"
 #include "xen_glue/ioreq_server.h"
 #include "xen_glue/ports.h"
 
@@ -42,7 +44,11 @@ class MmioTransportDevice final : public IoDevice {
 template <typename Transport>
 class PciTransportDevice final : public IoDevice {
  public:
-  explicit PciTransportDevice(Transport& t) : t_(t) {}
+  // `msix` false: the MSI-X capability is unlinked from the capability
+  // list (the guest sees an INTx-only function), so one guest can drive
+  // devices on both interrupt kinds.
+  explicit PciTransportDevice(Transport& t, bool msix = true)
+      : t_(t), msix_(msix) {}
   uint64_t MmioRead(uint64_t offset, uint32_t size) override {
     return t_.BarRead(offset, size);
   }
@@ -50,7 +56,12 @@ class PciTransportDevice final : public IoDevice {
     t_.BarWrite(offset, size, value);
   }
   uint32_t ConfigRead(uint32_t reg, uint32_t size) override {
-    return t_.ConfigRead(reg, size);
+    uint32_t v = t_.ConfigRead(reg, size);
+    // The PCI_CFG capability links to MSI-X, the last in the list.
+    constexpr uint32_t kNext = pci::kCapPciCfgAt + 1;
+    if (!msix_ && reg <= kNext && kNext < reg + size)
+      v &= ~(0xffu << (8 * (kNext - reg)));
+    return v;
   }
   void ConfigWrite(uint32_t reg, uint32_t size, uint32_t value) override {
     t_.ConfigWrite(reg, size, value);
@@ -65,6 +76,7 @@ class PciTransportDevice final : public IoDevice {
 
  private:
   Transport& t_;
+  bool msix_;
 };
 
 enum class IrqKind { kArmSpi, kX86Isa };
@@ -102,6 +114,15 @@ struct XenPciSink {
       Logf(LogLevel::kError, "xen: inject_msi(0x%x, 0x%x) failed: %s", address,
            data, std::strerror(errno));
     }
+  }
+  // Xen's inject_msi reads a message with vector 0 as a PIRQ (number in
+  // the address's destination bits) and raises its event channel; vector 0
+  // is never a valid x86 vector otherwise. Linux in an HVM guest programs
+  // its MSI-X entries that way and leaves them masked in the table (it
+  // masks the event channel instead): found on Xen 4.17, where a device
+  // honouring the table mask never interrupted the guest.
+  bool BypassesMsixMask(uint64_t address, uint32_t data) const {
+    return (address & 0xfff00000u) == 0xfee00000u && (data & 0xffu) == 0;
   }
   void SetIntx(bool asserted) {
     if (dm->set_pci_intx_level(domid, seg, bus, dev, 0, asserted ? 1 : 0) != 0) {

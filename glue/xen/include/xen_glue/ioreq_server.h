@@ -471,6 +471,10 @@ class IoreqServer {
            options_.name, f.name, want->first, want->second, std::strerror(errno));
       return;
     }
+    // Rare (firmware and the guest kernel program a BAR a few times per
+    // boot) and the first thing to check when a guest sees no device.
+    Logf(LogLevel::kInfo, "%s: %s: BAR at 0x%x-0x%x claimed", options_.name,
+         f.name, want->first, want->second);
     f.bar = want;
     windows_.push_back(Window{want->first, want->second, f.device, f.name, true, &f});
     SortWindows();

@@ -1,0 +1,225 @@
+#!/bin/bash
+# Runs in dom0 (chrooted into the host's root with a tmpfs overlay, see
+# dom0-init.sh): brings the Xen toolstack up, then for each guest named in
+# /xtout/config.sh creates an HVM guest paused, starts xen-virtio-backend
+# on it (claiming its virtio-pci functions before the guest runs), unpauses
+# it and checks what the guest and the backend report. Prints progress
+# lines "XT-..." on the console (the host script reads them from Xen's
+# serial log) and ends with "XT-RESULT: PASS" or "XT-RESULT: FAIL why".
+set -u
+. /xtout/config.sh
+XL=/usr/lib/xen-4.17/bin/xl
+BIN=/usr/lib/xen-4.17/bin
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "XT-$* (dom0 uptime $(up))"; }
+FAILS=()
+failed() { FAILS+=("$*"); say "FAIL-STEP $*"; }
+finish() {
+  if [[ ${#FAILS[@]} == 0 ]]; then
+    echo "XT-RESULT: PASS"
+  else
+    echo "XT-RESULT: FAIL ${FAILS[*]}"
+  fi
+  sync
+  exit 0
+}
+
+# --- toolstack ------------------------------------------------------------------
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o ptmxmode=666 devpts /dev/pts || failed "devpts"
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /var/log
+mount -t tmpfs tmpfs /var/lib/xen 2>/dev/null || mkdir -p /var/lib/xen
+mkdir -p /run/xen /run/xenstored /var/lib/xenstored /var/log/xen/console /run/lock
+mount -t xenfs xenfs /proc/xen || { failed "mount xenfs"; finish; }
+"$BIN/xenstored" --pid-file /run/xenstored.pid >/xtout/xenstored.log 2>&1
+for ((i = 0; i < 100; i++)); do [[ -S /run/xenstored/socket ]] && break; sleep 0.1; done
+[[ -S /run/xenstored/socket ]] || { failed "xenstored did not start"; finish; }
+timeout 60 "$BIN/xen-init-dom0" >/xtout/xen-init-dom0.log 2>&1 ||
+  { failed "xen-init-dom0"; finish; }
+"$BIN/xenconsoled" --log=guest --log-dir=/xtout >/xtout/xenconsoled.log 2>&1
+timeout 30 "$XL" info >/xtout/xl-info.log 2>&1 || { failed "xl info"; finish; }
+say "TOOLSTACK-UP $(grep -E '^(xen_version|virt_caps)' /xtout/xl-info.log | tr -s ' ' | tr '\n' ' ')"
+
+# --- one guest --------------------------------------------------------------------
+# run_guest NAME "BACKEND ARGS" TESTS IRQS RINGS [EXTRA KERNEL ARGS]
+# (IRQS: SLOT.FN:msix|intx,...; RINGS: SLOT.FN:split|packed,...)
+run_guest() {
+  local name=$1 bargs=$2 tests=$3 irq=$4 ring=$5 extra=${6:-}
+  local dir=/xtout/$name img=/tmp/$name-disk.img
+  mkdir -p "$dir"
+  say "GUEST-CREATE $name"
+  cat >"$dir/guest.cfg" <<EOF
+name = "xt-$name"
+type = "hvm"
+device_model_version = "qemu-xen"
+memory = 256
+vcpus = 1
+# pCPU 1 for the guest alone (dom0 is pinned to pCPU 0).
+cpus = "1"
+kernel = "$GUEST_KERNEL"
+ramdisk = "$GUEST_INITRD"
+extra = "console=ttyS0 quiet loglevel=3 panic=-1 xt_tests=$tests xt_irq=$irq xt_ring=$ring $extra"
+vga = "none"
+vnc = 0
+serial = "file:$dir/serial.log"
+on_poweroff = "destroy"
+on_crash = "destroy"
+on_reboot = "destroy"
+EOF
+  if ! timeout 120 "$XL" -v create -p "$dir/guest.cfg" >"$dir/xl-create.log" 2>&1; then
+    failed "$name: xl create"; tail -5 "$dir/xl-create.log"; return
+  fi
+  local domid
+  domid=$("$XL" domid "xt-$name")
+  say "GUEST-CREATED $name domid $domid"
+  # Blk: an ext4 image with a file from dom0 the guest must read.
+  if [[ $bargs == *@IMG@* ]]; then
+    # In dom0's tmpfs (not on the 9p share: the backend uses io_uring).
+    truncate -s 64M "$img"
+    mkfs.ext4 -q -F "$img" >/dev/null 2>&1 || { failed "$name: mkfs"; return; }
+    echo "written by dom0" >/tmp/from-dom0
+    debugfs -w -R "write /tmp/from-dom0 from-dom0" "$img" >/dev/null 2>&1
+    bargs=${bargs//@IMG@/$img}
+  fi
+  # The backend claims its BDFs now, before hvmloader scans the bus.
+  # shellcheck disable=SC2086
+  "$BACKEND" --domid "$domid" $bargs >"$dir/backend.log" 2>&1 &
+  local bpid=$!
+  for ((i = 0; i < 100; i++)); do
+    grep -q "serving domain" "$dir/backend.log" && break
+    kill -0 $bpid 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q "serving domain" "$dir/backend.log"; then
+    failed "$name: backend did not start"; cat "$dir/backend.log"
+    "$XL" destroy "$domid"; return
+  fi
+  say "BACKEND-UP $name"
+  local helpers=()
+  # Console (backend=socket,path=/tmp/xt-con.sock): a client that keeps
+  # what the guest writes and answers the guest's first line with one of
+  # its own (sent earlier, before the guest opened its tty, Linux dropped
+  # it: seen on the first run).
+  if [[ $bargs == *xt-con.sock* ]]; then
+    python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect("/tmp/xt-con.sock")
+out = open(sys.argv[1], "ab", 0)
+seen = b""
+while True:
+    d = s.recv(4096)
+    if not d: break
+    out.write(d)
+    if seen is not None:
+        seen += d
+        if b"guest-line-on-" in seen:
+            s.sendall(b"hello-from-dom0\n")
+            seen = None
+' "$dir/console.out" >"$dir/console-client.log" 2>&1 &
+    helpers+=($!)
+  fi
+  # Net (backend=tap,ifname=xt0): dom0 end of the link and a receiver.
+  if [[ $bargs == *ifname=xt0* ]]; then
+    ip addr add 10.77.0.1/24 dev xt0 && ip link set xt0 up || failed "$name: xt0 setup"
+    python3 -c '
+import hashlib, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.1", 5077)); s.listen(1)
+c, _ = s.accept()
+h = hashlib.md5(); n = 0
+while True:
+    d = c.recv(65536)
+    if not d: break
+    h.update(d); n += len(d)
+open(sys.argv[1], "w").write("%s %d\n" % (h.hexdigest(), n))
+' "$dir/net.md5" >"$dir/net-receiver.log" 2>&1 &
+    helpers+=($!)
+  fi
+  "$XL" unpause "$domid"
+  say "GUEST-UNPAUSED $name"
+  local t0=$SECONDS done=0 last=0
+  # Cheap checks only: dom0 shares the (emulated) CPUs with the guest, and
+  # every xl run costs seconds of them under TCG.
+  while ((SECONDS - t0 < GUEST_DEADLINE)); do
+    if grep -q "XG-DONE" "$dir/serial.log" 2>/dev/null; then done=1; break; fi
+    # Every 30 s: the guest's state and CPU seconds (rising: running;
+    # flat and blocked: waiting, e.g. for an ioreq answer).
+    if ((SECONDS - last >= 30)); then
+      last=$SECONDS
+      local st
+      st=$("$XL" list "xt-$name" 2>/dev/null | awk 'NR == 2 {print "state", $5, "cpu", $6}')
+      [[ -n $st ]] || break
+      # ... and dom0's share: its CPU seconds, the backend's (utime+stime
+      # ticks) and its load.
+      # What keeps dom0 busy (kept for the log, first three shown).
+      top -bn1 2>/dev/null | sed -n '7,10p' >"$dir/top.txt"
+      say "DOM0-TOP $(tail -3 "$dir/top.txt" | awk '{printf "%s %s%% ", $12, $9}')"
+      say "GUEST-PROGRESS $name $st; dom0 cpu $("$XL" list 0 | awk 'NR == 2 {print $6}')" \
+        "backend ticks $(awk '{print $14 + $15}' /proc/$bpid/stat 2>/dev/null)" \
+        "load $(cut -d' ' -f1-3 /proc/loadavg)"
+    fi
+    sleep 2
+  done
+  say "GUEST-END $name after $((SECONDS - t0)) s"
+  grep -a '^XG-' "$dir/serial.log" 2>/dev/null | sed "s/^/XT-GUEST $name: /"
+  # Let the guest power off by itself; then make sure it is gone.
+  for ((i = 0; i < 10; i++)); do "$XL" domid "xt-$name" >/dev/null 2>&1 || break; sleep 2; done
+  "$XL" destroy "xt-$name" >/dev/null 2>&1
+  if kill -0 $bpid 2>/dev/null; then
+    kill -TERM $bpid
+    for ((i = 0; i < 50; i++)); do kill -0 $bpid 2>/dev/null || break; sleep 0.1; done
+  fi
+  kill -KILL $bpid 2>/dev/null
+  wait $bpid
+  local brc=$?
+  say "BACKEND-EXIT $name rc $brc"
+  sed "s/^/XT-BACKEND $name: /" "$dir/backend.log" | tail -40
+  [[ $done == 1 ]] || { failed "$name: guest did not finish (XG-DONE missing)"; tail -20 "$dir/serial.log"; }
+  [[ $brc == 0 ]] || failed "$name: backend exited with $brc"
+  grep -a '^XG-FAIL' "$dir/serial.log" | while read -r l; do echo "$l"; done >"$dir/fails"
+  [[ -s $dir/fails ]] && failed "$name: $(tr '\n' ';' <"$dir/fails")"
+  local t
+  kill "${helpers[@]}" 2>/dev/null
+  if [[ $bargs == *xt-con.sock* ]]; then
+    grep -aq "guest-line-on-" "$dir/console.out" 2>/dev/null ||
+      failed "$name: no guest line reached the console socket"
+    say "CONSOLE-FROM-GUEST $(tr -d '\r' <"$dir/console.out" 2>/dev/null | tr '\n' ' ')"
+  fi
+  if [[ $bargs == *ifname=xt0* ]]; then
+    local sent
+    sent=$(grep -a -m1 '^XG-NET-MD5' "$dir/serial.log" | awk '{print $2}' | tr -d '\r')
+    [[ -n $sent && $(cat "$dir/net.md5" 2>/dev/null) == "$sent 1048576" ]] ||
+      failed "$name: dom0 received '$(cat "$dir/net.md5" 2>/dev/null)', guest sent $sent"
+  fi
+  local t want=()
+  for t in ${tests//,/ }; do want+=("$t"); done
+  for t in ${irq//,/ }; do want+=("irq-${t#*:} 0000:00:${t%%:*}"); done
+  for t in ${ring//,/ }; do want+=("ring-${t#*:} 0000:00:${t%%:*}"); done
+  for t in "${want[@]}"; do
+    grep -aq "^XG-PASS $t" "$dir/serial.log" || failed "$name: no XG-PASS $t"
+  done
+
+  if [[ -f $img ]]; then
+    if ! e2fsck -fn "$img" >"$dir/e2fsck.log" 2>&1; then
+      failed "$name: e2fsck reports errors"; tail -5 "$dir/e2fsck.log"
+    fi
+    local got sum
+    got=$(debugfs -R "cat from-guest" "$img" 2>/dev/null)
+    [[ $got == "written by the guest" ]] || failed "$name: from-guest is '$got'"
+    debugfs -R "dump bulk /tmp/bulk" "$img" >/dev/null 2>&1
+    sum=$(md5sum </tmp/bulk | cut -d' ' -f1)
+    [[ $sum == "$(debugfs -R 'cat bulk.md5' "$img" 2>/dev/null)" ]] ||
+      failed "$name: bulk file differs from the guest's md5"
+    say "DISK-CHECKED $name md5 $sum"
+    rm -f "$img" /tmp/bulk
+  fi
+}
+
+for g in "${GUESTS[@]}"; do
+  eval "run_guest $g"
+done
+finish
