@@ -14,9 +14,10 @@
 //   0xe0000000  PCI memory window (BARs, auto-placed by size)
 //   0xfec00000  IOAPIC, 0xfee00000 LAPIC (in-kernel irqchip)
 //
-// I/O ports: 0x3f8 8250 UART (output only), 0xf4 exit port (32-bit write:
-// 0 = every check passed, anything else = number of failures; the VMM's exit
-// status mirrors it), 0xcf8/0xcfc PCI configuration mechanism #1.
+// I/O ports: 0x3f8 16550A UART (transmit only; uart16550.h), 0xf4 exit
+// port (32-bit write: 0 = every check passed, anything else = number of
+// failures; the VMM's exit status mirrors it), 0xcf8/0xcfc PCI
+// configuration mechanism #1.
 #ifndef LIBVIRTIO_GLUE_KVM_BOOT_INFO_H_
 #define LIBVIRTIO_GLUE_KVM_BOOT_INFO_H_
 
