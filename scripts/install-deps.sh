@@ -10,6 +10,7 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev liburing-dev
   libxen-dev                          # glue/xen: xendevicemodel, xenforeignmemory, xenevtchn, xengnttab
   clang-format clang-tidy
+  acpica-tools                        # iasl: kvm_acpi_test disassembles virtio-kvm's DSDT
 )
 
 missing=()

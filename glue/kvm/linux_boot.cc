@@ -16,6 +16,7 @@ namespace {
 
 // boot_params offsets (arch/x86/include/uapi/asm/bootparam.h). The setup
 // header starts at 0x1f1 in both the bzImage file and boot_params.
+constexpr uint64_t kAcpiRsdpAddr = 0x070;
 constexpr uint64_t kExtRamdiskImage = 0x0c0;
 constexpr uint64_t kExtRamdiskSize = 0x0c4;
 constexpr uint64_t kExtCmdLinePtr = 0x0c8;
@@ -266,8 +267,8 @@ absl::StatusOr<LinuxEntry> LoadLinux(const LinuxBootConfig& config,
     out.initrd_size = size;
   }
 
-  // e820: conventional memory below the EBDA, the BIOS area (where the MP
-  // table lives) reserved, everything from 1 MiB up as RAM.
+  // e820: conventional memory below the EBDA, the BIOS area (where the ACPI
+  // and MP tables live) reserved, everything from 1 MiB up as RAM.
   struct E820 {
     uint64_t addr, size;
     uint32_t type;
@@ -275,7 +276,7 @@ absl::StatusOr<LinuxEntry> LoadLinux(const LinuxBootConfig& config,
   const E820 map[] = {
       {0, kLinuxLowRamEnd, kE820Ram},
       {kLinuxLowRamEnd, 0xa0000 - kLinuxLowRamEnd, kE820Reserved},
-      {kLinuxMpTableAddr, kLinuxHighRamStart - kLinuxMpTableAddr, kE820Reserved},
+      {kLinuxAcpiAddr, kLinuxHighRamStart - kLinuxAcpiAddr, kE820Reserved},
       {kLinuxHighRamStart, ram.size() - kLinuxHighRamStart, kE820Ram},
   };
   static_assert(std::size(map) <= kE820MaxEntries);
@@ -292,6 +293,18 @@ absl::StatusOr<LinuxEntry> LoadLinux(const LinuxBootConfig& config,
                                     config.vcpus, config.pci_intx);
       !s.ok()) {
     return s;
+  }
+  if (config.acpi) {
+    absl::StatusOr<AcpiLayout> acpi = WriteAcpiTables(
+        ram, kLinuxAcpiAddr, kLinuxMpTableAddr - kLinuxAcpiAddr,
+        {.vcpus = config.vcpus,
+         .pci_intx = config.pci_intx,
+         .mmio = config.mmio,
+         .pci_mmio_min = config.pci_mmio_min,
+         .pci_mmio_max = config.pci_mmio_max});
+    if (!acpi.ok()) return acpi.status();
+    Put<uint64_t>(params, kAcpiRsdpAddr, acpi->rsdp);
+    out.acpi = *acpi;
   }
   return out;
 }

@@ -16,7 +16,10 @@
 //   * boot_params (the "zero page") with the kernel's setup header, the
 //     command line pointer, the initramfs location and an e820 map;
 //   * the initramfs at the top of RAM (below the kernel's initrd_addr_max);
-//   * an MP table (mptable.h) for the vCPUs, the IOAPIC and PCI INTx.
+//   * an MP table (mptable.h) for the vCPUs, the IOAPIC and PCI INTx;
+//   * unless disabled, ACPI tables (acpi_tables.h): the same platform plus
+//     the PCI host bridge, virtio-mmio devices and power-off. Linux prefers
+//     them; with acpi=off it falls back to the MP table.
 // The caller then enters long mode (Vm::EnterLongMode) with the returned
 // entry point and boot_params address, and the GDT/page-table addresses
 // below.
@@ -27,6 +30,7 @@
 //   0x00009000  page tables (6 pages)
 //   0x00020000  command line
 //   0x0009fc00  reserved (e820) ...
+//   0x000e0000  ... ACPI tables (RSDP first)
 //   0x000f0000  ... MP table, up to 1 MiB
 //   0x01000000  kernel (its preferred load address)
 //   RAM top     initramfs
@@ -34,11 +38,13 @@
 #define LIBVIRTIO_GLUE_KVM_LINUX_BOOT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "acpi_tables.h"
 #include "mptable.h"
 
 namespace kvmglue {
@@ -49,6 +55,7 @@ inline constexpr uint64_t kLinuxPageTablesAddr = 0x9000;
 inline constexpr uint64_t kLinuxCmdlineAddr = 0x20000;
 inline constexpr uint64_t kLinuxCmdlineMax = 0x10000;
 inline constexpr uint64_t kLinuxLowRamEnd = 0x9fc00;
+inline constexpr uint64_t kLinuxAcpiAddr = 0xe0000;
 inline constexpr uint64_t kLinuxMpTableAddr = 0xf0000;
 inline constexpr uint64_t kLinuxHighRamStart = 0x100000;
 
@@ -61,6 +68,10 @@ struct LinuxBootConfig {
   std::string cmdline = {};
   int vcpus = 1;
   std::vector<PciIntxRoute> pci_intx = {};
+  // ACPI tables (vcpus and pci_intx above are copied into them).
+  bool acpi = true;
+  std::vector<AcpiMmioDevice> mmio = {};
+  uint64_t pci_mmio_min = 0, pci_mmio_max = 0;
 };
 
 struct LinuxEntry {
@@ -69,6 +80,7 @@ struct LinuxEntry {
   uint64_t kernel_start = 0, kernel_end = 0;
   uint64_t initrd_start = 0, initrd_size = 0;
   bool compressed = false;  // bzImage (vs. vmlinux)
+  std::optional<AcpiLayout> acpi = std::nullopt;  // when tables were written
 };
 
 // Lays out the kernel, initramfs, command line, boot_params and MP table in

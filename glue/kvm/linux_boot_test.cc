@@ -85,6 +85,28 @@ TEST(LinuxBoot, LoadsBzImage) {
   EXPECT_EQ(Load<uint32_t>(params, 0x2d0 + 1 * 20 + 16), 2u);
   // The MP table's floating pointer is where Linux looks.
   EXPECT_EQ(std::memcmp(ram.data() + kLinuxMpTableAddr, "_MP_", 4), 0);
+  // ACPI: the RSDP at the start of the reserved BIOS area, and its address
+  // in boot_params.acpi_rsdp_addr; the reserved range covers the tables.
+  ASSERT_TRUE(e->acpi.has_value());
+  EXPECT_EQ(e->acpi->rsdp, kLinuxAcpiAddr);
+  EXPECT_EQ(Load<uint64_t>(params, 0x070), kLinuxAcpiAddr);
+  EXPECT_EQ(std::memcmp(ram.data() + kLinuxAcpiAddr, "RSD PTR ", 8), 0);
+  EXPECT_EQ(Load<uint64_t>(params, 0x2d0 + 2 * 20), kLinuxAcpiAddr);
+  EXPECT_LE(e->acpi->end, kLinuxMpTableAddr);
+}
+
+TEST(LinuxBoot, NoAcpiLeavesOnlyTheMpTable) {
+  std::vector<uint8_t> ram(kRam);
+  absl::StatusOr<LinuxEntry> e = LoadLinux(
+      {.kernel = FakeBzImage(), .cmdline = "console=ttyS0", .acpi = false},
+      absl::MakeSpan(ram));
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_FALSE(e->acpi.has_value());
+  std::vector<uint8_t> params(ram.begin() + kLinuxBootParamsAddr,
+                              ram.begin() + kLinuxBootParamsAddr + 4096);
+  EXPECT_EQ(Load<uint64_t>(params, 0x070), 0u);
+  EXPECT_NE(std::memcmp(ram.data() + kLinuxAcpiAddr, "RSD PTR ", 8), 0);
+  EXPECT_EQ(std::memcmp(ram.data() + kLinuxMpTableAddr, "_MP_", 4), 0);
 }
 
 TEST(LinuxBoot, RejectsBadImagesAndConfigs) {

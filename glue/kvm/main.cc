@@ -14,11 +14,12 @@
 //
 // The platform: a 16550A UART at 0x3f8 (IRQ 4; output to stdout), the CMOS
 // RTC, the in-kernel PIC/IOAPIC/LAPIC (and PIT for Linux), PCI through
-// configuration mechanism #1, an MP table for Linux. A guest reports its
-// result through the exit port 0xf4 (boot_info.h); a guest reset (port
-// 0xcf9 or the keyboard controller's reset command) ends the run like a
-// power-off. Exit status:
-//   0 the guest reported success or reset itself
+// configuration mechanism #1, ACPI tables and an MP table for Linux, and the
+// ACPI PM1 registers (acpi_pm.h). A guest reports its result through the
+// exit port 0xf4 (boot_info.h); an ACPI power-off or a guest reset (port
+// 0xcf9 or the keyboard controller's reset command) ends the run. Exit
+// status:
+//   0 the guest reported success, powered off or reset itself
 //   1 the guest reported failures
 //   2 timeout                         3 the guest crashed (triple fault, ...)
 //   4 usage or setup error            77 KVM unavailable (tests skip)
@@ -49,6 +50,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "acpi_pm.h"
 #include "boot_info.h"
 #include "cmos_rtc.h"
 #include "device_spec.h"
@@ -77,6 +79,7 @@ struct Options {
   std::string initrd;
   std::string cmdline;
   bool cmdline_given = false;
+  bool acpi = true;
   int cpus = 1;
   uint64_t mem_mib = 0;  // 0: 32 for the test guest, 512 for Linux
   std::vector<DeviceSpec> devices;
@@ -87,11 +90,13 @@ struct Options {
   bool irq_line_ioctl = false;
 };
 
-// What Linux needs on this platform: the serial console, no firmware
-// tables to look for, a reset that reaches the VMM at once (port 0xcf9)
-// and a panic that ends the run instead of hanging until the timeout.
-constexpr char kDefaultCmdline[] =
-    "console=ttyS0 reboot=pci panic=-1 acpi=off";
+// What Linux needs on this platform: the serial console and a panic that
+// ends the run (a reset) instead of hanging until the timeout. Power-off
+// and reset go through ACPI (or, with --no-acpi, the keyboard controller).
+constexpr char kDefaultCmdline[] = "console=ttyS0 panic=-1";
+
+// A virtio-mmio device's register window (MmioTransport::kRegionSize).
+constexpr uint32_t kMmioRegionBytes = 0x200;
 
 void Usage(FILE* f) {
   std::fprintf(
@@ -99,21 +104,22 @@ void Usage(FILE* f) {
       "usage: virtio-kvm --kernel IMAGE [--initrd FILE] [--cmdline TEXT]\n"
       "         [--cpus N] [--mem MiB] [--device SPEC]...\n"
       "         [--transport mmio|pci] [--guest-flags FLAG,...] [--timeout S]\n"
-      "         [--print-placement] [--irq-mode irqfd|line]\n"
+      "         [--print-placement] [--irq-mode irqfd|line] [--no-acpi]\n"
       "  IMAGE: an x86-64 Linux kernel (bzImage, e.g. /boot/vmlinuz-*, or an\n"
       "         uncompressed ELF vmlinux), booted through the 64-bit boot\n"
       "         protocol; or the 32-bit test guest (ELF32 or raw binary).\n"
       "  --initrd FILE    Linux: the initramfs, placed at the top of RAM\n"
       "  --cmdline TEXT   Linux: the kernel command line (default: \"%s\";\n"
-      "                   give console=ttyS0 for a console, reboot=pci so that\n"
-      "                   'reboot -f' ends the run at once). Alias: --append\n"
-      "  --cpus N         vCPUs, 1..%d (default 1); Linux finds them in the\n"
-      "                   MP table\n"
+      "                   give console=ttyS0 for a console, panic=-1 so that\n"
+      "                   a panic ends the run). Alias: --append\n"
+      "  --cpus N         vCPUs, 1..%d (default 1)\n"
+      "  --no-acpi        Linux: no ACPI tables, only the MP table (the guest\n"
+      "                   cannot power off then, and sees no virtio-mmio)\n"
       "  --mem MiB        guest RAM, 4..3072 (default 32; 512 for Linux)\n"
-      "  Linux sees virtio-pci devices (Debian's kernel cannot be told about\n"
-      "  virtio-mmio devices on its command line); give transport=pci or\n"
-      "  --transport pci. A Linux guest ends the run with 'reboot -f' (exit\n"
-      "  0) or by writing its failure count to port 0xf4 through /dev/port.\n"
+      "  Linux finds virtio-pci devices on the PCI bus and virtio-mmio devices\n"
+      "  in the ACPI DSDT (driver virtio_mmio). A Linux guest ends the run\n"
+      "  with 'poweroff -f' or 'reboot -f' (exit 0), or by writing its\n"
+      "  failure count to port 0xf4 through /dev/port.\n"
       "  SPEC: rng[,id=ID][,transport=mmio|pci][,addr=BASE|BB:SS.F][,irq=N]\n"
       "        blk,path=FILE[,readonly=on][,queues=N][,id=...][,transport=...]"
       "[,addr=...][,irq=N]\n"
@@ -138,6 +144,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     };
     if (a == "--print-placement") {
       o.print_placement = true;
+      continue;
+    }
+    if (a == "--no-acpi") {
+      o.acpi = false;
       continue;
     }
     if (a == "--help" || a == "-h") {
@@ -438,7 +448,26 @@ class Machine {
                       "vmm: the guest reset the machine: ending the run");
           return kExitPass;
         }
-        if (uart_.Claims(port)) {
+        if (AcpiPm::Claims(port)) {
+          switch (acpi_pm_.Write(port, size, value)) {
+            case AcpiPm::Event::kPowerOff:
+              uart_.Flush();
+              if (panic_seen_.load()) {
+                virtio::Log(virtio::LogLevel::kError,
+                            "vmm: the guest kernel panicked and powered off");
+                return kExitCrash;
+              }
+              virtio::Log(virtio::LogLevel::kInfo,
+                          "vmm: the guest powered off: ending the run");
+              return kExitPass;
+            case AcpiPm::Event::kBadSleepType:
+              GuestError("PM1a_CNT: SLP_EN with a sleep type other than S5 "
+                         "(0x%x)", value);
+              break;
+            case AcpiPm::Event::kNone:
+              break;
+          }
+        } else if (uart_.Claims(port)) {
           uart_.Write(port, static_cast<uint8_t>(value));
         } else if (port == kResetControlPort && size == 1) {
           // Reset control: only the reset bit matters (above).
@@ -451,7 +480,9 @@ class Machine {
                      size, port);
         }
       } else {
-        if (uart_.Claims(port)) {
+        if (AcpiPm::Claims(port)) {
+          value = acpi_pm_.Read(port, size);
+        } else if (uart_.Claims(port)) {
           value = uart_.Read(port);
         } else if (port == kResetControlPort && size == 1) {
           value = 0;
@@ -515,6 +546,7 @@ class Machine {
   PciBus& bus_;
   Uart16550 uart_;
   CmosRtc rtc_;
+  AcpiPm acpi_pm_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> panic_seen_{false};
   std::atomic<int> result_{-1};
@@ -561,6 +593,10 @@ int Main(int argc, char** argv) {
     return SetupError(absl::InvalidArgumentError(
         "--initrd and --cmdline are for a Linux kernel; --kernel is not one "
         "(expected a bzImage or an x86-64 ELF vmlinux)"));
+  }
+  if (!linux_guest && !opts->acpi) {
+    return SetupError(absl::InvalidArgumentError(
+        "--no-acpi is for a Linux kernel; the test guest reads no ACPI"));
   }
   if (linux_guest && opts->guest_flags != 0) {
     return SetupError(absl::InvalidArgumentError(
@@ -646,21 +682,36 @@ int Main(int argc, char** argv) {
   }
 
   if (linux_guest) {
-    if (std::any_of(devices.begin(), devices.end(), [](const auto& d) {
-          return d->placement().transport == TransportKind::kMmio;
-        })) {
+    std::vector<AcpiMmioDevice> mmio;
+    for (const auto& d : devices) {
+      const Placement& p = d->placement();
+      if (p.transport != TransportKind::kMmio) continue;
+      mmio.push_back({.base = static_cast<uint32_t>(p.mmio_addr),
+                      .size = kMmioRegionBytes,
+                      .gsi = p.irq});
+    }
+    if (!mmio.empty() && !opts->acpi) {
       virtio::Log(virtio::LogLevel::kWarning,
-                  "vmm: a Linux guest cannot discover virtio-mmio devices on "
-                  "this platform (no ACPI, no device tree): use transport=pci");
+                  "vmm: without ACPI a Linux guest cannot discover virtio-mmio "
+                  "devices (no device tree either): use transport=pci");
     }
     absl::StatusOr<LinuxEntry> entry = LoadLinux(
         {.kernel = std::move(kernel_image),
          .initrd = std::move(initrd),
          .cmdline = opts->cmdline_given ? opts->cmdline : kDefaultCmdline,
          .vcpus = opts->cpus,
-         .pci_intx = pci_intx},
+         .pci_intx = pci_intx,
+         .acpi = opts->acpi,
+         .mmio = mmio,
+         .pci_mmio_min = kPciWindowBase,
+         .pci_mmio_max = kPciWindowEnd - 1},
         absl::Span<uint8_t>(vm.ram(), vm.ram_size()));
     if (!entry.ok()) return SetupError(entry.status());
+    if (entry->acpi) {
+      virtio::Logf(virtio::LogLevel::kInfo,
+                   "vmm: ACPI tables at 0x%x..0x%x (SCI on IRQ %u)",
+                   entry->acpi->rsdp, entry->acpi->end, entry->acpi->sci_irq);
+    }
     virtio::Logf(virtio::LogLevel::kInfo,
                  "vmm: Linux (%s) at 0x%x..0x%x, initramfs %u KiB at 0x%x, "
                  "%d vCPU(s), %u MiB",

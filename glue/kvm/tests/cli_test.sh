@@ -55,6 +55,8 @@ expect 4 '--initrd and --cmdline are for a Linux kernel' \
   --kernel "$work/disk.img" --initrd "$work/disk.img"
 expect 4 '--guest-flags is for the test guest' \
   --kernel "$work/bzImage" --guest-flags packed
+expect 4 '--no-acpi is for a Linux kernel' --kernel "$work/disk.img" --no-acpi
+expect 0 '--no-acpi +Linux: no ACPI tables' --help
 expect 4 'disk image /nonexistent/disk.img: No such file or directory' \
   --kernel "$work/bzImage" --device blk,path=/nonexistent/disk.img,transport=pci
 expect 4 '--cpus: 1\.\.8' --kernel "$work/bzImage" --cpus 0

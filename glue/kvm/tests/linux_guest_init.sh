@@ -21,6 +21,13 @@ for m in $(cat /lib/modules/order); do
 done
 say "kernel $(uname -r), $(nproc) CPUs, layout $LAYOUT"
 [ "$(nproc)" -ge 2 ] || bad "expected at least 2 CPUs, have $(nproc)"
+# The platform comes from virtio-kvm's ACPI tables (not the MP table).
+if [ -e /sys/firmware/acpi/tables/DSDT ] && [ -e /sys/firmware/acpi/tables/APIC ]; then
+  say "ACPI: DSDT and MADT present, PCI root $(ls -d /sys/bus/acpi/devices/PNP0A03:* 2>/dev/null | wc -l)"
+  [ -e /sys/bus/acpi/devices/PNP0A03:00 ] || bad "ACPI: no PNP0A03 PCI root"
+else
+  bad "ACPI: no DSDT/MADT in /sys/firmware/acpi/tables"
+fi
 
 # Every virtio device: its ring layout (feature bit 34, VIRTIO_F_RING_PACKED,
 # is character 35 of the features string) and its PCI interrupt mode.
@@ -30,8 +37,13 @@ for d in /sys/bus/virtio/devices/*; do
   n=$((n + 1))
   ring=split
   [ "$(cut -c35 "$d/features")" = 1 ] && ring=packed
-  say "virtio device $(cat "$d/device") ($(basename "$(readlink "$d/driver")")): $ring ring"
+  transport=pci
+  case "$(readlink -f "$d")" in *LNRO0005*) transport=mmio ;; esac
+  say "virtio device $(cat "$d/device") ($(basename "$(readlink "$d/driver")")): $ring ring, virtio-$transport"
   [ "$ring" = "$LAYOUT" ] || bad "$(basename "$d") uses the $ring ring, expected $LAYOUT"
+  if [ "$(cat "$d/device")" = 0x0004 ]; then
+    [ "$transport" = "$RNG_TRANSPORT" ] || bad "rng is on virtio-$transport, expected virtio-$RNG_TRANSPORT"
+  fi
 done
 [ "$n" -eq 4 ] || bad "expected 4 virtio devices, found $n"
 msix=$(grep -c 'PCI-MSI.*virtio' /proc/interrupts)
@@ -120,7 +132,7 @@ fi
 say "RESULT: $fails failure(s)"
 if [ "$fails" -eq 0 ]; then
   say PASS
-  reboot -f
+  poweroff -f
 fi
 # A failure count on the exit port (0xf4): virtio-kvm exits 1.
 printf "\\$(printf %o "$fails")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
