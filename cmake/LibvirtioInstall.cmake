@@ -60,3 +60,8 @@ configure_file(
   "${PROJECT_BINARY_DIR}/libvirtio.pc"
   @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/libvirtio.pc" DESTINATION "${_pc_dir}")
+
+# The license and the documents a packager ships beside the library.
+install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" "${PROJECT_SOURCE_DIR}/README.md"
+              "${PROJECT_SOURCE_DIR}/CHANGELOG.md"
+        DESTINATION "${CMAKE_INSTALL_DOCDIR}")
