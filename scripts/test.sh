@@ -80,13 +80,15 @@ if [[ $run_asan -eq 1 ]]; then
   cmake --build --preset asan -j "$LIBVIRTIO_JOBS"
 
   stage "asan: ctest"
+  # Real clients (QEMU, UML, DPDK) and the Linux guests on virtio-kvm
+  # (kvm_linux: minutes of guest code under TCG, the VMM's share is small)
+  # run once, in release.
   # Prefix assignments reach the function's child processes (ctest) only.
+  # (They must directly precede the command: a comment line after a
+  # backslash ended the command there, leaving plain unexported variables.)
   ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    # Real clients (QEMU, UML, DPDK) and the Linux guests on virtio-kvm
-    # (kvm_linux: minutes of guest code under TCG, the VMM's share is small)
-    # run once, in release.
-    run_ctest asan -LE 'real_client|kvm_linux' 
+    run_ctest asan -LE 'real_client|kvm_linux'
 else
   stage "asan: skipped (--no-asan)"
 fi
