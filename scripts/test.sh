@@ -113,8 +113,6 @@ xen_real_stage() {
 xen_real_result="not run"
 
 if [[ $xen_real_only -eq 1 ]]; then
-  stage "install dependencies"
-  bash scripts/install-deps.sh
   stage "release (g++, -Werror): configure + build xen-virtio-backend"
   cmake --preset release -DLIBVIRTIO_WERROR=ON -DLIBVIRTIO_XEN_REAL=ON
   cmake --build --preset release -j "$LIBVIRTIO_JOBS" --target xen-virtio-backend
