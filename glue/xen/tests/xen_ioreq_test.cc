@@ -3,8 +3,11 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -99,6 +102,56 @@ TEST(IoreqServer, LifecycleRegistersEnablesAndTearsDown) {
   EXPECT_FALSE(rig.xen.crashed()) << rig.xen.crash_reason();
   // Nobody claims it now: Arm aborts.
   EXPECT_EQ(rig.xen.Mmio(0, false, kBase, 4, 0).status, AccessStatus::kAbort);
+}
+
+// A request routed to the server while Stop() unmaps its ranges (the
+// guest touched the device just then) must be answered before the server
+// is destroyed: on Xen 4.17 a vCPU still waiting then is never woken
+// (ioreq_server_destroy frees the event channels without waking it).
+struct StopHookDm : SimDeviceModel {
+  using SimDeviceModel::SimDeviceModel;
+  int unmap_io_range(DomId d, IoServId id, int is_mmio, uint64_t s,
+                     uint64_t e) {
+    if (on_unmap) std::exchange(on_unmap, nullptr)();
+    return SimDeviceModel::unmap_io_range(d, id, is_mmio, s, e);
+  }
+  int destroy_ioreq_server(DomId d, IoServId id) {
+    if (on_destroy) std::exchange(on_destroy, nullptr)();
+    return SimDeviceModel::destroy_ioreq_server(d, id);
+  }
+  std::function<void()> on_unmap;
+  std::function<void()> on_destroy;
+};
+
+TEST(IoreqServer, StopAnswersARequestThatArrivesWhileUnmapping) {
+  SimXen xen(sim::SimOptions{.arch = Arch::kArm, .vcpus = 1});
+  StopHookDm dm(xen);
+  SimForeignMemory fm(xen);
+  SimEvtchn ev(xen);
+  IoreqServer<StopHookDm, SimForeignMemory, SimEvtchn> server(
+      dm, fm, ev, {.domid = xen.domid()});
+  RegFile dev;
+  dev.mem[8] = 0x5a;
+  ASSERT_TRUE(server.AddMmio(kBase, 0x200, &dev, "regs").ok());
+  ASSERT_TRUE(server.Start().ok());
+  dm.on_unmap = [&] {
+    // Posted, not answered yet (nobody pumps): the vCPU waits.
+    const auto r =
+        xen.Run(0, Request{.write = false, .addr = kBase + 8, .size = 4}, {},
+                std::chrono::milliseconds(1));
+    EXPECT_EQ(r.status, AccessStatus::kTimeout);
+  };
+  sim::AccessResult before_destroy{AccessStatus::kTimeout, 0};
+  dm.on_destroy = [&] {
+    before_destroy = xen.Resume(0, {}, std::chrono::milliseconds(1));
+  };
+  server.Stop();
+  EXPECT_EQ(dm.on_unmap, nullptr) << "the unmap hook did not run";
+  EXPECT_EQ(dm.on_destroy, nullptr) << "the destroy hook did not run";
+  EXPECT_EQ(before_destroy.status, AccessStatus::kOk)
+      << "the vCPU was still waiting when its server went away";
+  EXPECT_EQ(before_destroy.data, 0x5au);
+  EXPECT_FALSE(xen.crashed()) << xen.crash_reason();
 }
 
 TEST(IoreqServer, AddMmioAfterStartMapsImmediately) {

@@ -1,7 +1,8 @@
 #!/bin/sh
 # /init of the HVM guest's initramfs (busybox). Loads the virtio modules
 # and runs the checks named by xt_tests= on the kernel command line
-# (comma-separated: rng, blk, console, net), printing one line per result
+# (comma-separated, run in that order: rng, blk, console, net, disagg),
+# printing one line per result
 # on the serial console, which the dom0 script reads:
 #   XG-PASS name [detail] | XG-FAIL name why | XG-INFO ... | XG-DONE
 # xt_irq= names the interrupt kind each device must use (see check_irq).
@@ -15,12 +16,13 @@ echo "XG-INIT uptime $(cut -d' ' -f1 /proc/uptime)"
 for m in $(cat /modules.order); do
   insmod /lib/modules/$m 2>/dev/null || echo "XG-INFO insmod $m failed"
 done
-tests= irq= ring=
+tests= irq= ring= victim=
 for w in $(cat /proc/cmdline); do
   case $w in
     xt_tests=*) tests=$(echo "${w#xt_tests=}" | tr , ' ') ;;
     xt_irq=*) irq=${w#xt_irq=} ;;
     xt_ring=*) ring=${w#xt_ring=} ;;
+    xt_disagg=*) victim=${w#xt_disagg=} ;;
   esac
 done
 pass() { echo "XG-PASS $*"; }
@@ -143,6 +145,36 @@ t_net() {
   echo "XG-NET-MD5 $sum"
   nc -w 30 10.77.0.1 5077 </tmp/bulk || { fail "net nc to dom0"; return; }
   pass "net ping ok, sent 1 MiB md5 $sum"
+}
+
+# The vendor ID as the function answers it now (a live config read).
+cfg_vendor() {
+  dd if=/sys/bus/pci/devices/$1/config bs=2 count=1 2>/dev/null | od -An -tx2 | tr -d ' \n'
+}
+
+# xt_disagg=SLOT.FN: disaggregation. The function's backend (the net
+# device's, after t_net) is one of two backend processes; dom0 stops it
+# while this streams zeros to dom0's port 5078 through eth0. Its functions
+# then vanish (config space reads all ones: no ioreq server claims them),
+# the stream stalls, and the guest goes on: the checks listed after this
+# one run on the other backend's devices.
+t_disagg() {
+  bdf=0000:00:$victim
+  ven=$(cfg_vendor $bdf)
+  [ "$ven" = 1af4 ] || { fail "disagg $bdf reads vendor '$ven' before the stop"; return; }
+  (dd if=/dev/zero bs=64k count=4096 2>/dev/null | nc 10.77.0.1 5078 >/dev/null 2>&1
+   echo "XG-INFO disagg stream ended rc $?") &
+  i=0
+  while [ $i -lt 3000 ]; do
+    ven=$(cfg_vendor $bdf)
+    [ "$ven" = ffff ] && break
+    sleep 0.1; i=$((i + 1))
+  done
+  if [ "$ven" = ffff ]; then
+    pass "disagg $bdf gone after $i polls (config reads ffff), stream stalled: $(grep eth0 /proc/net/dev | awk '{print $10}') bytes sent"
+  else
+    fail "disagg $bdf still answers ($ven) after 3000 polls"
+  fi
 }
 
 for t in $tests; do

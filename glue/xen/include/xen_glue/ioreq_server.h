@@ -15,8 +15,13 @@
 //             release-store IORESP_READY, notify. Spurious and stale events
 //             are counted and ignored. The slot is never touched again
 //             after IORESP_READY.
-//   Stop():   answer what is pending, unmap ranges and functions, disable,
-//             unbind, unmap the page, destroy (reverse of Start).
+//   Stop():   unmap ranges and functions, disable, answer what is pending,
+//             unbind, unmap the page, destroy (reverse of Start). Answering
+//             after disabling (Xen pauses the domain for it, so no vCPU is
+//             still posting) catches a request that was routed to us while
+//             we unmapped: on Xen 4.17 a vCPU left waiting on a destroyed
+//             server is never woken (ioreq_server_destroy frees its event
+//             channels without waking it), which hangs that vCPU.
 //
 // Requests are hostile input even though Xen validates them: sizes other
 // than 1/2/4/8, count 0 or above kMaxRepCount, accesses not entirely inside
@@ -238,7 +243,6 @@ class IoreqServer {
   // Teardown in reverse order. Idempotent.
   void Stop() {
     const DomId d = options_.domid;
-    if (started_) RescanSlots();  // answer whatever is still READY
     if (created_) {
       for (Window& w : windows_) {
         if (w.registered) dm_.unmap_io_range(d, id_, 1, w.start, w.end);
@@ -253,6 +257,9 @@ class IoreqServer {
       if (enabled_) dm_.set_ioreq_server_state(d, id_, 0);
       enabled_ = false;
     }
+    // Nothing new reaches us now; answer whatever is still READY (the
+    // vCPU's event channel is still bound, so the answer wakes it).
+    if (started_) RescanSlots();
     for (EvtchnPort p : local_ports_) {
       if (p != 0) ev_.unbind(p);
     }
