@@ -54,12 +54,16 @@ inline constexpr uint64_t kImplementedProtocolFeatures =
     Bit(kProtocolInflightShmfd) | Bit(kProtocolLogShmfd) |
     Bit(kProtocolBackendSendFd);
 
+// What a Backend offers the front-end.
 struct BackendOptions {
   std::string name = "vhost-user";
   // Protocol features to offer; masked with kImplementedProtocolFeatures.
   uint64_t protocol_features = kImplementedProtocolFeatures;
 };
 
+// One front-end connection's protocol state over a VhostDevice: validates
+// and applies each message (see the top of this file). Not thread-safe:
+// the connection's control thread calls it, with the workers parked.
 class Backend {
  public:
   explicit Backend(VhostDevice& device, BackendOptions options = {});

@@ -32,6 +32,8 @@ absl::StatusOr<UniqueFd> Connect(const std::string& path);
 // cleanly between messages.
 bool IsPeerClosed(const absl::Status& s);
 
+// A connected vhost-user socket, either side: whole messages in and out,
+// with the fds that travel with them.
 class Connection {
  public:
   // Takes `fd`, a connected stream socket. Mid-message stalls longer than

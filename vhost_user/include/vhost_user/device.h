@@ -45,6 +45,10 @@ struct QueueDebugInfo {
   uint64_t interrupts_lost = 0;
 };
 
+// The device a Backend serves, as the protocol sees it (the control plane
+// and the data path events of the event loop). DeviceAdapter implements it
+// for any virtio::DeviceCore device; implement it directly only for a
+// device that does not fit DeviceCore.
 class VhostDevice {
  public:
   virtual ~VhostDevice() = default;

@@ -50,6 +50,9 @@ namespace vhost_user {
 
 namespace internal {
 
+// A device whose requests complete asynchronously through a backend with
+// a completion fd per queue (blk): its in-flight requests are finished
+// before a queue stops.
 template <typename D>
 concept AsyncDevice = requires(D& d, uint16_t q) {
   d.CompleteRequests(q);
@@ -59,6 +62,8 @@ concept AsyncDevice = requires(D& d, uint16_t q) {
 
 }  // namespace internal
 
+// Serves device D (a virtio::DeviceCore device on VhostTraits) as a
+// VhostDevice; owns its guest memory and interrupt sink (see above).
 template <typename D>
 class DeviceAdapter final : public VhostDevice {
  public:

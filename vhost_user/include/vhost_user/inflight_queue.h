@@ -83,6 +83,9 @@ struct InflightRecovery {
   bool fresh = false;
 };
 
+// One queue's inflight tracking (see the top of this file): a ring
+// observer part that records pops and publishes in the shared region and
+// recovers the ring's position and lost requests from it.
 class InflightQueue {
  public:
   // Binds this queue's part of the region (`bytes` long) to `ring` and

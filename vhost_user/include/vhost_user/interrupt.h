@@ -19,6 +19,8 @@
 
 namespace vhost_user {
 
+// The interrupt sink of devices served over vhost-user (see the top of
+// this file); thread-safe.
 class CallInterrupt {
  public:
   // Queue indices in vhost-user messages are 8 bits.

@@ -29,6 +29,7 @@
 
 namespace vhost_user {
 
+// The guest memory of one front-end connection (see the top of this file).
 class MemoryTable {
  public:
   // The most regions a table holds (GET_MAX_MEM_SLOTS).

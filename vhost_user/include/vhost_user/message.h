@@ -114,6 +114,7 @@ inline constexpr uint32_t kMaxPayload = 12 + kMaxConfigSize;
 // Most fds one message may carry.
 inline constexpr uint32_t kMaxFds = kMaxMemTableRegions;
 
+// Every message starts with this header (native byte order).
 struct Header {
   uint32_t request;
   uint32_t flags;
@@ -121,12 +122,16 @@ struct Header {
 };
 static_assert(sizeof(Header) == 12);
 
+// SET_VRING_NUM, SET/GET_VRING_BASE, SET_VRING_ENABLE: a queue index and
+// a number.
 struct VringState {
   uint32_t index;
   uint32_t num;
 };
 static_assert(sizeof(VringState) == 8);
 
+// SET_VRING_ADDR: a queue's ring addresses in the front-end's address
+// space, and where its used ring is logged.
 struct VringAddr {
   uint32_t index;
   uint32_t flags;  // bit 0: VHOST_VRING_F_LOG
@@ -137,6 +142,8 @@ struct VringAddr {
 };
 static_assert(sizeof(VringAddr) == 40);
 
+// One guest memory region of SET_MEM_TABLE / ADD_MEM_REG; its fd travels
+// with the message.
 struct MemoryRegion {
   uint64_t guest_phys_addr;
   uint64_t memory_size;

@@ -13,6 +13,7 @@
 
 namespace vhost_user {
 
+// One queue's activity counters (see the top of this file).
 struct alignas(64) QueueActivity {
   std::atomic<uint64_t> kicks{0};
   // Since the queue last started.

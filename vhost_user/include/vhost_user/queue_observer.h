@@ -23,6 +23,8 @@
 
 namespace vhost_user {
 
+// The ring observer of one queue: forwards ring events to the parts that
+// are attached (see the top of this file).
 class QueueObserver {
  public:
   // Attached parts (null: off). Change only while the queue is stopped.

@@ -39,6 +39,7 @@
 
 namespace vhost_user {
 
+// How ServeConnection() serves one front-end.
 struct ServeOptions {
   std::string name = "vhost-user";
   BackendOptions backend = {};
@@ -56,9 +57,12 @@ struct ServeOptions {
   uint32_t poll_us = 50;
 };
 
+// Serves the front-end on `connection` until it disconnects (see the top
+// of this file).
 absl::Status ServeConnection(VhostDevice& device, UniqueFd connection,
                              const ServeOptions& options);
 
+// How RunDaemon() finds its front-ends, and how it serves each.
 struct DaemonOptions {
   ServeOptions serve;
   // Server mode: listen here. Client mode: connect here (retrying until

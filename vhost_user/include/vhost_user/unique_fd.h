@@ -8,6 +8,7 @@
 
 namespace vhost_user {
 
+// Owns a file descriptor (-1: none) and closes it when destroyed or reset.
 class UniqueFd {
  public:
   UniqueFd() = default;

@@ -62,6 +62,7 @@
 
 namespace vhost_user {
 
+// How BlkClient::Connect() sets up the connection and its queues.
 struct BlkClientOptions {
   // The back-end's Unix socket.
   std::string socket_path;
@@ -108,6 +109,8 @@ struct BlkCompletion {
   BlkResult result = BlkResult::kBadReply;
 };
 
+// A vhost-user-blk front-end (see the top of this file). Setup is
+// single-threaded; after it, each queue may be used by its own thread.
 class BlkClient {
  public:
   // Connects and starts the queues (see the file comment).

@@ -21,6 +21,7 @@
 
 namespace vhost_user {
 
+// The driver's half of one packed ring (see the top of this file).
 class PackedDriverRing {
  public:
   // Bytes of shared memory the ring needs (16-byte aligned start).

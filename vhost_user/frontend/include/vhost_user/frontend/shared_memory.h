@@ -26,6 +26,8 @@
 
 namespace vhost_user {
 
+// One memfd shared with a back-end, with its buffer arena (see the top of
+// this file).
 class SharedMemory {
  public:
   // Creates a memfd of `size` bytes (rounded up to a page) and maps it.

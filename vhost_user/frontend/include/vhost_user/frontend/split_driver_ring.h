@@ -19,6 +19,7 @@
 
 namespace vhost_user {
 
+// The driver's half of one split ring (see the top of this file).
 class SplitDriverRing {
  public:
   // Bytes of shared memory the ring needs (16-byte aligned start).

@@ -27,6 +27,8 @@
 
 namespace vhost_user {
 
+// The front-end's end of one vhost-user control connection (see the top
+// of this file); one caller at a time.
 class VhostUserClient {
  public:
   // Connects to a back-end listening at `path`. Replies slower than
