@@ -6,8 +6,8 @@ libvirtio_add_bench(ring_bench ring_bench.cc)
 libvirtio_add_bench(blk_bench blk_bench.cc)
 libvirtio_add_bench(net_bench net_bench.cc)
 libvirtio_add_bench(net_one_way_bench net_one_way_bench.cc)
-# vhost-user-blk IOPS through libvirtio::vhost_user_frontend (defined later,
-# by glue/vhost-user/frontend; resolved at generate time).
+# vhost-user-blk IOPS through libvirtio::vhost_user_frontend
+# (vhost_user/frontend), against the daemon (scripts/bench-vhost-user-blk.sh).
 if(LIBVIRTIO_GLUE_VHOST_USER)
   libvirtio_add_bench(vhost_user_blk_bench vhost_user_blk_bench.cc)
   target_link_libraries(vhost_user_blk_bench PRIVATE libvirtio::vhost_user_frontend)

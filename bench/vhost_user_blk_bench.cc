@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "blk_client.h"
+#include "vhost_user/frontend/blk_client.h"
 
 namespace {
 

@@ -1,6 +1,9 @@
-# Installation: headers, libvirtio.a, libvirtio_testing.a, the CMake package
-# (find_package(libvirtio) -> libvirtio::virtio, libvirtio::testing) and the
-# pkg-config file libvirtio.pc.
+# Installation: headers, libvirtio.a, libvirtio_testing.a, the vhost-user
+# libraries (libvirtio_vhost_user.a, libvirtio_vhost_user_frontend.a), the
+# CMake package (find_package(libvirtio) -> libvirtio::virtio,
+# libvirtio::testing, libvirtio::vhost_user, libvirtio::vhost_user_frontend)
+# and the pkg-config files libvirtio.pc, libvirtio-vhost-user.pc and
+# libvirtio-vhost-user-frontend.pc.
 include_guard(GLOBAL)
 include(CMakePackageConfigHelpers)
 
@@ -18,6 +21,16 @@ if(TARGET virtio_testing)
 endif()
 if(TARGET virtio_testing AND EXISTS "${PROJECT_SOURCE_DIR}/tests/harness/include")
   install(DIRECTORY "${PROJECT_SOURCE_DIR}/tests/harness/include/"
+    DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+    FILES_MATCHING PATTERN "*.h")
+endif()
+
+# The vhost-user libraries (LIBVIRTIO_VHOST_USER): their public headers only
+# (include/vhost_user/...); private headers stay in their src/ folders.
+if(TARGET vhost_user)
+  list(APPEND _libvirtio_install_targets vhost_user vhost_user_frontend)
+  install(DIRECTORY "${PROJECT_SOURCE_DIR}/vhost_user/include/"
+    "${PROJECT_SOURCE_DIR}/vhost_user/frontend/include/"
     DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
     FILES_MATCHING PATTERN "*.h")
 endif()
@@ -60,6 +73,13 @@ configure_file(
   "${PROJECT_BINARY_DIR}/libvirtio.pc"
   @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/libvirtio.pc" DESTINATION "${_pc_dir}")
+if(TARGET vhost_user)
+  foreach(_pc IN ITEMS libvirtio-vhost-user libvirtio-vhost-user-frontend)
+    configure_file("${PROJECT_SOURCE_DIR}/cmake/${_pc}.pc.in"
+      "${PROJECT_BINARY_DIR}/${_pc}.pc" @ONLY)
+    install(FILES "${PROJECT_BINARY_DIR}/${_pc}.pc" DESTINATION "${_pc_dir}")
+  endforeach()
+endif()
 
 # The license and the documents a packager ships beside the library.
 install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" "${PROJECT_SOURCE_DIR}/README.md"

@@ -14,7 +14,8 @@ libvirtio_add_fuzzer(xen_ioreq_fuzzer xen_ioreq_fuzzer.cc)
 target_include_directories(xen_ioreq_fuzzer PRIVATE
   "${PROJECT_SOURCE_DIR}/glue/xen/include" "${PROJECT_SOURCE_DIR}/glue/xen")
 libvirtio_add_fuzzer(net_fuzzer net_fuzzer.cc)
-# vhost-user protocol handler: linked with glue/vhost-user's libraries
+# vhost-user protocol handler (libvirtio::vhost_user) on the daemon's devices:
+# linked with glue/vhost-user's vhost_user_devices
 # (target defined later; resolved at generate time).
 if(LIBVIRTIO_GLUE_VHOST_USER)
   libvirtio_add_fuzzer(vhost_user_fuzzer vhost_user_fuzzer.cc)

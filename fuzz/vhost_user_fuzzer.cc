@@ -20,9 +20,9 @@
 #include <cstring>
 #include <memory>
 
-#include "backend.h"
 #include "device_spec.h"
-#include "message.h"
+#include "vhost_user/backend.h"
+#include "vhost_user/message.h"
 #include "virtio/log.h"
 
 namespace {

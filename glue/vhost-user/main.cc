@@ -33,7 +33,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "device_spec.h"
-#include "server.h"
+#include "vhost_user/server.h"
 #include "virtio/log.h"
 
 ABSL_FLAG(std::string, socket, "", "Unix socket path (required)");

@@ -3,6 +3,12 @@
 # build and run tests/install/consumer against it twice — once through
 # find_package(libvirtio) and once through pkg-config. Any failure fails.
 #
+# When the package has the vhost-user libraries (their headers are
+# installed), the consumer also builds a vhost-user daemon for a device of
+# its own (consumer/uppercase/) and a front-end that checks its answers;
+# each pair runs twice: with a correct device, which must pass, and with
+# one that answers wrongly, which the check must catch.
+#
 # Usage: run.sh <build-dir> <work-dir> <c++ compiler> "<extra flags>" [make program]
 # <extra flags> are compile+link flags (the sanitizer flags of sanitizer builds,
 # since libvirtio.a is then instrumented); may be empty.
@@ -28,7 +34,47 @@ prefix="$work_dir/prefix"
 step "cmake --install $build_dir --prefix $prefix"
 cmake --install "$build_dir" --prefix "$prefix"
 
-step "configure consumer with find_package(libvirtio)"
+vhost_user=OFF
+if [[ -f "$prefix/include/vhost_user/server.h" ]]; then
+  vhost_user=ON
+fi
+
+# run_uppercase <daemon> <check> <label>: the check against a correct
+# device must pass; against one that echoes the text unchanged it must fail.
+run_uppercase() {
+  local daemon=$1 check=$2 label=$3 socket daemon_pid rc
+  socket="$work_dir/uppercase-$label.sock"
+  for mode in correct broken; do
+    step "uppercase device ($label, $mode)"
+    rm -f "$socket"
+    local args=(--socket "$socket" --connections 1)
+    [[ $mode == broken ]] && args+=(--answer-unchanged)
+    "$daemon" "${args[@]}" &
+    daemon_pid=$!
+    rc=0
+    "$check" "$socket" || rc=$?
+    if [[ $mode == correct && $rc -ne 0 ]]; then
+      kill "$daemon_pid" 2>/dev/null || true
+      wait "$daemon_pid" 2>/dev/null || true
+      echo "uppercase_check failed against a correct device" >&2
+      exit 1
+    fi
+    # 1: a wrong answer caught (anything else: the check never got that far).
+    if [[ $mode == broken && $rc -ne 1 ]]; then
+      kill "$daemon_pid" 2>/dev/null || true
+      wait "$daemon_pid" 2>/dev/null || true
+      echo "uppercase_check did not catch a wrong answer (exit $rc)" >&2
+      exit 1
+    fi
+    # The daemon serves one front-end and exits: cleanly, or it failed.
+    if ! wait "$daemon_pid"; then
+      echo "uppercase_daemon failed ($mode device)" >&2
+      exit 1
+    fi
+  done
+}
+
+step "configure consumer with find_package(libvirtio) (vhost-user: $vhost_user)"
 generator_args=()
 if [[ -n "$make_program" && "$(basename "$make_program")" == ninja* ]]; then
   generator_args=(-G Ninja -DCMAKE_MAKE_PROGRAM="$make_program")
@@ -40,13 +86,18 @@ cmake -S "$here/consumer" -B "$work_dir/consumer-build" \
   -DCMAKE_CXX_FLAGS="$extra_flags" \
   -DCMAKE_EXE_LINKER_FLAGS="$extra_flags" \
   -DCMAKE_PREFIX_PATH="$prefix" \
-  -DCMAKE_FIND_PACKAGE_PREFER_CONFIG=ON
+  -DCMAKE_FIND_PACKAGE_PREFER_CONFIG=ON \
+  -DCONSUMER_VHOST_USER="$vhost_user"
 
 step "build consumer (CMake)"
 cmake --build "$work_dir/consumer-build" --verbose
 
 step "run consumer (CMake)"
 "$work_dir/consumer-build/consumer"
+if [[ $vhost_user == ON ]]; then
+  run_uppercase "$work_dir/consumer-build/uppercase_daemon" \
+    "$work_dir/consumer-build/uppercase_check" cmake
+fi
 
 step "build consumer with pkg-config"
 pc_file=$(find "$prefix" -name libvirtio.pc -print -quit)
@@ -65,5 +116,23 @@ echo "pkg-config --cflags --libs libvirtio: $pc_flags"
 
 step "run consumer (pkg-config)"
 "$work_dir/consumer-pkgconfig"
+
+if [[ $vhost_user == ON ]]; then
+  step "build the uppercase daemon and check with pkg-config"
+  pkg-config --exists --print-errors libvirtio-vhost-user \
+    libvirtio-vhost-user-frontend
+  daemon_flags=$(pkg-config --cflags --libs libvirtio-vhost-user)
+  check_flags=$(pkg-config --cflags --libs libvirtio-vhost-user-frontend)
+  echo "pkg-config --cflags --libs libvirtio-vhost-user: $daemon_flags"
+  echo "pkg-config --cflags --libs libvirtio-vhost-user-frontend: $check_flags"
+  # shellcheck disable=SC2086  # word splitting of flag strings is intended
+  "$cxx" -std=c++20 $extra_flags "$here/consumer/uppercase/uppercase_daemon.cc" \
+    $daemon_flags -o "$work_dir/uppercase_daemon-pkgconfig"
+  # shellcheck disable=SC2086
+  "$cxx" -std=c++20 $extra_flags "$here/consumer/uppercase/uppercase_check.cc" \
+    $check_flags -o "$work_dir/uppercase_check-pkgconfig"
+  run_uppercase "$work_dir/uppercase_daemon-pkgconfig" \
+    "$work_dir/uppercase_check-pkgconfig" pkgconfig
+fi
 
 step "OK"

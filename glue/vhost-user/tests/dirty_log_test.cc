@@ -2,7 +2,7 @@
 // split and packed rings, the memory table's reverse lookup, and the
 // vhost-user messages (SET_LOG_BASE, SET_LOG_FD, LOG_ALL, VHOST_VRING_F_LOG)
 // end to end against a RAM-disk virtio-blk; plus BACKEND_SEND_FD.
-#include "dirty_log.h"
+#include "vhost_user/dirty_log.h"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -17,14 +17,14 @@
 #include <set>
 #include <string>
 
-#include "backend.h"
-#include "connection.h"
 #include "device_spec.h"
 #include "frontend.h"
 #include "gtest/gtest.h"
-#include "interrupt.h"
-#include "memory_table.h"
-#include "server.h"
+#include "vhost_user/backend.h"
+#include "vhost_user/connection.h"
+#include "vhost_user/interrupt.h"
+#include "vhost_user/memory_table.h"
+#include "vhost_user/server.h"
 #include "virtio/blk_spec.h"
 #include "virtio/packed_queue.h"
 #include "virtio/spec.h"

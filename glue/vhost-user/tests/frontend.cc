@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "connection.h"
+#include "vhost_user/connection.h"
 
 namespace vhost_user::testing {
 

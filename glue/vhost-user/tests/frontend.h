@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "message.h"
-#include "unique_fd.h"
+#include "vhost_user/message.h"
+#include "vhost_user/unique_fd.h"
 #include "virtio/spec.h"
 
 namespace vhost_user::testing {

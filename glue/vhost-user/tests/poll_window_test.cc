@@ -19,9 +19,9 @@
 #include <thread>
 #include <vector>
 
-#include "blk_client.h"
-#include "connection.h"
 #include "gtest/gtest.h"
+#include "vhost_user/connection.h"
+#include "vhost_user/frontend/blk_client.h"
 
 namespace vhost_user {
 namespace {

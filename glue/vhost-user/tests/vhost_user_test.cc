@@ -21,16 +21,16 @@
 #include <future>
 #include <thread>
 
-#include "backend.h"
+#include "absl/strings/str_format.h"
 #include "blk_test_util.h"
-#include "device_adapter.h"
-#include "connection.h"
 #include "device_spec.h"
 #include "frontend.h"
-#include "interrupt.h"
-#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
-#include "server.h"
+#include "vhost_user/backend.h"
+#include "vhost_user/connection.h"
+#include "vhost_user/device_adapter.h"
+#include "vhost_user/interrupt.h"
+#include "vhost_user/server.h"
 #include "virtio/blk_spec.h"
 #include "virtio/net_spec.h"
 #include "virtio/spec.h"

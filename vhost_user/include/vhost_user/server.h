@@ -1,0 +1,87 @@
+// vhost_user/server.h — one front-end connection's event loop, and the
+// daemon loop around it (server or client socket mode).
+//
+// ServeConnection() serves one front-end. The calling thread is the
+// control thread: it reads messages from the connection socket, hands them
+// to Backend::Handle() and sends the replies. The data path runs on worker
+// threads, one per queue group (VhostDevice::num_groups(); by default one
+// per queue; net: one per queue pair; console: one), each with its own
+// epoll set over its queues' kick fds, backend completion fds and the
+// group's backend fds (TAP, console sockets). Workers share no lock on the
+// data path. Every control message is handled with all workers parked
+// (quiesced between two events, their fds unregistered), so memory table
+// changes, GET_VRING_BASE, resets and fd swaps never race with a queue; the
+// workers resume on the new fd sets afterwards. With `busy_poll` workers
+// never sleep: they process their running rings on every turn (for
+// throughput, at the price of a core each). Without it, a worker that just
+// did work keeps polling its rings for `poll_us` microseconds (QEMU's
+// poll-max-ns idea) before it sleeps in epoll_wait again: a request that
+// comes within the window costs no wake-up, and an idle worker costs
+// nothing. The window adapts: it shrinks, down to nothing, while the
+// worker gets less than its core's time (shared cores: spinning would delay
+// the front-end itself) and grows back to `poll_us` when it has a core.
+// During the window kicks stay enabled: they are how the worker learns that
+// work is still coming.
+//
+// It returns when the front-end disconnects (OK), breaks the protocol (the
+// error, already logged), or `stop_fd` becomes readable (Cancelled). The
+// workers are stopped, the device reset and every fd and mapping the
+// front-end gave released before it returns.
+#ifndef VHOST_USER_SERVER_H_
+#define VHOST_USER_SERVER_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "vhost_user/backend.h"
+#include "vhost_user/device.h"
+#include "vhost_user/unique_fd.h"
+
+namespace vhost_user {
+
+// How ServeConnection() serves one front-end.
+struct ServeOptions {
+  std::string name = "vhost-user";
+  BackendOptions backend = {};
+  // Readable → stop serving (e.g. an eventfd written by a signal handler).
+  int stop_fd = -1;
+  // Readable → log every queue's state (an eventfd; drained), e.g. on
+  // SIGUSR1, for an operator looking at a stalled guest.
+  int dump_fd = -1;
+  // Mid-message stall limit.
+  int message_timeout_ms = 10000;
+  // Workers spin on their rings instead of sleeping in epoll_wait.
+  bool busy_poll = false;
+  // Without busy_poll: after the last event that meant work, spin on the
+  // rings up to this long before sleeping (0: sleep at once; adaptive).
+  uint32_t poll_us = 50;
+};
+
+// Serves the front-end on `connection` until it disconnects (see the top
+// of this file).
+absl::Status ServeConnection(VhostDevice& device, UniqueFd connection,
+                             const ServeOptions& options);
+
+// How RunDaemon() finds its front-ends, and how it serves each.
+struct DaemonOptions {
+  ServeOptions serve;
+  // Server mode: listen here. Client mode: connect here (retrying until
+  // the front-end listens).
+  std::string socket_path;
+  bool client = false;
+  // Stop after this many connections (0: never); for tests.
+  int max_connections = 0;
+};
+
+// The number of the connection RunDaemon() serves now (1, 2, ...; 0:
+// none), for log sinks to put on every line: the daemon's own lines, the
+// device's and the library's alike (they name the device, not the guest).
+int CurrentConnection();
+
+// Serves connection after connection until `stop_fd` fires. Server mode
+// creates the socket (0600) and unlinks it on return.
+absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& options);
+
+}  // namespace vhost_user
+
+#endif  // VHOST_USER_SERVER_H_
