@@ -9,7 +9,9 @@
 # coverage counters cannot be written back are left out by default: the
 # nested KVM and Xen stages (their processes run inside a VM over a
 # read-only 9p root) and the real-client tests (QEMU, UML, DPDK: minutes
-# each, and their share of new lines is small). Pass your own ctest
+# each, and their share of new lines is small), and install_consumer (it
+# builds a program against the installed, instrumented library without
+# --coverage). Pass your own ctest
 # arguments to change that; --html DIR also writes an HTML report.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,7 +25,7 @@ if [[ ${1:-} == --html ]]; then
   mkdir -p "$html"
 fi
 ctest_args=("$@")
-[[ ${#ctest_args[@]} -gt 0 ]] || ctest_args=(-LE 'nested|real_client|kvm_linux|xen_real')
+[[ ${#ctest_args[@]} -gt 0 ]] || ctest_args=(-LE 'nested|real_client|kvm_linux|xen_real' -E '^install_consumer$')
 
 bash scripts/install-deps.sh
 if ! command -v gcovr >/dev/null; then
@@ -47,7 +49,7 @@ filters=(--filter 'libvirtio/' --filter 'glue/'
          --exclude '.*/tests/.*' --exclude '.*_test\.cc' --exclude 'glue/kvm/guest/.*'
          --exclude 'glue/xen/sim/.*')
 gcovr -r . --object-directory build/coverage "${filters[@]}" \
-  --exclude-unreachable-branches --sort-percentage --txt-summary \
+  --exclude-unreachable-branches --sort-percentage --print-summary \
   ${html:+--html-details "$html/index.html"} -j "$LIBVIRTIO_JOBS" |
   tee build/coverage/coverage.txt
 [[ -n $html ]] && echo "HTML report: $html/index.html"
