@@ -1,6 +1,8 @@
-# Installation: headers, libvirtio.a, libvirtio_testing.a, the CMake package
-# (find_package(libvirtio) -> libvirtio::virtio, libvirtio::testing) and the
-# pkg-config file libvirtio.pc.
+# Installation: headers, libvirtio.a, libvirtio_backends.a,
+# libvirtio_testing.a, the CMake package (find_package(libvirtio) ->
+# libvirtio::virtio, libvirtio::backends, libvirtio::testing) and the
+# pkg-config files libvirtio.pc (the core, no liburing) and
+# libvirtio-backends.pc (the bundled backends, with liburing).
 include_guard(GLOBAL)
 include(CMakePackageConfigHelpers)
 
@@ -11,8 +13,11 @@ set(LIBVIRTIO_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/libvirtio"
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/libvirtio/include/"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
   FILES_MATCHING PATTERN "*.h")
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/libvirtio/backends/include/"
+  DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+  FILES_MATCHING PATTERN "*.h")
 
-set(_libvirtio_install_targets virtio)
+set(_libvirtio_install_targets virtio virtio_backends)
 if(TARGET virtio_testing)
   list(APPEND _libvirtio_install_targets virtio_testing)
 endif()
@@ -59,4 +64,9 @@ configure_file(
   "${PROJECT_SOURCE_DIR}/cmake/libvirtio.pc.in"
   "${PROJECT_BINARY_DIR}/libvirtio.pc"
   @ONLY)
-install(FILES "${PROJECT_BINARY_DIR}/libvirtio.pc" DESTINATION "${_pc_dir}")
+configure_file(
+  "${PROJECT_SOURCE_DIR}/cmake/libvirtio-backends.pc.in"
+  "${PROJECT_BINARY_DIR}/libvirtio-backends.pc"
+  @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/libvirtio.pc"
+  "${PROJECT_BINARY_DIR}/libvirtio-backends.pc" DESTINATION "${_pc_dir}")

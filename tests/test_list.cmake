@@ -1,6 +1,6 @@
 # Unit tests: one line per test executable, sources relative to tests/.
 #   libvirtio_add_test(<name> <src>...)
-# links libvirtio::virtio, libvirtio::testing, GTest::gtest_main, GTest::gmock.
+# links libvirtio::virtio, libvirtio::backends, libvirtio::testing, GTest::gtest_main, GTest::gmock.
 #
 # libvirtio_add_test(spec_test spec_test.cc)
 # libvirtio_add_test(guest_memory_test guest_memory_test.cc)

@@ -47,6 +47,7 @@ cmake --build "$work_dir/consumer-build" --verbose
 
 step "run consumer (CMake)"
 "$work_dir/consumer-build/consumer"
+"$work_dir/consumer-build/consumer_backends"
 
 step "build consumer with pkg-config"
 pc_file=$(find "$prefix" -name libvirtio.pc -print -quit)
@@ -59,11 +60,24 @@ export PKG_CONFIG_PATH
 pkg-config --exists --print-errors libvirtio
 pc_flags=$(pkg-config --cflags --libs libvirtio)
 echo "pkg-config --cflags --libs libvirtio: $pc_flags"
+if [[ "$pc_flags" == *uring* ]]; then
+  echo "libvirtio.pc (the core) brings liburing: $pc_flags" >&2
+  exit 1
+fi
 # shellcheck disable=SC2086  # word splitting of flag strings is intended
 "$cxx" -std=c++20 $extra_flags "$here/consumer/main.cc" $pc_flags \
   -o "$work_dir/consumer-pkgconfig"
 
 step "run consumer (pkg-config)"
 "$work_dir/consumer-pkgconfig"
+
+step "build consumer_backends with pkg-config (libvirtio-backends)"
+pkg-config --exists --print-errors libvirtio-backends
+pc_flags=$(pkg-config --cflags --libs libvirtio-backends)
+echo "pkg-config --cflags --libs libvirtio-backends: $pc_flags"
+# shellcheck disable=SC2086
+"$cxx" -std=c++20 $extra_flags "$here/consumer/backends_main.cc" $pc_flags \
+  -o "$work_dir/consumer-backends-pkgconfig"
+"$work_dir/consumer-backends-pkgconfig"
 
 step "OK"
