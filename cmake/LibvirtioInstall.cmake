@@ -1,6 +1,7 @@
 # Installation: headers, libvirtio.a, libvirtio_backends.a,
 # libvirtio_testing.a, the CMake package (find_package(libvirtio) ->
-# libvirtio::virtio, libvirtio::backends, libvirtio::testing) and the
+# libvirtio::virtio, libvirtio::backends, libvirtio::catalog,
+# libvirtio::testing) and the
 # pkg-config files libvirtio.pc (the core, no liburing) and
 # libvirtio-backends.pc (the bundled backends, with liburing).
 include_guard(GLOBAL)
@@ -14,10 +15,11 @@ install(DIRECTORY "${PROJECT_SOURCE_DIR}/libvirtio/include/"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
   FILES_MATCHING PATTERN "*.h")
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/libvirtio/backends/include/"
+  "${PROJECT_SOURCE_DIR}/libvirtio/catalog/include/"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
   FILES_MATCHING PATTERN "*.h")
 
-set(_libvirtio_install_targets virtio virtio_backends)
+set(_libvirtio_install_targets virtio virtio_backends virtio_catalog)
 if(TARGET virtio_testing)
   list(APPEND _libvirtio_install_targets virtio_testing)
 endif()

@@ -34,10 +34,12 @@ namespace virtio {
 // and processes both ring layouts `SplitRing` and `PackedRing`.
 template <typename Device, typename Hooks, typename SplitRing,
           typename PackedRing>
-concept DeviceImplementation = requires(
-    Device& device, const Device& const_device, uint32_t offset, void* out,
-    const void* in, uint64_t features, uint16_t index, SplitRing& split,
-    PackedRing& packed) {
+concept DeviceImplementation = requires(Device& device,
+                                        const Device& const_device,
+                                        uint32_t offset, void* out,
+                                        const void* in, uint64_t features,
+                                        uint16_t index, SplitRing& split,
+                                        PackedRing& packed) {
   { Device::kDeviceId } -> std::convertible_to<uint32_t>;
   { Hooks::ConfigSize(const_device) } -> std::convertible_to<uint32_t>;
   Hooks::ReadConfigBytes(device, offset, out, offset);
