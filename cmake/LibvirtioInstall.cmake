@@ -1,9 +1,11 @@
-# Installation: headers, libvirtio.a, libvirtio_testing.a, the vhost-user
-# libraries (libvirtio_vhost_user.a, libvirtio_vhost_user_frontend.a), the
-# CMake package (find_package(libvirtio) -> libvirtio::virtio,
+# Installation: headers, libvirtio.a, libvirtio_backends.a,
+# libvirtio_testing.a, the vhost-user libraries (libvirtio_vhost_user.a,
+# libvirtio_vhost_user_frontend.a), the CMake package (find_package(libvirtio)
+# -> libvirtio::virtio, libvirtio::backends, libvirtio::catalog,
 # libvirtio::testing, libvirtio::vhost_user, libvirtio::vhost_user_frontend)
-# and the pkg-config files libvirtio.pc, libvirtio-vhost-user.pc and
-# libvirtio-vhost-user-frontend.pc.
+# and the pkg-config files libvirtio.pc (the core, no liburing),
+# libvirtio-backends.pc (the bundled backends, with liburing),
+# libvirtio-vhost-user.pc and libvirtio-vhost-user-frontend.pc.
 include_guard(GLOBAL)
 include(CMakePackageConfigHelpers)
 
@@ -14,8 +16,12 @@ set(LIBVIRTIO_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/libvirtio"
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/libvirtio/include/"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
   FILES_MATCHING PATTERN "*.h")
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/libvirtio/backends/include/"
+  "${PROJECT_SOURCE_DIR}/libvirtio/catalog/include/"
+  DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+  FILES_MATCHING PATTERN "*.h")
 
-set(_libvirtio_install_targets virtio)
+set(_libvirtio_install_targets virtio virtio_backends virtio_catalog)
 if(TARGET virtio_testing)
   list(APPEND _libvirtio_install_targets virtio_testing)
 endif()
@@ -72,7 +78,12 @@ configure_file(
   "${PROJECT_SOURCE_DIR}/cmake/libvirtio.pc.in"
   "${PROJECT_BINARY_DIR}/libvirtio.pc"
   @ONLY)
-install(FILES "${PROJECT_BINARY_DIR}/libvirtio.pc" DESTINATION "${_pc_dir}")
+configure_file(
+  "${PROJECT_SOURCE_DIR}/cmake/libvirtio-backends.pc.in"
+  "${PROJECT_BINARY_DIR}/libvirtio-backends.pc"
+  @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/libvirtio.pc"
+  "${PROJECT_BINARY_DIR}/libvirtio-backends.pc" DESTINATION "${_pc_dir}")
 if(TARGET vhost_user)
   foreach(_pc IN ITEMS libvirtio-vhost-user libvirtio-vhost-user-frontend)
     configure_file("${PROJECT_SOURCE_DIR}/cmake/${_pc}.pc.in"

@@ -24,6 +24,51 @@ using testing::TestTraits;
 using testing::kEchoFeatureShout;
 using EchoDevice = testing::EchoDevice<TestTraits>;
 
+// DeviceImplementation as DeviceCore<TestTraits, Device> checks it.
+template <typename Device>
+constexpr bool kImplementsDevice = DeviceImplementation<
+    Device, typename DeviceCore<TestTraits, Device>::Hooks,
+    typename DeviceCore<TestTraits, Device>::Split,
+    typename DeviceCore<TestTraits, Device>::Packed>;
+
+// The echo device keeps its hooks private behind `friend Core`: the concept
+// still sees them.
+static_assert(kImplementsDevice<EchoDevice>);
+
+// A device that forgot OnReset(): the concept says no (DeviceCore's
+// constructor would fail with that one static_assert).
+class DeviceWithoutReset
+    : public DeviceCore<TestTraits, DeviceWithoutReset> {
+  friend DeviceCore<TestTraits, DeviceWithoutReset>;
+
+ public:
+  static constexpr uint32_t kDeviceId = 42;
+
+ private:
+  uint32_t ConfigSize() const { return 0; }
+  void ReadConfigBytes(uint32_t, void*, uint32_t) {}
+  void WriteConfigBytes(uint32_t, const void*, uint32_t) {}
+  bool AcceptFeatures(uint64_t) { return true; }
+  void OnDriverOk() {}
+  template <VirtQueue Q>
+  void ProcessQueue(uint16_t, Q&) {}
+};
+static_assert(!kImplementsDevice<DeviceWithoutReset>);
+
+// One that processes split rings only.
+class SplitOnlyDevice : public DeviceCore<TestTraits, SplitOnlyDevice> {
+ public:
+  static constexpr uint32_t kDeviceId = 43;
+  uint32_t ConfigSize() const { return 0; }
+  void ReadConfigBytes(uint32_t, void*, uint32_t) {}
+  void WriteConfigBytes(uint32_t, const void*, uint32_t) {}
+  bool AcceptFeatures(uint64_t) { return true; }
+  void OnDriverOk() {}
+  void OnReset() {}
+  void ProcessQueue(uint16_t, Split&) {}
+};
+static_assert(!kImplementsDevice<SplitOnlyDevice>);
+
 template <typename Layout>
 class DeviceCoreTest : public ::testing::Test {
  protected:

@@ -1,6 +1,6 @@
 # Unit tests: one line per test executable, sources relative to tests/.
 #   libvirtio_add_test(<name> <src>...)
-# links libvirtio::virtio, libvirtio::testing, GTest::gtest_main, GTest::gmock.
+# links libvirtio::virtio, libvirtio::backends, libvirtio::testing, GTest::gtest_main, GTest::gmock.
 #
 # libvirtio_add_test(spec_test spec_test.cc)
 # libvirtio_add_test(guest_memory_test guest_memory_test.cc)
@@ -27,3 +27,5 @@ libvirtio_add_test(console_transport_test console_transport_test.cc)
 libvirtio_add_test(net_tap_test net_tap_test.cc)
 libvirtio_add_test(ring_observer_test ring_observer_test.cc)
 libvirtio_add_test(net_bench_backends_test net_bench_backends_test.cc)
+libvirtio_add_test(device_catalog_test device_catalog_test.cc)
+target_link_libraries(device_catalog_test PRIVATE libvirtio::catalog)

@@ -1,10 +1,9 @@
 #include "device_spec.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <set>
-
-#include <charconv>
 
 #include "absl/strings/str_format.h"
 #include "boot_info.h"
@@ -12,214 +11,95 @@
 namespace kvmglue {
 namespace {
 
+using virtio::catalog::DeviceType;
+using virtio::catalog::SpecReader;
+
 constexpr uint64_t kMmioRegionSize = 0x200;  // MmioTransport::kRegionSize
 
-// Whole-string unsigned parse in `base`.
-template <typename T>
-bool ParseUnsigned(std::string_view s, int base, T* out) {
-  if (s.empty()) return false;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out, base);
-  return ec == std::errc() && end == s.data() + s.size();
-}
-
-std::vector<std::string_view> Split(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  for (;;) {
-    const size_t at = s.find(sep);
-    out.push_back(s.substr(0, at));
-    if (at == std::string_view::npos) return out;
-    s = s.substr(at + 1);
+// virtio-kvm's own keys: transport=, addr=, irq=.
+absl::Status ReadPlacementKeys(SpecReader& reader, DeviceSpec& spec) {
+  absl::StatusOr<std::optional<std::string>> transport =
+      reader.Choice({.name = "transport"}, {"mmio", "pci"});
+  if (!transport.ok()) return transport.status();
+  if (*transport) {
+    spec.transport =
+        **transport == "pci" ? TransportKind::kPci : TransportKind::kMmio;
   }
-}
-
-absl::StatusOr<bool> ParseBool(std::string_view key, std::string_view v) {
-  if (v == "on" || v == "true" || v == "1" || v == "yes") return true;
-  if (v == "off" || v == "false" || v == "0" || v == "no") return false;
-  return absl::InvalidArgumentError(
-      absl::StrFormat("%s=%s: expected on/off", key, v));
-}
-
-absl::StatusOr<uint64_t> ParseNumber(std::string_view key, std::string_view v) {
-  uint64_t n = 0;
-  bool ok = false;
-  if (v.size() > 2 && v[0] == '0' && (v[1] == 'x' || v[1] == 'X')) {
-    ok = ParseUnsigned(v.substr(2), 16, &n);
-  } else {
-    ok = ParseUnsigned(v, 10, &n);
-  }
-  if (!ok) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s=%s: not a number", key, v));
-  }
-  return n;
-}
-
-// "bus:slot.fn" with hex fields, e.g. 00:03.0 (bus optional: "03.0").
-absl::StatusOr<PciAddress> ParsePci(std::string_view v) {
-  PciAddress a;
-  std::string_view rest = v;
-  const size_t colon = rest.find(':');
-  uint32_t bus = 0, slot = 0, fn = 0;
-  if (colon != std::string_view::npos) {
-    if (!ParseUnsigned(rest.substr(0, colon), 16, &bus)) {
-      return absl::InvalidArgumentError(absl::StrFormat("addr=%s: bad bus", v));
+  absl::StatusOr<std::optional<uint64_t>> irq =
+      reader.Integer({.name = "irq"}, kFirstDeviceIrq, kLastDeviceIrq);
+  if (!irq.ok()) return irq.status();
+  if (*irq) spec.irq = static_cast<uint32_t>(**irq);
+  absl::StatusOr<std::optional<std::string>> addr =
+      reader.Text({.name = "addr"});
+  if (!addr.ok()) return addr.status();
+  if (!*addr) return absl::OkStatus();
+  if (virtio::catalog::LooksLikePciAddress(**addr) ||
+      spec.transport == TransportKind::kPci) {
+    if (spec.transport == TransportKind::kMmio) {
+      return reader.Error("a PCI address with transport=mmio");
     }
-    rest = rest.substr(colon + 1);
+    absl::StatusOr<std::optional<PciAddress>> pci =
+        reader.Pci({.name = "addr"});
+    if (!pci.ok()) return pci.status();
+    const PciAddress& a = **pci;
+    if (a.segment != 0 || a.bus != 0) {
+      return reader.Error(absl::StrFormat("addr=%s: only bus 0 exists", **addr));
+    }
+    if (a.slot == 0) {
+      return reader.Error(absl::StrFormat(
+          "addr=%s: slot must be 1..1f (slot 0 is the host bridge)", **addr));
+    }
+    if (a.function != 0) {
+      return reader.Error(absl::StrFormat(
+          "addr=%s: only function 0 is supported", **addr));
+    }
+    spec.pci_addr = a;
+    spec.transport = TransportKind::kPci;
+    return absl::OkStatus();
   }
-  const size_t dot = rest.find('.');
-  if (dot == std::string_view::npos ||
-      !ParseUnsigned(rest.substr(0, dot), 16, &slot) ||
-      !ParseUnsigned(rest.substr(dot + 1), 16, &fn)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("addr=%s: expected bus:slot.fn", v));
+  absl::StatusOr<std::optional<uint64_t>> base =
+      reader.Integer({.name = "addr"}, 0, UINT64_MAX);
+  if (!base.ok()) return base.status();
+  spec.mmio_addr = **base;
+  spec.transport = TransportKind::kMmio;
+  return absl::OkStatus();
+}
+
+// What the catalogue allows and virtio-kvm does not build (yet).
+absl::Status CheckSupported(const SpecReader& reader,
+                            const virtio::catalog::DeviceSpec& d) {
+  if (d.type == DeviceType::kBlk && d.blk.num_queues > kMaxBlkQueues) {
+    return reader.Error(absl::StrFormat(
+        "virtio-kvm serves at most %u blk request queues", kMaxBlkQueues));
   }
-  if (bus != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("addr=%s: only bus 0 exists", v));
+  if (d.type == DeviceType::kNet) {
+    if (d.net.backend != virtio::catalog::NetBackendKind::kLoopback &&
+        d.net.backend != virtio::catalog::NetBackendKind::kTap) {
+      return reader.Error(absl::StrFormat(
+          "virtio-kvm has no net backend=%s (loopback, tap)",
+          virtio::catalog::BackendName(d.net.backend)));
+    }
+    if (d.net.queue_pairs != 1) {
+      return reader.Error("virtio-kvm serves one net queue pair");
+    }
   }
-  if (slot == 0 || slot > 31) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "addr=%s: slot must be 1..1f (slot 0 is the host bridge)", v));
-  }
-  if (fn != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("addr=%s: only function 0 is supported", v));
-  }
-  a.bus = static_cast<uint8_t>(bus);
-  a.slot = static_cast<uint8_t>(slot);
-  a.fn = static_cast<uint8_t>(fn);
-  return a;
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-std::string FormatPciAddress(const PciAddress& a) {
-  return absl::StrFormat("%02x:%02x.%x", a.bus, a.slot, a.fn);
-}
-
 absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view arg) {
-  std::vector<std::string_view> parts = Split(arg, ',');
   DeviceSpec spec;
-  spec.type = std::string(parts[0]);
-  if (spec.type != "rng" && spec.type != "blk" && spec.type != "net" &&
-      spec.type != "console") {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--device %s: unknown or unsupported device type '%s' (rng, blk, net, "
-        "console)",
-        arg, spec.type));
-  }
-  if (spec.type == "net") spec.backend = "loopback";
-  if (spec.type == "console") spec.backend = "stdio";
-  std::string_view addr;
-  for (size_t i = 1; i < parts.size(); ++i) {
-    std::string_view kv = parts[i];
-    const size_t eq = kv.find('=');
-    if (eq == std::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("--device %s: '%s' is not key=value", arg, kv));
-    }
-    std::string_view key = kv.substr(0, eq);
-    std::string_view value = kv.substr(eq + 1);
-    if (key == "backend" && spec.type == "console" &&
-        (value.starts_with("socket=") || value.starts_with("file="))) {
-      const size_t eq2 = value.find('=');
-      key = value.substr(0, eq2);
-      value = value.substr(eq2 + 1);
-    }
-    if (key == "id") {
-      if (value.empty()) return absl::InvalidArgumentError("id= is empty");
-      spec.id = std::string(value);
-    } else if (key == "transport") {
-      if (value == "mmio") {
-        spec.transport = TransportKind::kMmio;
-      } else if (value == "pci") {
-        spec.transport = TransportKind::kPci;
-      } else {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "--device %s: transport=%s (mmio or pci)", arg, value));
-      }
-    } else if (key == "addr") {
-      addr = value;
-    } else if (key == "irq") {
-      absl::StatusOr<uint64_t> n = ParseNumber(key, value);
-      if (!n.ok()) return n.status();
-      if (*n < kFirstDeviceIrq || *n > kLastDeviceIrq) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "--device %s: irq=%u not in %u..%u", arg, *n, kFirstDeviceIrq,
-            kLastDeviceIrq));
-      }
-      spec.irq = static_cast<uint32_t>(*n);
-    } else if (key == "packed") {
-      absl::StatusOr<bool> b = ParseBool(key, value);
-      if (!b.ok()) return b.status();
-      spec.packed = *b;
-    } else if (key == "path" && spec.type == "blk") {
-      spec.path = std::string(value);
-    } else if (key == "readonly" && spec.type == "blk") {
-      absl::StatusOr<bool> b = ParseBool(key, value);
-      if (!b.ok()) return b.status();
-      spec.readonly = *b;
-    } else if (key == "queues" && spec.type == "blk") {
-      absl::StatusOr<uint64_t> n = ParseNumber(key, value);
-      if (!n.ok()) return n.status();
-      if (*n < 1 || *n > 16) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("--device %s: queues=%u not in 1..16", arg, *n));
-      }
-      spec.queues = static_cast<uint16_t>(*n);
-    } else if (key == "backend" && spec.type == "net") {
-      if (value != "loopback" && value != "tap") {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "--device %s: backend=%s (loopback or tap)", arg, value));
-      }
-      spec.backend = std::string(value);
-    } else if (key == "ifname" && spec.type == "net") {
-      spec.ifname = std::string(value);
-    } else if (key == "backend" && spec.type == "console") {
-      if (value == "stdio" || value == "pty") {
-        spec.backend = std::string(value);
-      } else {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "--device %s: backend=%s (stdio, pty, socket=PATH or file=PATH)",
-            arg, value));
-      }
-    } else if ((key == "socket" || key == "file") && spec.type == "console") {
-      // backend=socket=PATH splits as key "backend", value "socket=PATH";
-      // accept both that and the short socket=PATH / file=PATH.
-      if (value.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("--device %s: %s= needs a path", arg, key));
-      }
-      spec.backend = std::string(key);
-      spec.path = std::string(value);
-    } else {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "--device %s: unknown option '%s' for %s", arg, key, spec.type));
-    }
-  }
-  if (!addr.empty()) {
-    const bool looks_pci = addr.find(':') != std::string_view::npos ||
-                           (addr.find('.') != std::string_view::npos);
-    if (looks_pci || spec.transport == TransportKind::kPci) {
-      if (spec.transport == TransportKind::kMmio) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "--device %s: a PCI address with transport=mmio", arg));
-      }
-      absl::StatusOr<PciAddress> a = ParsePci(addr);
-      if (!a.ok()) return a.status();
-      spec.pci_addr = *a;
-      spec.transport = TransportKind::kPci;
-    } else {
-      absl::StatusOr<uint64_t> n = ParseNumber("addr", addr);
-      if (!n.ok()) return n.status();
-      spec.mmio_addr = *n;
-      spec.transport = TransportKind::kMmio;
-    }
-  }
-  if (spec.type == "blk" && spec.path.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("--device %s: blk needs path=", arg));
-  }
+  absl::StatusOr<virtio::catalog::DeviceSpec> device =
+      virtio::catalog::ParseDeviceSpec(
+          arg, [&](SpecReader& reader, const virtio::catalog::DeviceSpec& d) {
+            if (absl::Status s = CheckSupported(reader, d); !s.ok()) return s;
+            return ReadPlacementKeys(reader, spec);
+          });
+  if (!device.ok()) return device.status();
+  spec.device = *std::move(device);
+  spec.type = std::string(virtio::catalog::DeviceTypeName(spec.device.type));
+  spec.id = spec.device.id;
   return spec;
 }
 
@@ -319,7 +199,7 @@ absl::StatusOr<std::vector<Placement>> ResolvePlacement(
         if (next_slot > 31) {
           return absl::ResourceExhaustedError("PCI bus 0 is full");
         }
-        s.pci_addr = PciAddress{0, static_cast<uint8_t>(next_slot), 0};
+        s.pci_addr = PciAddress{.slot = static_cast<uint8_t>(next_slot)};
         slots.insert(next_slot);
       }
       p.pci = *s.pci_addr;
@@ -350,19 +230,9 @@ absl::Status PlaceBars(std::vector<Placement>& placements,
 }
 
 std::string FormatPlacement(const Placement& p, const DeviceSpec& spec) {
-  std::string s = absl::StrFormat("--device %s,id=%s", p.type, p.id);
-  if (p.type == "blk") {
-    s += absl::StrFormat(",path=%s%s", spec.path,
-                         spec.readonly ? ",readonly=on" : "");
-    if (spec.queues > 1) s += absl::StrFormat(",queues=%u", spec.queues);
-  } else if (p.type == "net") {
-    s += ",backend=" + spec.backend;
-    if (!spec.ifname.empty()) s += ",ifname=" + spec.ifname;
-  } else if (p.type == "console") {
-    s += ",backend=" + spec.backend;
-    if (!spec.path.empty()) s += "=" + spec.path;
-  }
-  if (!spec.packed) s += ",packed=off";
+  virtio::catalog::DeviceSpec device = spec.device;
+  device.id = p.id;
+  std::string s = "--device " + virtio::catalog::FormatDeviceSpec(device);
   if (p.transport == TransportKind::kMmio) {
     s += absl::StrFormat(",transport=mmio,addr=0x%x,irq=%u", p.mmio_addr,
                          p.irq);

@@ -1,20 +1,27 @@
 // glue/kvm/device_spec.h — `--device` parsing and placement for virtio-kvm.
 //
-// The syntax is the one every libvirtio glue binary shares (see
-// ../shared/design.md):
+// The syntax is the device catalogue's (virtio/catalog/device_spec.h,
+// docs/devices.md), shared with vhost-user-device and xen-virtio-backend:
 //
-//   --device rng[,id=rng0][,transport=mmio|pci][,addr=...][,irq=N]
-//   --device blk,path=disk.img[,readonly=on][,queues=N][,id=...][,transport=...]...
-//   --device net[,backend=loopback|tap][,ifname=tap0][,id=...]...
-//   --device console[,backend=stdio|pty|socket=PATH|file=PATH][,id=...]...
+//   --device rng[,id=rng0][,packed=off]...
+//   --device blk,path=disk.img[,readonly=on][,num-queues=N]...
+//   --device net[,backend=loopback|tap][,ifname=tap0][,mac=...]...
+//   --device console[,backend=stdio|pty|socket=PATH|file=PATH]...
+//
+// plus virtio-kvm's own keys, where the device sits:
+//
+//   [,transport=mmio|pci][,addr=...][,irq=N]
 //
 // `addr=` pins the guest-visible address: a virtio-mmio base (hex, e.g.
 // 0xd0000000) or a PCI function "bus:slot.fn" (e.g. 00:03.0, which implies
 // transport=pci). `irq=` pins the interrupt line (IOAPIC pin / GSI 5..23;
-// for PCI the INTx line). `packed=off` offers the split ring only (every
-// type). Anything not given is assigned by ResolvePlacement
+// for PCI the INTx line). Anything not given is assigned by ResolvePlacement
 // in command-line order, and FormatPlacement prints the result as `--device`
 // arguments a user can paste back to keep the layout stable.
+//
+// What virtio-kvm cannot build is refused here, with the reason: net
+// backends other than loopback and tap, more than one net queue pair, more
+// than 16 blk request queues.
 #ifndef LIBVIRTIO_GLUE_KVM_DEVICE_SPEC_H_
 #define LIBVIRTIO_GLUE_KVM_DEVICE_SPEC_H_
 
@@ -26,39 +33,27 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "virtio/catalog/device_spec.h"
+#include "virtio/catalog/spec_values.h"
 
 namespace kvmglue {
 
 enum class TransportKind { kMmio, kPci };
 
-struct PciAddress {
-  uint8_t bus = 0;
-  uint8_t slot = 0;
-  uint8_t fn = 0;
-  bool operator==(const PciAddress&) const = default;
-  uint32_t bdf() const {
-    return (uint32_t{bus} << 8) | (uint32_t{slot} << 3) | fn;
-  }
-};
+using PciAddress = virtio::catalog::PciAddress;
+
+// Most blk request queues virtio-kvm serves (the catalogue allows 64).
+inline constexpr uint16_t kMaxBlkQueues = 16;
 
 struct DeviceSpec {
+  // The shared keys (backend, path, packed, ...).
+  virtio::catalog::DeviceSpec device;
   std::string type;  // "rng", "blk", "net", "console"
   std::string id;    // unique; default <type><n>
   std::optional<TransportKind> transport;
   std::optional<uint64_t> mmio_addr;
   std::optional<PciAddress> pci_addr;
   std::optional<uint32_t> irq;
-  // Offer VIRTIO_F_RING_PACKED (a driver that supports both, as Linux does,
-  // takes the packed ring when offered).
-  bool packed = true;
-  // blk: the image; console: the socket or file of backend=socket/file
-  std::string path;
-  bool readonly = false;
-  uint16_t queues = 1;  // blk: request queues (MQ when > 1)
-  // net: "loopback" (default) or "tap"; console: "stdio" (default), "pty",
-  // "socket" or "file"
-  std::string backend;
-  std::string ifname;  // net,backend=tap: interface name ("" = kernel picks)
 };
 
 // Parses one --device argument.
@@ -93,7 +88,8 @@ absl::Status PlaceBars(std::vector<Placement>& placements,
 // "--device rng,id=rng0,transport=mmio,addr=0xd0000000,irq=5"
 std::string FormatPlacement(const Placement& p, const DeviceSpec& spec);
 
-std::string FormatPciAddress(const PciAddress& a);
+// "00:03.0".
+using virtio::catalog::FormatPciAddress;
 
 }  // namespace kvmglue
 

@@ -5,8 +5,10 @@
 
 #include "absl/strings/str_format.h"
 #include "slots.h"
-#include "virtio/backends/uring_disk.h"
+#include <variant>
+
 #include "virtio/blk_device.h"
+#include "virtio/catalog/backend_opener.h"
 #include "virtio/rng_device.h"
 
 namespace kvmglue {
@@ -23,30 +25,46 @@ using namespace slots;  // NOLINT
 template <typename Traits>
 Factory<typename Traits::Interrupt, virtio::RngDevice<Traits>> RngFactory(
     const DeviceSpec& spec) {
-  return [name = spec.id, packed = spec.packed](
-             const virtio::GuestMemoryMap& mem,
-             typename Traits::Interrupt& irq)
+  virtio::RngOptions options{.ring = {.packed = spec.device.packed},
+                             .name = spec.id};
+  options.max_bytes_per_period = spec.device.rng.rate;
+  if (spec.device.queue_size) options.queue_size = *spec.device.queue_size;
+  return [options](const virtio::GuestMemoryMap& mem,
+                   typename Traits::Interrupt& irq)
              -> absl::StatusOr<std::unique_ptr<virtio::RngDevice<Traits>>> {
-    return std::make_unique<virtio::RngDevice<Traits>>(
-        mem, irq,
-        virtio::RngOptions{.ring = {.packed = packed}, .name = name});
+    return std::make_unique<virtio::RngDevice<Traits>>(mem, irq, options);
   };
 }
 
-template <typename Traits>
-Factory<typename Traits::Interrupt, virtio::BlkDevice<Traits, virtio::UringDisk>>
-BlkFactory(const DeviceSpec& spec, virtio::UringDisk& disk) {
-  using Dev = virtio::BlkDevice<Traits, virtio::UringDisk>;
-  return [&disk, name = spec.id, queues = spec.queues, packed = spec.packed](
-             const virtio::GuestMemoryMap& mem, typename Traits::Interrupt& irq)
+template <typename Traits, typename Disk>
+Factory<typename Traits::Interrupt, virtio::BlkDevice<Traits, Disk>> BlkFactory(
+    const DeviceSpec& spec, Disk& disk) {
+  using Dev = virtio::BlkDevice<Traits, Disk>;
+  const virtio::catalog::BlockSpec& blk = spec.device.blk;
+  const virtio::BlkDeviceOptions options{
+      .name = spec.id,
+      .num_queues = blk.num_queues,
+      .queue_size = spec.device.queue_size.value_or(128),
+      .serial = blk.serial.empty() ? spec.id.substr(0, 20) : blk.serial,
+      .ring = {.packed = spec.device.packed}};
+  return [&disk, options](const virtio::GuestMemoryMap& mem,
+                          typename Traits::Interrupt& irq)
              -> absl::StatusOr<std::unique_ptr<Dev>> {
-    return Dev::Create(mem, irq, disk,
-                       virtio::BlkDeviceOptions{.name = name,
-                                                .num_queues = queues,
-                                                .queue_size = 128,
-                                                .serial = name.substr(0, 20),
-                                                .ring = {.packed = packed}});
+    return Dev::Create(mem, irq, disk, options);
   };
+}
+
+template <typename Disk>
+absl::StatusOr<std::unique_ptr<VmmDevice>> MakeBlk(
+    const DeviceSpec& spec, const Placement& p, Vm& vm, MsiRouter& router,
+    std::shared_ptr<Disk> disk) {
+  const uint16_t queues = spec.device.blk.num_queues;
+  if (p.transport == TransportKind::kMmio) {
+    return Make<virtio::BlkDevice<MmioTraits, Disk>>(
+        spec, p, vm, router, disk, queues, BlkFactory<MmioTraits>(spec, *disk));
+  }
+  return Make<virtio::BlkDevice<PciTraits, Disk>>(
+      spec, p, vm, router, disk, queues, BlkFactory<PciTraits>(spec, *disk));
 }
 
 }  // namespace
@@ -65,21 +83,12 @@ absl::StatusOr<std::unique_ptr<VmmDevice>> CreateDevice(
                                               RngFactory<PciTraits>(spec));
   }
   if (spec.type == "blk") {
-    absl::StatusOr<std::unique_ptr<virtio::UringDisk>> disk =
-        virtio::UringDisk::Open(
-            {.path = spec.path,
-             .read_only = spec.readonly,
-             .num_queues = spec.queues,
-             .queue_depth = 64});
+    absl::StatusOr<virtio::catalog::BlockBackend> disk =
+        virtio::catalog::OpenBlockBackend(spec.device.blk,
+                                          {.queue_depth = 64});
     if (!disk.ok()) return disk.status();
-    std::shared_ptr<virtio::UringDisk> shared = *std::move(disk);
-    virtio::UringDisk& d = *shared;
-    if (mmio) {
-      return Make<virtio::BlkDevice<MmioTraits, virtio::UringDisk>>(
-          spec, p, vm, router, shared, spec.queues, BlkFactory<MmioTraits>(spec, d));
-    }
-    return Make<virtio::BlkDevice<PciTraits, virtio::UringDisk>>(
-        spec, p, vm, router, shared, spec.queues, BlkFactory<PciTraits>(spec, d));
+    return std::visit(
+        [&](auto& d) { return MakeBlk(spec, p, vm, router, d); }, *disk);
   }
   if (spec.type == "net") return slots::CreateNet(spec, p, vm, router);
   if (spec.type == "console") return slots::CreateConsole(spec, p, vm, router);

@@ -15,68 +15,17 @@
 #include <mutex>
 #include <thread>
 #include <utility>
-#include <variant>
 
 #include "absl/strings/str_format.h"
 #include "slots.h"
-#include "virtio/backends/console_backends.h"
+#include "virtio/catalog/backend_opener.h"
 #include "virtio/console_device.h"
 
 namespace kvmglue {
 namespace slots {
 namespace {
 
-// One ConsoleBackend over the four concrete ones, so the device and its
-// transports are instantiated once per transport, not once per backend.
-class AnyConsoleBackend {
- public:
-  using Variant = std::variant<std::unique_ptr<virtio::StdioConsoleBackend>,
-                               std::unique_ptr<virtio::PtyConsoleBackend>,
-                               std::unique_ptr<virtio::SocketConsoleBackend>,
-                               std::unique_ptr<virtio::FileConsoleBackend>>;
-  explicit AnyConsoleBackend(Variant b) : b_(std::move(b)) {}
-
-  size_t Write(absl::Span<const iovec> iov) {
-    return std::visit([&](auto& b) { return b->Write(iov); }, b_);
-  }
-  size_t Read(absl::Span<const iovec> iov) {
-    return std::visit([&](auto& b) { return b->Read(iov); }, b_);
-  }
-  virtio::ConsolePollSet Poll(bool in, bool out) {
-    return std::visit([&](auto& b) { return b->Poll(in, out); }, b_);
-  }
-  void Service() {
-    std::visit([](auto& b) { b->Service(); }, b_);
-  }
-  bool connected() const {
-    return std::visit([](const auto& b) { return b->connected(); }, b_);
-  }
-  void SetGuestOpen(bool open) {
-    std::visit([&](auto& b) { b->SetGuestOpen(open); }, b_);
-  }
-  std::optional<virtio::ConsoleSize> size() {
-    return std::visit([](auto& b) { return b->size(); }, b_);
-  }
-
- private:
-  Variant b_;
-};
-static_assert(virtio::ConsoleBackend<AnyConsoleBackend>);
-
-absl::StatusOr<AnyConsoleBackend::Variant> OpenBackend(const DeviceSpec& spec) {
-  auto wrap = [](auto s) -> absl::StatusOr<AnyConsoleBackend::Variant> {
-    if (!s.ok()) return s.status();
-    return AnyConsoleBackend::Variant(*std::move(s));
-  };
-  if (spec.backend == "pty") return wrap(virtio::PtyConsoleBackend::Create({}));
-  if (spec.backend == "socket") {
-    return wrap(virtio::SocketConsoleBackend::Create({.path = spec.path}));
-  }
-  if (spec.backend == "file") {
-    return wrap(virtio::FileConsoleBackend::Create({.path = spec.path}));
-  }
-  return wrap(virtio::StdioConsoleBackend::Create({}));
-}
+using virtio::catalog::AnyConsoleBackend;
 
 template <typename Dev>
 class ConsolePump final : public Worker {
@@ -128,13 +77,13 @@ using Console = virtio::ConsoleDevice<Traits, AnyConsoleBackend>;
 template <typename Traits>
 Factory<typename Traits::Interrupt, Console<Traits>> ConsoleFactory(
     const DeviceSpec& spec, AnyConsoleBackend& backend) {
-  return [&backend, name = spec.id, packed = spec.packed](
-             const virtio::GuestMemoryMap& mem,
-             typename Traits::Interrupt& irq)
+  virtio::ConsoleOptions options{.ring = {.packed = spec.device.packed},
+                                 .name = spec.id};
+  if (spec.device.queue_size) options.queue_size = *spec.device.queue_size;
+  return [&backend, options](const virtio::GuestMemoryMap& mem,
+                             typename Traits::Interrupt& irq)
              -> absl::StatusOr<std::unique_ptr<Console<Traits>>> {
-    return Console<Traits>::Create(
-        mem, irq, {&backend},
-        virtio::ConsoleOptions{.ring = {.packed = packed}, .name = name});
+    return Console<Traits>::Create(mem, irq, {&backend}, options);
   };
 }
 
@@ -150,9 +99,10 @@ BackendStart<Dev> ConsoleStart() {
 
 absl::StatusOr<std::unique_ptr<VmmDevice>> CreateConsole(
     const DeviceSpec& spec, const Placement& p, Vm& vm, MsiRouter& router) {
-  absl::StatusOr<AnyConsoleBackend::Variant> b = OpenBackend(spec);
+  absl::StatusOr<std::unique_ptr<AnyConsoleBackend>> b =
+      virtio::catalog::OpenConsoleBackend(spec.device.console);
   if (!b.ok()) return b.status();
-  auto backend = std::make_shared<AnyConsoleBackend>(*std::move(b));
+  std::shared_ptr<AnyConsoleBackend> backend(*std::move(b));
   // Single port: receiveq0, transmitq0.
   constexpr uint16_t kQueues = 2;
   if (p.transport == TransportKind::kMmio) {

@@ -1,18 +1,21 @@
 // glue/kvm/devices_net.cc — virtio-net on the loopback or TAP backend.
 //
 // Kicks come through the slot's ioeventfds like every device's; the one
-// extra is the backend's fd (loopback: an eventfd bumped when packets were
-// queued; TAP: the tap fd, readable when a packet arrived), watched on the
-// I/O thread, which then calls NetDevice::ServiceBackend(0) under the
-// slot's mutex — the same thread as the kicks, as net_device.h requires.
+// extra is the backend's fd, watched on the I/O thread as the backend's
+// wake-up rule says (virtio/catalog/net_wakeup.h: the loopback eventfd
+// level-triggered and drained, the TAP fd edge-triggered), which then calls
+// NetDevice::ServiceBackend(0) under the slot's mutex — the same thread as
+// the kicks, as net_device.h requires.
 #include <memory>
 #include <mutex>
 #include <utility>
 
 #include "absl/strings/str_format.h"
 #include "slots.h"
-#include "virtio/backends/loopback_net.h"
-#include "virtio/backends/tap_net.h"
+#include <variant>
+
+#include "virtio/catalog/backend_opener.h"
+#include "virtio/catalog/net_wakeup.h"
 #include "virtio/net_device.h"
 
 namespace kvmglue {
@@ -25,23 +28,27 @@ using Net = virtio::NetDevice<Traits, Backend>;
 template <typename Traits, typename Backend>
 Factory<typename Traits::Interrupt, Net<Traits, Backend>> NetFactory(
     const DeviceSpec& spec, Backend& backend) {
-  return [&backend, name = spec.id, packed = spec.packed](
-             const virtio::GuestMemoryMap& mem,
-             typename Traits::Interrupt& irq)
+  virtio::NetDeviceOptions options{
+      .name = spec.id, .queue_size = spec.device.queue_size.value_or(256)};
+  options.ring.packed = spec.device.packed;
+  options.ctrl_vq = spec.device.net.ctrl_vq;
+  options.mtu = spec.device.net.mtu;
+  if (spec.device.net.mac) options.mac = *spec.device.net.mac;
+  return [&backend, options](const virtio::GuestMemoryMap& mem,
+                             typename Traits::Interrupt& irq)
              -> absl::StatusOr<std::unique_ptr<Net<Traits, Backend>>> {
-    virtio::NetDeviceOptions options{.name = name, .queue_size = 256};
-    options.ring.packed = packed;
     return Net<Traits, Backend>::Create(mem, irq, backend, options);
   };
 }
 
-// Watches the backend's fd of pair 0. The loopback fd is an eventfd (the
-// I/O thread drains it); the TAP fd carries packets (left for Receive).
-// TAP transmit stalls (tx_blocked) resume on the next kick or packet in;
-// there is no EPOLLOUT watch.
+// Watches the backend's fd of pair 0 by its wake-up rule. The I/O thread
+// has no EPOLLOUT watch nor timer: a stalled transmit (tx_blocked) resumes
+// on the next kick or packet in.
 template <typename Dev, typename Backend>
-BackendStart<Dev> NetStart(Backend& backend, bool drain) {
-  return [&backend, drain](Dev& dev, IoThread& io, std::mutex& mu)
+BackendStart<Dev> NetStart(Backend& backend) {
+  static constexpr virtio::catalog::NetWakeup kWakeup =
+      virtio::catalog::NetWakeupOf<Backend>();
+  return [&backend](Dev& dev, IoThread& io, std::mutex& mu)
              -> absl::StatusOr<std::unique_ptr<Worker>> {
     const int fd = backend.pair(0).fd();
     if (fd < 0) return std::unique_ptr<Worker>();
@@ -51,7 +58,7 @@ BackendStart<Dev> NetStart(Backend& backend, bool drain) {
           std::lock_guard<std::mutex> lock(mu);
           dev.ServiceBackend(0);
         },
-        drain, /*edge=*/!drain);
+        kWakeup.drain_eventfd, kWakeup.edge_triggered);
     if (!s.ok()) return s;
     return std::unique_ptr<Worker>();
   };
@@ -60,19 +67,18 @@ BackendStart<Dev> NetStart(Backend& backend, bool drain) {
 template <typename Backend>
 absl::StatusOr<std::unique_ptr<VmmDevice>> MakeNet(
     const DeviceSpec& spec, const Placement& p, Vm& vm, MsiRouter& router,
-    std::shared_ptr<Backend> backend, bool drain) {
-  // rx, tx and the control queue (one pair).
-  constexpr uint16_t kQueues = 3;
+    std::shared_ptr<Backend> backend) {
+  // rx and tx of the one pair, and the control queue unless ctrl-vq=off.
+  const uint16_t queues = spec.device.net.ctrl_vq ? 3 : 2;
   Backend& b = *backend;
   if (p.transport == TransportKind::kMmio) {
     using Dev = Net<MmioTraits, Backend>;
-    return Make<Dev>(spec, p, vm, router, backend, kQueues,
-                     NetFactory<MmioTraits>(spec, b),
-                     NetStart<Dev>(b, drain));
+    return Make<Dev>(spec, p, vm, router, backend, queues,
+                     NetFactory<MmioTraits>(spec, b), NetStart<Dev>(b));
   }
   using Dev = Net<PciTraits, Backend>;
-  return Make<Dev>(spec, p, vm, router, backend, kQueues,
-                   NetFactory<PciTraits>(spec, b), NetStart<Dev>(b, drain));
+  return Make<Dev>(spec, p, vm, router, backend, queues,
+                   NetFactory<PciTraits>(spec, b), NetStart<Dev>(b));
 }
 
 }  // namespace
@@ -80,20 +86,19 @@ absl::StatusOr<std::unique_ptr<VmmDevice>> MakeNet(
 absl::StatusOr<std::unique_ptr<VmmDevice>> CreateNet(const DeviceSpec& spec,
                                                      const Placement& p, Vm& vm,
                                                      MsiRouter& router) {
-  if (spec.backend == "tap") {
-    absl::StatusOr<std::unique_ptr<virtio::TapNet>> tap =
-        virtio::TapNet::Open({.name = spec.ifname, .num_pairs = 1});
-    if (!tap.ok()) return tap.status();
-    return MakeNet<virtio::TapNet>(spec, p, vm, router,
-                                   std::shared_ptr<virtio::TapNet>(*std::move(tap)),
-                                   /*drain=*/false);
+  absl::StatusOr<virtio::catalog::NetBackend> backend =
+      virtio::catalog::OpenNetBackend(spec.device.net, spec.id);
+  if (!backend.ok()) return backend.status();
+  // ParseDeviceSpec admits loopback and TAP only; only they are built.
+  if (auto* tap = std::get_if<std::shared_ptr<virtio::TapNet>>(&*backend)) {
+    return MakeNet(spec, p, vm, router, *tap);
   }
-  absl::StatusOr<std::unique_ptr<virtio::LoopbackNet>> lo =
-      virtio::LoopbackNet::Create({.num_pairs = 1});
-  if (!lo.ok()) return lo.status();
-  return MakeNet<virtio::LoopbackNet>(
-      spec, p, vm, router, std::shared_ptr<virtio::LoopbackNet>(*std::move(lo)),
-      /*drain=*/true);
+  if (auto* lo = std::get_if<std::shared_ptr<virtio::LoopbackNet>>(&*backend)) {
+    return MakeNet(spec, p, vm, router, *lo);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s: virtio-kvm has no net backend=%s", spec.id,
+                      virtio::catalog::BackendName(spec.device.net.backend)));
 }
 
 }  // namespace slots

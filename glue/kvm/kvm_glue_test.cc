@@ -107,39 +107,43 @@ TEST(DeviceSpec, ParsesRngAndBlk) {
       ParseDeviceSpec("blk,id=disk0,path=/tmp/x.img,readonly=on,irq=7");
   ASSERT_TRUE(blk.ok()) << blk.status();
   EXPECT_EQ(blk->id, "disk0");
-  EXPECT_EQ(blk->path, "/tmp/x.img");
-  EXPECT_TRUE(blk->readonly);
+  EXPECT_EQ(blk->device.blk.path, "/tmp/x.img");
+  EXPECT_TRUE(blk->device.blk.readonly);
   EXPECT_EQ(blk->irq, 7u);
 }
 
 TEST(DeviceSpec, ParsesNetAndConsole) {
   absl::StatusOr<DeviceSpec> net = ParseDeviceSpec("net");
   ASSERT_TRUE(net.ok()) << net.status();
-  EXPECT_EQ(net->backend, "loopback");
+  EXPECT_EQ(net->device.net.backend, virtio::catalog::NetBackendKind::kLoopback);
   net = ParseDeviceSpec("net,backend=tap,ifname=vm0,transport=pci");
   ASSERT_TRUE(net.ok()) << net.status();
-  EXPECT_EQ(net->backend, "tap");
-  EXPECT_EQ(net->ifname, "vm0");
+  EXPECT_EQ(net->device.net.backend, virtio::catalog::NetBackendKind::kTap);
+  EXPECT_EQ(net->device.net.ifname, "vm0");
 
   absl::StatusOr<DeviceSpec> con = ParseDeviceSpec("console");
   ASSERT_TRUE(con.ok()) << con.status();
-  EXPECT_EQ(con->backend, "stdio");
+  EXPECT_EQ(con->device.console.backend,
+            virtio::catalog::ConsoleBackendKind::kStdio);
   con = ParseDeviceSpec("console,backend=pty");
   ASSERT_TRUE(con.ok()) << con.status();
-  EXPECT_EQ(con->backend, "pty");
+  EXPECT_EQ(con->device.console.backend,
+            virtio::catalog::ConsoleBackendKind::kPty);
   con = ParseDeviceSpec("console,backend=socket=/tmp/c.sock,id=con0");
   ASSERT_TRUE(con.ok()) << con.status();
-  EXPECT_EQ(con->backend, "socket");
-  EXPECT_EQ(con->path, "/tmp/c.sock");
+  EXPECT_EQ(con->device.console.backend,
+            virtio::catalog::ConsoleBackendKind::kSocket);
+  EXPECT_EQ(con->device.console.path, "/tmp/c.sock");
   EXPECT_EQ(con->id, "con0");
   con = ParseDeviceSpec("console,file=/tmp/out.txt");
   ASSERT_TRUE(con.ok()) << con.status();
-  EXPECT_EQ(con->backend, "file");
-  EXPECT_EQ(con->path, "/tmp/out.txt");
+  EXPECT_EQ(con->device.console.backend,
+            virtio::catalog::ConsoleBackendKind::kFile);
+  EXPECT_EQ(con->device.console.path, "/tmp/out.txt");
 
   absl::StatusOr<DeviceSpec> blk = ParseDeviceSpec("blk,path=x.img,queues=4");
   ASSERT_TRUE(blk.ok()) << blk.status();
-  EXPECT_EQ(blk->queues, 4);
+  EXPECT_EQ(blk->device.blk.num_queues, 4);
 
   // --print-placement round-trips the backend.
   std::vector<DeviceSpec> specs = {*ParseDeviceSpec("console,backend=file=/tmp/o")};

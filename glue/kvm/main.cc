@@ -120,16 +120,15 @@ void Usage(FILE* f) {
       "  in the ACPI DSDT (driver virtio_mmio). A Linux guest ends the run\n"
       "  with 'poweroff -f' or 'reboot -f' (exit 0), or by writing its\n"
       "  failure count to port 0xf4 through /dev/port.\n"
-      "  SPEC: rng[,id=ID][,transport=mmio|pci][,addr=BASE|BB:SS.F][,irq=N]\n"
-      "        blk,path=FILE[,readonly=on][,queues=N][,id=...][,transport=...]"
-      "[,addr=...][,irq=N]\n"
-      "        net[,backend=loopback|tap][,ifname=NAME][,id=...]...\n"
-      "        console[,backend=stdio|pty|socket=PATH|file=PATH][,id=...]...\n"
+      "  SPEC: the shared device syntax (docs/devices.md):\n%s\n"
+      "  and virtio-kvm's own keys, on every type:\n"
+      "      [,transport=mmio|pci][,addr=BASE|BB:SS.F][,irq=N]\n"
+      "  (net: backend=loopback|tap, one queue pair; blk: up to 16 queues)\n"
       "  FLAG: packed no-event-idx hostile poll intx (passed to the test\n"
       "        guest)\n"
-      "Exit status: 0 pass (or the guest reset itself), 1 guest-reported\n"
+      "Exit status: 0 pass (or the guest powered off or reset), 1 guest-reported\n"
       "failures, 2 timeout, 3 guest crash, 4 usage/setup error, 77 no KVM.\n",
-      kDefaultCmdline, Vm::kMaxVcpus);
+      kDefaultCmdline, Vm::kMaxVcpus, virtio::catalog::DeviceSpecHelp());
 }
 
 absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
@@ -619,11 +618,16 @@ int Main(int argc, char** argv) {
   // Disk images are checked before KVM is touched, so a wrong path reads as
   // such (exit 4) on any machine, not as "KVM unavailable".
   for (const DeviceSpec& d : opts->devices) {
-    if (d.type != "blk") continue;
-    const int fd = open(d.path.c_str(), (d.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (d.device.type != virtio::catalog::DeviceType::kBlk ||
+        d.device.blk.backend != virtio::catalog::BlockBackendKind::kFile) {
+      continue;
+    }
+    const virtio::catalog::BlockSpec& blk = d.device.blk;
+    const int fd = open(blk.path.c_str(),
+                        (blk.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) {
       return SetupError(absl::ErrnoToStatus(
-          errno, absl::StrFormat("%s: disk image %s", d.id, d.path)));
+          errno, absl::StrFormat("%s: disk image %s", d.id, blk.path)));
     }
     close(fd);
   }
@@ -742,7 +746,7 @@ int Main(int argc, char** argv) {
                                          : p.bar_addr);
       b.pci_bdf = p.transport == TransportKind::kPci ? p.pci.bdf() : 0;
       b.irq = p.irq;
-      b.flags = opts->devices[i].readonly ? kDeviceReadOnly : 0;
+      b.flags = opts->devices[i].device.blk.readonly ? kDeviceReadOnly : 0;
     }
     std::memcpy(vm.ram() + kBootInfoAddr, &info, sizeof info);
     if (absl::Status s = vm.EnterProtectedMode(*entry, kGuestLoadAddr);

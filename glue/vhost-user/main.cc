@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
   if (device.empty()) return Fail("--device SPEC is required (see --help)");
   auto spec = vhost_user::ParseDeviceSpec(device);
   if (!spec.ok()) return Fail(std::string(spec.status().message()));
-  if (absl::GetFlag(FLAGS_no_packed)) spec->props.emplace("packed", "off");
+  if (absl::GetFlag(FLAGS_no_packed)) spec->packed = false;
   auto dev = vhost_user::MakeDevice(*spec);
   if (!dev.ok()) return Fail(std::string(dev.status().message()));
 

@@ -94,6 +94,7 @@ cmake --build "$work_dir/consumer-build" --verbose
 
 step "run consumer (CMake)"
 "$work_dir/consumer-build/consumer"
+"$work_dir/consumer-build/consumer_backends"
 if [[ $vhost_user == ON ]]; then
   run_uppercase "$work_dir/consumer-build/uppercase_daemon" \
     "$work_dir/consumer-build/uppercase_check" cmake
@@ -110,6 +111,10 @@ export PKG_CONFIG_PATH
 pkg-config --exists --print-errors libvirtio
 pc_flags=$(pkg-config --cflags --libs libvirtio)
 echo "pkg-config --cflags --libs libvirtio: $pc_flags"
+if [[ "$pc_flags" == *uring* ]]; then
+  echo "libvirtio.pc (the core) brings liburing: $pc_flags" >&2
+  exit 1
+fi
 # shellcheck disable=SC2086  # word splitting of flag strings is intended
 "$cxx" -std=c++20 $extra_flags "$here/consumer/main.cc" $pc_flags \
   -o "$work_dir/consumer-pkgconfig"
@@ -117,6 +122,14 @@ echo "pkg-config --cflags --libs libvirtio: $pc_flags"
 step "run consumer (pkg-config)"
 "$work_dir/consumer-pkgconfig"
 
+step "build consumer_backends with pkg-config (libvirtio-backends)"
+pkg-config --exists --print-errors libvirtio-backends
+pc_flags=$(pkg-config --cflags --libs libvirtio-backends)
+echo "pkg-config --cflags --libs libvirtio-backends: $pc_flags"
+# shellcheck disable=SC2086
+"$cxx" -std=c++20 $extra_flags "$here/consumer/backends_main.cc" $pc_flags \
+  -o "$work_dir/consumer-backends-pkgconfig"
+"$work_dir/consumer-backends-pkgconfig"
 if [[ $vhost_user == ON ]]; then
   step "build the uppercase daemon and check with pkg-config"
   pkg-config --exists --print-errors libvirtio-vhost-user \

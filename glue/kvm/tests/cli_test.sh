@@ -62,7 +62,7 @@ expect 4 'disk image /nonexistent/disk.img: No such file or directory' \
 expect 4 '--cpus: 1\.\.8' --kernel "$work/bzImage" --cpus 0
 expect 4 '--cpus: 1\.\.8' --kernel "$work/bzImage" --cpus 9
 expect 4 '--mem: MiB in 4\.\.3072' --kernel "$work/bzImage" --mem 5000
-expect 4 'packed=maybe: expected on/off' --kernel "$work/bzImage" \
+expect 4 "'packed=maybe' is not on/off" --kernel "$work/bzImage" \
   --device rng,packed=maybe
 head -c $((5 << 20)) /dev/zero >"$work/big.img"
 expect 4 'initramfs .*big.img: 5 MiB is larger than guest RAM allows' \

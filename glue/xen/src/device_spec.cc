@@ -27,44 +27,6 @@ absl::StatusOr<uint64_t> ParseNumber(std::string_view s, std::string_view what) 
   return v;
 }
 
-absl::StatusOr<PciAddr> ParsePci(std::string_view s) {
-  // [seg:]bus:slot.fn, hex
-  std::vector<std::string> parts = absl::StrSplit(std::string(s), ':');
-  if (parts.size() < 2 || parts.size() > 3) {
-    return absl::InvalidArgumentError(absl::StrFormat("bad PCI address '%s'", s));
-  }
-  PciAddr a;
-  size_t i = 0;
-  auto hex = [&](std::string_view h, uint32_t max, const char* what) -> absl::StatusOr<uint32_t> {
-    uint32_t v = 0;
-    if (h.empty() || !absl::SimpleHexAtoi(absl::string_view(h.data(), h.size()), &v) || v > max) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("bad PCI %s '%s' in '%s'", what, h, s));
-    }
-    return v;
-  };
-  if (parts.size() == 3) {
-    auto seg = hex(parts[0], 0xffff, "segment");
-    if (!seg.ok()) return seg.status();
-    a.seg = static_cast<uint16_t>(*seg);
-    i = 1;
-  }
-  auto bus = hex(parts[i], 0xff, "bus");
-  if (!bus.ok()) return bus.status();
-  a.bus = static_cast<uint8_t>(*bus);
-  std::vector<std::string> df = absl::StrSplit(parts[i + 1], '.');
-  if (df.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrFormat("bad PCI address '%s' (slot.fn)", s));
-  }
-  auto dev = hex(df[0], 0x1f, "slot");
-  if (!dev.ok()) return dev.status();
-  auto fn = hex(df[1], 7, "function");
-  if (!fn.ok()) return fn.status();
-  a.dev = static_cast<uint8_t>(*dev);
-  a.fn = static_cast<uint8_t>(*fn);
-  return a;
-}
-
 }  // namespace
 
 absl::StatusOr<uint64_t> ParseSize(std::string_view s) {
@@ -81,137 +43,151 @@ absl::StatusOr<uint64_t> ParseSize(std::string_view s) {
   return *v * mult;
 }
 
-absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
-  std::vector<std::string> parts = absl::StrSplit(std::string(spec), ',');
-  DeviceSpec d;
-  if (parts[0] == "blk") {
-    d.type = DeviceType::kBlk;
-  } else if (parts[0] == "rng") {
-    d.type = DeviceType::kRng;
-  } else if (parts[0] == "console") {
-    d.type = DeviceType::kConsole;
-    d.backend = "pty";
-  } else if (parts[0] == "net") {
-    d.type = DeviceType::kNet;
-    d.backend = "tap";
-  } else {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--device %s: unknown device type '%s' (blk, rng, console, net)", spec,
-        parts[0]));
+namespace {
+
+using catalog::SpecReader;
+
+// What the catalogue allows and this backend does not build (yet): refused
+// here rather than ignored.
+absl::Status CheckSupported(const SpecReader& reader,
+                            const catalog::DeviceSpec& d) {
+  auto unsupported = [&](std::string_view what) {
+    return reader.Error(
+        absl::StrFormat("xen-virtio-backend does not support %s yet", what));
+  };
+  if (d.queue_size) return unsupported("queue-size=");
+  switch (d.type) {
+    case catalog::DeviceType::kBlk:
+      if (d.blk.backend != catalog::BlockBackendKind::kFile) {
+        return unsupported(absl::StrFormat(
+            "blk backend=%s", catalog::BackendName(d.blk.backend)));
+      }
+      if (d.blk.direct) return unsupported("direct=");
+      if (d.blk.num_queues != 1) return unsupported("num-queues=");
+      if (!d.blk.serial.empty()) return unsupported("serial=");
+      break;
+    case catalog::DeviceType::kNet:
+      if (d.net.backend != catalog::NetBackendKind::kLoopback &&
+          d.net.backend != catalog::NetBackendKind::kTap) {
+        return unsupported(absl::StrFormat(
+            "net backend=%s (tap, loopback)",
+            catalog::BackendName(d.net.backend)));
+      }
+      if (d.net.mac) return unsupported("mac=");
+      if (d.net.mtu != 0) return unsupported("mtu=");
+      if (d.net.queue_pairs != 1) return unsupported("queue-pairs=");
+      if (!d.net.ctrl_vq) return unsupported("ctrl-vq=off");
+      break;
+    case catalog::DeviceType::kRng:
+      if (d.rng.rate != 0) return unsupported("rate=");
+      break;
+    case catalog::DeviceType::kConsole:
+      break;
   }
-  for (size_t i = 1; i < parts.size(); ++i) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(parts[i], absl::MaxSplits('=', 1));
-    const std::string& k = kv.first;
-    const std::string& v = kv.second;
-    if (k == "id") {
-      d.id = v;
-    } else if (k == "grant") {
-      if (v != "on" && v != "off") {
-        return absl::InvalidArgumentError(absl::StrFormat("--device %s: grant=on|off", spec));
-      }
-      d.grant = v == "on";
-    } else if (k == "msix") {
-      if (v != "on" && v != "off") {
-        return absl::InvalidArgumentError(absl::StrFormat("--device %s: msix=on|off", spec));
-      }
-      d.msix = v == "on";
-    } else if (k == "packed") {
-      if (v != "on" && v != "off") {
-        return absl::InvalidArgumentError(absl::StrFormat("--device %s: packed=on|off", spec));
-      }
-      d.packed = v == "on";
-    } else if (k == "backend" && d.type == DeviceType::kConsole) {
-      if (v != "pty" && v != "stdio" && v != "socket" && v != "file") {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "--device %s: console backend=pty|stdio|socket|file", spec));
-      }
-      d.backend = v;
-    } else if (k == "backend" && d.type == DeviceType::kNet) {
-      if (v != "tap" && v != "loopback") {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("--device %s: net backend=tap|loopback", spec));
-      }
-      d.backend = v;
-    } else if (k == "ifname" && d.type == DeviceType::kNet) {
-      d.ifname = v;
-    } else if (k == "path" && d.type == DeviceType::kConsole) {
-      d.path = v;
-    } else if (k == "path" && d.type == DeviceType::kBlk) {
-      d.path = v;
-    } else if (k == "readonly" && d.type == DeviceType::kBlk) {
-      if (v != "on" && v != "off") {
-        return absl::InvalidArgumentError(absl::StrFormat("--device %s: readonly=on|off", spec));
-      }
-      d.readonly = v == "on";
-    } else if (k == "addr") {
-      if (v.find(':') != std::string::npos) {
-        auto a = ParsePci(v);
-        if (!a.ok()) return absl::InvalidArgumentError(absl::StrCat("--device ", std::string(spec), ": ", a.status().message()));
-        d.pci = true;
-        d.pci_addr = *a;
-      } else {
-        auto a = ParseNumber(v, "addr");
-        if (!a.ok()) return absl::InvalidArgumentError(absl::StrCat("--device ", std::string(spec), ": ", a.status().message()));
-        d.mmio_base = *a;
-      }
-    } else if (k == "irq") {
-      auto n = ParseNumber(v, "irq");
-      if (!n.ok() || *n > 1023) {
-        return absl::InvalidArgumentError(absl::StrFormat("--device %s: bad irq '%s'", spec, v));
-      }
-      d.irq = static_cast<unsigned>(*n);
-    } else if (k == "transport") {
-      if (v != "mmio" && v != "pci") {
-        return absl::InvalidArgumentError(absl::StrFormat("--device %s: transport=mmio|pci", spec));
-      }
-      d.pci = v == "pci";
+  return absl::OkStatus();
+}
+
+// The backend's own keys: where the device sits (transport=, addr=, irq=),
+// how it interrupts (msix=) and how it reaches guest memory (grant=).
+absl::Status ReadXenKeys(SpecReader& reader, DeviceSpec& d) {
+  absl::StatusOr<std::optional<std::string>> transport =
+      reader.Choice({.name = "transport"}, {"mmio", "pci"});
+  if (!transport.ok()) return transport.status();
+  if (*transport) d.pci = **transport == "pci";
+  absl::StatusOr<std::optional<bool>> grant = reader.Bool({.name = "grant"});
+  if (!grant.ok()) return grant.status();
+  d.grant = grant->value_or(false);
+  absl::StatusOr<std::optional<bool>> msix = reader.Bool({.name = "msix"});
+  if (!msix.ok()) return msix.status();
+  d.msix = msix->value_or(true);
+  absl::StatusOr<std::optional<uint64_t>> irq =
+      reader.Integer({.name = "irq"}, 0, 1023);
+  if (!irq.ok()) return irq.status();
+  if (*irq) d.irq = static_cast<unsigned>(**irq);
+  absl::StatusOr<std::optional<std::string>> addr =
+      reader.Text({.name = "addr"});
+  if (!addr.ok()) return addr.status();
+  if (*addr) {
+    if (catalog::LooksLikePciAddress(**addr)) {
+      absl::StatusOr<std::optional<catalog::PciAddress>> pci =
+          reader.Pci({.name = "addr"});
+      if (!pci.ok()) return pci.status();
+      const catalog::PciAddress& a = **pci;
+      d.pci = true;
+      d.pci_addr = PciAddr{a.segment, a.bus, a.slot, a.function};
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("--device %s: unknown option '%s'", spec, k));
+      absl::StatusOr<std::optional<uint64_t>> base =
+          reader.Integer({.name = "addr"}, 0, UINT64_MAX);
+      if (!base.ok()) return base.status();
+      d.mmio_base = **base;
     }
   }
-  if (d.type == DeviceType::kBlk && d.path.empty()) {
-    return absl::InvalidArgumentError(absl::StrFormat("--device %s: blk needs path=", spec));
-  }
-  if (d.type == DeviceType::kConsole && (d.backend == "socket" || d.backend == "file") &&
-      d.path.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("--device %s: console backend=%s needs path=", spec, d.backend));
-  }
   if (d.pci && d.grant) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--device %s: grant=on is virtio-mmio only for now (libvirtio cannot "
-        "yet offer ACCESS_PLATFORM through virtio-pci)", spec));
+    return reader.Error(
+        "grant=on is virtio-mmio only for now (libvirtio cannot yet offer "
+        "ACCESS_PLATFORM through virtio-pci)");
   }
   if (d.pci && d.mmio_base) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--device %s: an MMIO addr= needs transport=mmio", spec));
+    return reader.Error("an MMIO addr= needs transport=mmio");
   }
-  if (!d.pci && !d.msix) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--device %s: msix=off is for virtio-pci", spec));
-  }
+  if (!d.pci && !d.msix) return reader.Error("msix=off is for virtio-pci");
   if (d.pci && d.irq) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--device %s: irq= is for virtio-mmio; virtio-pci uses MSI-X/INTx", spec));
+    return reader.Error(
+        "irq= is for virtio-mmio; virtio-pci uses MSI-X/INTx");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
+  DeviceSpec d;
+  absl::StatusOr<catalog::DeviceSpec> device = catalog::ParseDeviceSpec(
+      spec, [&](SpecReader& reader, const catalog::DeviceSpec& shared) {
+        if (absl::Status s = CheckSupported(reader, shared); !s.ok()) return s;
+        return ReadXenKeys(reader, d);
+      });
+  if (!device.ok()) return device.status();
+  d.device = *std::move(device);
+  // The fields Backend reads, from the shared spec.
+  d.id = d.device.id;
+  d.packed = d.device.packed;
+  switch (d.device.type) {
+    case catalog::DeviceType::kBlk:
+      d.type = DeviceType::kBlk;
+      d.path = d.device.blk.path;
+      d.readonly = d.device.blk.readonly;
+      break;
+    case catalog::DeviceType::kRng:
+      d.type = DeviceType::kRng;
+      break;
+    case catalog::DeviceType::kConsole:
+      d.type = DeviceType::kConsole;
+      d.backend = std::string(catalog::BackendName(d.device.console.backend));
+      d.path = d.device.console.path;
+      break;
+    case catalog::DeviceType::kNet:
+      d.type = DeviceType::kNet;
+      d.backend = std::string(catalog::BackendName(d.device.net.backend));
+      d.ifname = d.device.net.ifname;
+      break;
   }
   return d;
 }
 
 std::string Usage() {
-  return "usage: xen-virtio-backend --domid N --device SPEC [--device SPEC ...]\n"
+  return absl::StrFormat(
+      "usage: xen-virtio-backend --domid N --device SPEC [--device SPEC ...]\n"
          "                          [--arch arm|x86] [--ram GPA:SIZE ...]\n"
          "                          [--claims-dir DIR] [--print-placement]\n"
          "\n"
          "Serves libvirtio devices to Xen guest N as an ioreq server (no QEMU).\n"
          "\n"
-         "  --device blk,path=FILE[,id=NAME][,readonly=on][,addr=A][,irq=I]\n"
-         "  --device rng[,id=NAME][,addr=A][,irq=I]\n"
-         "  --device console[,backend=pty|stdio|socket|file][,path=P][,...]\n"
-         "  --device net[,backend=tap|loopback][,ifname=NAME][,...]\n"
+         "  --device SPEC: the shared device syntax (docs/devices.md):\n%s\n"
+         "    (here: blk on a file, one queue; net on tap or loopback)\n"
+         "    and this backend's own keys, on every type:\n"
+         "      [,transport=mmio|pci][,addr=A][,irq=I][,grant=on][,msix=off]\n"
          "      msix=off (virtio-pci): no MSI-X capability, INTx only\n"
-         "      packed=off (any device): offer split rings only (the driver\n"
-         "            otherwise picks packed if it can)\n"
          "      grant=on (any device, virtio-mmio): offer ACCESS_PLATFORM and\n"
          "            map grant-reference DMA addresses (Linux xen-grant-dma)\n"
          "      addr: MMIO base (0x2000000) for virtio-mmio, or PCI\n"
@@ -229,7 +205,8 @@ std::string Usage() {
          "\n"
          "Several backends may serve one domain; each claims only its own\n"
          "devices' ranges, and a conflicting claim is refused. SIGTERM/SIGINT\n"
-         "tear the ioreq server down cleanly.\n";
+         "tear the ioreq server down cleanly.\n",
+      catalog::DeviceSpecHelp());
 }
 
 absl::StatusOr<BackendArgs> ParseArgs(int argc, const char* const* argv) {

@@ -5,7 +5,8 @@
 // either ring layout, the configuration generation counter, NEEDS_RESET and
 // reset. Transports (virtio-mmio, virtio-pci, vhost-user) drive it through
 // its public methods; a concrete device (blk, rng, ...) derives from it
-// (CRTP, no virtual calls) and supplies:
+// (CRTP, no virtual calls) and supplies (checked by the concept
+// DeviceImplementation, device_implementation.h, when the device is built):
 //
 //   static constexpr uint32_t kDeviceId;
 //   uint32_t ConfigSize() const;
@@ -47,6 +48,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
+#include "virtio/device_implementation.h"
 #include "virtio/hypervisor.h"
 #include "virtio/log.h"
 #include "virtio/packed_queue.h"
@@ -397,6 +399,48 @@ class DeviceCore {
   // previous one earned.
   void ResetGuestErrorLimit() { guest_errors_.Reset(); }
 
+  // Forwards to Derived's hooks, for the DeviceImplementation check (and
+  // tests of it); not for callers. Derived may keep its hooks private
+  // (befriending DeviceCore, and so this member class); each forwarder is
+  // a template so that a missing hook makes the concept false instead of a
+  // hard error here.
+  struct Hooks {
+    template <typename D = Derived>
+    static auto ConfigSize(const D& d) -> decltype(d.ConfigSize()) {
+      return d.ConfigSize();
+    }
+    template <typename D = Derived>
+    static auto ReadConfigBytes(D& d, uint32_t offset, void* data,
+                                uint32_t len)
+        -> decltype(d.ReadConfigBytes(offset, data, len)) {
+      return d.ReadConfigBytes(offset, data, len);
+    }
+    template <typename D = Derived>
+    static auto WriteConfigBytes(D& d, uint32_t offset, const void* data,
+                                 uint32_t len)
+        -> decltype(d.WriteConfigBytes(offset, data, len)) {
+      return d.WriteConfigBytes(offset, data, len);
+    }
+    template <typename D = Derived>
+    static auto AcceptFeatures(D& d, uint64_t negotiated)
+        -> decltype(d.AcceptFeatures(negotiated)) {
+      return d.AcceptFeatures(negotiated);
+    }
+    template <typename D = Derived>
+    static auto OnDriverOk(D& d) -> decltype(d.OnDriverOk()) {
+      return d.OnDriverOk();
+    }
+    template <typename D = Derived>
+    static auto OnReset(D& d) -> decltype(d.OnReset()) {
+      return d.OnReset();
+    }
+    template <typename Q, typename D = Derived>
+    static auto ProcessQueue(D& d, uint16_t index, Q& queue)
+        -> decltype(d.ProcessQueue(index, queue)) {
+      return d.ProcessQueue(index, queue);
+    }
+  };
+
  protected:
   // `queue_max_sizes` gives each queue's maximum size (its count is the
   // number of queues). `device_features` are the device-specific feature
@@ -409,6 +453,11 @@ class DeviceCore {
         name_(std::move(name)),
         device_features_(device_features | RingFeatures(ring)),
         queues_(queue_max_sizes.size()) {
+    // Here, not on the class: Derived is complete only once its own
+    // constructor runs.
+    static_assert(DeviceImplementation<Derived, Hooks, Split, Packed>,
+                  "the device does not provide what DeviceCore calls; see "
+                  "virtio/device_implementation.h");
     for (size_t i = 0; i < queue_max_sizes.size(); ++i) {
       queues_[i].max_size = queue_max_sizes[i];
       queues_[i].config.size = queue_max_sizes[i];

@@ -3,16 +3,19 @@
 //   xen-virtio-backend --domid N --device SPEC [--device SPEC ...]
 //                      [--arch arm|x86] [--ram GPA:SIZE ...]
 //                      [--claims-dir DIR] [--print-placement]
-//   SPEC: blk,path=FILE[,id=NAME][,readonly=on][,addr=A][,irq=I][,grant=on]
-//         rng[,id=NAME][,addr=A][,irq=I][,grant=on]
-//         console[,backend=pty|stdio|socket|file][,path=P][,id=..][,addr=..][,irq=..][,grant=on]
-//         net[,backend=tap|loopback][,ifname=NAME][,id=..][,addr=..][,irq=..][,grant=on]
+//   SPEC: the device catalogue's syntax (virtio/catalog/device_spec.h,
+//         docs/devices.md), shared with vhost-user-device and virtio-kvm,
+//         plus this backend's own keys:
+//         [,transport=mmio|pci][,addr=A][,irq=I][,grant=on][,msix=off]
 //   grant=on: offer VIRTIO_F_ACCESS_PLATFORM and accept grant-reference
 //         DMA addresses (bit 63) mapped through libxengnttab (virtio-mmio
 //         only for now; see README).
 //   addr: an MMIO base (0x2000000) for virtio-mmio, or a PCI
 //         [seg:]bus:slot.fn (00:05.0) for virtio-pci (x86 only).
 //   irq:  the SPI (Arm, 32..) or ISA IRQ (x86 virtio-mmio, 0..15).
+//   msix=off (virtio-pci): no MSI-X capability, INTx only.
+// Catalogue options the backend does not build yet (blk backend=ram|null,
+// num-queues, net null/generator backends, mac=, ...) are refused by name.
 // Unpinned devices get the next free MMIO slot from 0x02000000 in 0x200
 // steps (libxl's GUEST_VIRTIO_MMIO_BASE) and SPI from 33 (Arm) or ISA IRQ
 // 5/7/10/11 (x86); --print-placement shows the result to pin next time.
@@ -26,6 +29,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "virtio/catalog/device_spec.h"
 #include "xen_glue/abi.h"
 #include "xen_glue/foreign_memory.h"
 
@@ -43,6 +47,8 @@ struct PciAddr {
 };
 
 struct DeviceSpec {
+  // The shared keys as parsed; the fields below repeat what Backend uses.
+  catalog::DeviceSpec device;
   DeviceType type = DeviceType::kRng;
   std::string id;
   std::string path;

@@ -1,6 +1,6 @@
 // Internal helpers shared by the bundled block backends.
-#ifndef LIBVIRTIO_SRC_BLOCK_COMMON_H_
-#define LIBVIRTIO_SRC_BLOCK_COMMON_H_
+#ifndef LIBVIRTIO_BACKENDS_SRC_BLOCK_COMMON_H_
+#define LIBVIRTIO_BACKENDS_SRC_BLOCK_COMMON_H_
 
 #include <cstdint>
 
@@ -39,4 +39,4 @@ inline absl::Status CheckBlockGeometry(const char* what, uint64_t capacity,
 
 }  // namespace virtio::internal
 
-#endif  // LIBVIRTIO_SRC_BLOCK_COMMON_H_
+#endif  // LIBVIRTIO_BACKENDS_SRC_BLOCK_COMMON_H_
