@@ -8,6 +8,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <optional>
 #include <string>
 
 #include <cstring>
@@ -30,6 +32,7 @@
 #include "xen_glue/devices.h"
 #include "xen_glue/foreign_memory.h"
 #include "xen_glue/grant_memory.h"
+#include "xen_glue/guest_type.h"
 #include "xen_glue/ioreq_server.h"
 
 namespace virtio::xg {
@@ -381,6 +384,57 @@ TEST(XenBackend, ConsoleNetAndGrantSpecs) {
               ::testing::HasSubstr("virtio-mmio only"));
   EXPECT_THAT(ParseDeviceSpec("net,backend=vde").status().message(),
               ::testing::HasSubstr("tap|loopback"));
+}
+
+// On x86 the Backend refuses, at Start() and with the reason, every device
+// that could only interrupt through a level dm_op unless it knows the guest
+// is HVM: virtio-mmio (ISA line) and virtio-pci with msix=off (INTx).
+TEST(XenBackend, PvhOrUnknownGuestRefusesIsaAndIntxDevicesAtStartup) {
+  const std::string claims =
+      ::testing::TempDir() + "/xen_claims_pvh_" + std::to_string(getpid());
+  auto start = [&](GuestType sim_guest, std::optional<GuestType> told,
+                   const char* device) -> absl::Status {
+    SimXen xen(sim::SimOptions{.arch = Arch::kX86, .vcpus = 1,
+                               .ram = {{0, 4 << 20}}, .guest = sim_guest});
+    const char* argv[] = {"b", "--domid", "7", "--arch", "x86", "--ram", "0:4M",
+                          "--claims-dir", claims.c_str(), "--device", device};
+    auto args = ParseArgs(11, argv);
+    if (!args.ok()) return args.status();
+    SimDeviceModel dm(xen);
+    SimForeignMemory fm(xen);
+    SimEvtchn ev(xen);
+    Backend<SimDeviceModel, SimForeignMemory, SimEvtchn> backend(dm, fm, ev, *args);
+    if (told) {
+      backend.set_guest_type(*told);
+    } else {
+      sim::SimDomainInfo di(xen);
+      auto t = DetectGuestType(di, xen.domid());
+      if (!t.ok()) return t.status();
+      backend.set_guest_type(*t);
+    }
+    absl::Status s = backend.Start();
+    EXPECT_FALSE(xen.hypervisor_crashed()) << xen.crash_reason();
+    return s;
+  };
+  using ::testing::HasSubstr;
+  // Detected from the (simulated) domain.
+  absl::Status s = start(GuestType::kPvh, std::nullopt, "rng");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("set_isa_irq_level"));
+  EXPECT_THAT(s.message(), HasSubstr("PVH"));
+  s = start(GuestType::kPvh, std::nullopt, "rng,addr=00:05.0,msix=off");
+  EXPECT_THAT(s.message(), HasSubstr("set_pci_intx_level"));
+  EXPECT_THAT(s.message(), HasSubstr("PVH"));
+  // MSI-X virtio-pci starts (its INTx fallback is never issued: see
+  // PvhSinksNeverIssueIsaOrIntx).
+  EXPECT_TRUE(start(GuestType::kPvh, std::nullopt, "rng,addr=00:05.0").ok());
+  // A type nobody determined is treated as possibly PVH.
+  s = start(GuestType::kHvm, GuestType::kUnknown, "rng");
+  EXPECT_THAT(s.message(), HasSubstr("could not be determined"));
+  // HVM: both start.
+  EXPECT_TRUE(start(GuestType::kHvm, std::nullopt, "rng").ok());
+  EXPECT_TRUE(start(GuestType::kHvm, std::nullopt, "rng,addr=00:05.0,msix=off").ok());
+  std::filesystem::remove_all(claims);
 }
 
 }  // namespace

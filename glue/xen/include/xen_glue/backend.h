@@ -11,6 +11,12 @@
 // completion fd, the console and net backends' fds and a stop fd
 // (SIGTERM). The production binary instantiates it with the libxen ports,
 // the tests with the simulator's.
+//
+// The guest's type (guest_type.h, set_guest_type(); main.cc asks Xen) decides
+// which interrupt dm_ops are allowed on x86: ISA lines (virtio-mmio) and
+// INTx need an HVM guest. Start() refuses devices that could only
+// interrupt through them on any other guest (PVH crashed Xen 4.17 on
+// set_isa_irq_level), and the sinks never issue them there either.
 #ifndef XEN_GLUE_BACKEND_H_
 #define XEN_GLUE_BACKEND_H_
 
@@ -43,6 +49,7 @@
 #include "xen_glue/devices.h"
 #include "xen_glue/foreign_memory.h"
 #include "xen_glue/grant_memory.h"
+#include "xen_glue/guest_type.h"
 #include "xen_glue/ioreq_server.h"
 #include "xen_glue/placement.h"
 
@@ -86,10 +93,16 @@ class Backend {
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
 
+  // The guest's type, before Start(). Default kUnknown: on x86 no ISA/INTx
+  // dm_op is issued, so virtio-mmio and msix=off devices are refused.
+  void set_guest_type(GuestType t) { guest_ = t; }
+  GuestType guest_type() const { return guest_; }
+
   absl::Status Start() {
     if (!args_.domid) return absl::InvalidArgumentError("no domid");
     const DomId d = *args_.domid;
     if (absl::Status s = ResolvePlacement(args_.arch, args_.devices); !s.ok()) return s;
+    if (absl::Status s = CheckInterruptsSafe(); !s.ok()) return s;
     if (!args_.claims_dir.empty()) {
       claims_ = std::make_unique<ClaimRegistry>(args_.claims_dir, d);
       if (absl::Status s = claims_->Acquire(ClaimsFor(args_.arch, args_.devices));
@@ -231,13 +244,13 @@ class Backend {
     const DomId d = *args_.domid;
     if constexpr (kPci) {
       sink = XenPciSink<DM>{&dm_, d, spec.pci_addr->seg, spec.pci_addr->bus,
-                            spec.pci_addr->dev};
+                            spec.pci_addr->dev, guest_};
       return std::make_unique<typename Traits::Interrupt>(sink, queues);
     } else {
       (void)queues;
       return std::make_unique<typename Traits::Interrupt>(XenIrqLine<DM>{
           &dm_, d, args_.arch == GuestArch::kArm ? IrqKind::kArmSpi : IrqKind::kX86Isa,
-          *spec.irq});
+          *spec.irq, guest_});
     }
   }
 
@@ -429,6 +442,38 @@ class Backend {
     return s;
   }
 
+  // x86: a device whose only interrupt is a level dm_op (virtio-mmio: an
+  // ISA line; virtio-pci with msix=off: INTx) needs an HVM guest. A
+  // virtio-pci device with MSI-X is allowed on any guest: its INTx
+  // fallback (before the driver enables MSI-X) is never issued outside
+  // HVM, and inject_msi returned 0 on PVH (delivery not observed).
+  absl::Status CheckInterruptsSafe() const {
+    if (args_.arch != GuestArch::kX86 || LevelIrqDmOpsSafe(guest_)) {
+      return absl::OkStatus();
+    }
+    for (const DeviceSpec& spec : args_.devices) {
+      if (!spec.pci) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "%s: virtio-mmio on x86 interrupts through ISA IRQ %u "
+            "(set_isa_irq_level), refused: %s",
+            spec.id, spec.irq.value_or(0), LevelIrqRefusal(guest_)));
+      }
+      if (!spec.msix) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "%s: msix=off interrupts through INTx (set_pci_intx_level), "
+            "refused: %s",
+            spec.id, LevelIrqRefusal(guest_)));
+      }
+    }
+    if (guest_ == GuestType::kPvh) {
+      Logf(LogLevel::kWarning,
+           "xen: the guest is PVH: it has no PCI bus (Linux finds no config "
+           "space access), so its kernel will not see the virtio-pci devices; "
+           "INTx is never asserted for it");
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status AddDevice(const DeviceSpec& spec) {
     if (spec.pci) return AddTyped<PciTraits, true>(spec);
     return AddTyped<MmioTraits, false>(spec);
@@ -439,6 +484,7 @@ class Backend {
   EV& ev_;
   GT* gt_;
   BackendArgs args_;
+  GuestType guest_ = GuestType::kUnknown;
   std::unique_ptr<ClaimRegistry> claims_;
   std::unique_ptr<XenGuestMemory<FM>> memory_;
   std::unique_ptr<Memory> plain_;    // foreign mapping only
