@@ -575,6 +575,11 @@ int SimXen::last_gntst() const {
   return last_gntst_;
 }
 
+uint32_t SimXen::GrantMapCount(uint32_t ref) const {
+  std::lock_guard<std::mutex> l(mu_);
+  return ref < grants_.size() ? grants_[ref].maps : 0;
+}
+
 uint64_t SimXen::grant_maps() const {
   std::lock_guard<std::mutex> l(mu_);
   uint64_t n = 0;

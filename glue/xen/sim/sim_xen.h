@@ -177,6 +177,7 @@ class SimXen {
   // GNTST_* of the last failed grant map (0 if none failed yet).
   int last_gntst() const;
   uint64_t grant_maps() const;  // grant pages currently mapped
+  uint32_t GrantMapCount(uint32_t ref) const;  // mappings of `ref` now
 
   // --- observation --------------------------------------------------------------
   std::vector<IrqEvent> irq_log() const;

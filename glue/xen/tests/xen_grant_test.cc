@@ -58,9 +58,33 @@ constexpr uint64_t kDriverArea = 1 << 20;  // what TestGuestMemory hands out
 
 using Foreign = XenGuestMemory<SimForeignMemory>;
 using Memory = XenGrantMemory<SimGrantTable, Foreign>;
+
+// The Backend's GrantRelease, plus a check at the moment each batch of
+// completions becomes visible to the driver (OnPublish runs right after
+// the used index store): none of the `watch`ed grant refs may still be
+// mapped then.
+struct ReleaseCheck {
+  ReleaseCheck(const Memory* mem, uint32_t queue_size, SimXen* x)
+      : release(mem, queue_size), xen(x) {}
+  void OnPop(const DescriptorChain& c, uint16_t pos, bool re) { release.OnPop(c, pos, re); }
+  void OnPush(UsedToken t, uint32_t len, uint16_t pos) { release.OnPush(t, len, pos); }
+  void OnPublish(const QueueState&) {
+    ++publishes;
+    for (uint32_t ref : watch) {
+      if (xen->GrantMapCount(ref) != 0) ++still_mapped;
+    }
+  }
+  GrantRelease<Memory> release;
+  SimXen* xen;
+  std::vector<uint32_t> watch;
+  int publishes = 0;
+  int still_mapped = 0;
+};
+
 struct Traits {
   using Memory = xg::Memory;
   using Interrupt = MmioInterrupt<XenIrqLine<SimDeviceModel>>;
+  using RingObserver = ReleaseCheck;
 };
 using Blk = BlkDevice<Traits, RamDisk>;
 
@@ -81,6 +105,10 @@ struct BlkRig {
     memory = std::make_unique<Memory>(grant ? &gt : nullptr, xen.domid(), foreign.get());
     disk = *RamDisk::Create({.capacity = 1 << 20});
     blk = *Blk::Create(*memory, irq, *disk, {});
+    if (grant) {
+      check = std::make_unique<ReleaseCheck>(memory.get(), blk->queue_max_size(0), &xen);
+      blk->SetQueueObserver(0, check.get());
+    }
     mmio = std::make_unique<MmioTransport<Blk>>(*blk);
     io = std::make_unique<MmioTransportDevice<MmioTransport<Blk>>>(*mmio);
     IoDevice* dev = io.get();
@@ -122,6 +150,7 @@ struct BlkRig {
   std::unique_ptr<Foreign> foreign;
   std::unique_ptr<Memory> memory;
   std::unique_ptr<RamDisk> disk;
+  std::unique_ptr<ReleaseCheck> check;  // grant: before blk, outlives its ring
   std::unique_ptr<Blk> blk;
   std::unique_ptr<MmioTransport<Blk>> mmio;
   std::unique_ptr<MmioTransportDevice<MmioTransport<Blk>>> io;
@@ -200,6 +229,67 @@ void RoundTrip(bool grant) {
 TEST(XenHarness, MmioDriverBlkRoundTripOverForeignMappedRam) { RoundTrip(false); }
 
 TEST(XenGrant, MmioDriverBlkRoundTripThroughGrantMappedBuffers) { RoundTrip(true); }
+
+// Linux's grant-dma grants each request's buffers when it maps them and
+// ends foreign access when the request completes; a grant the backend
+// still has mapped then is "still in use" and leaks. Each request here has
+// fresh grants like that (header and written data read-only, as
+// DMA_TO_DEVICE, so bounced); at the moment its completion becomes visible
+// none of them is mapped any more, and the guest can end access to all of
+// them. The rings stay mapped throughout. More requests than the ring has
+// entries, so slots, tokens and mappings are reused.
+TEST(XenGrant, RequestGrantsAreUnmappedBeforeTheCompletionIsVisible) {
+  BlkRig rig(true);
+  sim::SimMmioBus bus{&rig.xen, 0, kBase, rig.pump()};
+  testing::MmioDriver<sim::SimMmioBus> driver(bus);
+  testing::SplitDriver ring(rig.guest, 16);
+  Bringup(rig, driver, ring,
+          spec::Bit(spec::kFeatureVersion1) | spec::Bit(spec::kFeatureAccessPlatform));
+  const uint64_t ring_pages = rig.memory->mapped_pages();
+  ASSERT_GT(ring_pages, 0u);
+  auto grant = [&](uint64_t gpa, bool readonly) {
+    return rig.xen.GrantAccess(gpa >> kPageShift, readonly);
+  };
+  auto dma = [](uint32_t ref) { return kGrantAddrBit | (uint64_t{ref} << kPageShift); };
+  constexpr int kRequests = 40;
+  for (int i = 0; i < kRequests; ++i) {
+    const bool write = i % 2 == 0;
+    const uint64_t h = rig.guest.Alloc(16, 4096), d = rig.guest.Alloc(4096, 4096),
+                   st = rig.guest.Alloc(1, 4096);
+    const blk::RequestHeader hdr{write ? blk::kTypeOut : blk::kTypeIn, 0,
+                                 static_cast<uint64_t>(i)};
+    rig.guest.Write(h, &hdr, 16);
+    rig.guest.Fill(d, write ? static_cast<uint8_t>(i + 1) : 0, 4096);
+    rig.guest.Store<uint8_t>(st, 0xff);
+    const uint32_t hr = grant(h, true), dr = grant(d, write), sr = grant(st, false);
+    rig.check->watch = {hr, dr, sr};
+    ASSERT_TRUE(ring.Add({{dma(hr), 16, false}, {dma(dr), 4096, !write}, {dma(sr), 1, true}}));
+    if (ring.Kick()) driver.Kick(0);
+    auto used = ring.Reap();
+    ASSERT_TRUE(used.has_value()) << i;
+    ASSERT_EQ(rig.guest.Load<uint8_t>(st), blk::kStatusOk) << i;
+    if (!write) {  // sector i, never written: the guest gets the disk's bytes
+      EXPECT_EQ(rig.xen.GuestRam(d, 1)[0], rig.disk->data()[static_cast<size_t>(i) * 512]);
+    } else {
+      EXPECT_EQ(rig.disk->data()[static_cast<size_t>(i) * 512], i + 1);
+    }
+    // The driver's completion path: gnttab_end_foreign_access on each.
+    EXPECT_TRUE(rig.xen.EndAccess(hr)) << "header grant still mapped, request " << i;
+    EXPECT_TRUE(rig.xen.EndAccess(dr)) << "data grant still mapped, request " << i;
+    EXPECT_TRUE(rig.xen.EndAccess(sr)) << "status grant still mapped, request " << i;
+  }
+  EXPECT_GE(rig.check->publishes, kRequests);
+  EXPECT_EQ(rig.check->still_mapped, 0);
+  // Only the rings are mapped now, as before the first request.
+  EXPECT_EQ(rig.memory->mapped_pages(), ring_pages);
+  EXPECT_GE(rig.memory->unmaps(), 3u * kRequests);
+  EXPECT_GE(rig.memory->bounced(), uint64_t{kRequests});
+  // The ring's grants are still in use (the guest cannot revoke them).
+  EXPECT_FALSE(rig.xen.EndAccess(static_cast<uint32_t>(
+      (ring.config().desc_addr - kRam) / kPageSize + rig.first_ref)));
+  EXPECT_EQ(rig.blk->status() & spec::kStatusDeviceNeedsReset, 0);
+  EXPECT_FALSE(rig.xen.crashed()) << rig.xen.crash_reason();
+}
 
 TEST(XenGrant, BadAndRevokedGrantsFailOnlyThatRequest) {
   BlkRig rig(true);

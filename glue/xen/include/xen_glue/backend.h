@@ -76,13 +76,19 @@ class Backend {
   // foreign mapping: grant=on devices through one with the grant table,
   // the others through one without (bit-63 addresses refused).
   using Memory = XenGrantMemory<GT, XenGuestMemory<FM>>;
+  // grant=on devices get a GrantRelease per queue (their request grants
+  // are unmapped before each completion is published); the others none
+  // (a null observer costs a branch per pop/push).
+  using Observer = GrantRelease<Memory>;
   struct MmioTraits {
     using Memory = Backend::Memory;
     using Interrupt = MmioInterrupt<XenIrqLine<DM>>;
+    using RingObserver = Backend::Observer;
   };
   struct PciTraits {
     using Memory = Backend::Memory;
     using Interrupt = PciInterrupt<XenPciSink<DM>>;
+    using RingObserver = Backend::Observer;
   };
 
   // `gt`: the grant table (libxengnttab) for grant=on devices; null when
@@ -236,6 +242,8 @@ class Backend {
     std::unique_ptr<Interrupt> irq;
     std::unique_ptr<UringDisk> disk;
     std::shared_ptr<void> backend;  // console / net backend
+    // grant=on: one per queue; declared before `dev`, so they outlive its rings.
+    std::vector<std::unique_ptr<Observer>> observers;
     std::unique_ptr<Dev> dev;
     std::unique_ptr<typename internal::TransportOf<kPci, Dev>::type> transport;
     std::unique_ptr<IoDevice> io;
@@ -425,6 +433,13 @@ class Backend {
   absl::Status Finish(const DeviceSpec& spec,
                       std::unique_ptr<DeviceHolder<Traits, Dev, kPci>> h) {
     absl::Status s;
+    if (spec.grant) {
+      for (uint16_t q = 0; q < h->dev->num_queues(); ++q) {
+        h->observers.push_back(
+            std::make_unique<Observer>(granted_.get(), h->dev->queue_max_size(q)));
+        h->dev->SetQueueObserver(q, h->observers.back().get());
+      }
+    }
     if constexpr (kPci) {
       h->transport = std::make_unique<PciTransport<Dev>>(*h->dev);
       h->io = std::make_unique<PciTransportDevice<PciTransport<Dev>>>(
