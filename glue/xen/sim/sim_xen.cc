@@ -135,6 +135,12 @@ size_t SimXen::CountMsi(uint64_t addr, uint32_t data) const {
     return e.kind == IrqEvent::kMsi && e.msi_addr == addr && e.msi_data == data;
   }));
 }
+size_t SimXen::CountPirq(uint32_t pirq) const {
+  std::lock_guard<std::mutex> l(mu_);
+  return static_cast<size_t>(std::count_if(irqs_.begin(), irqs_.end(), [&](const IrqEvent& e) {
+    return e.kind == IrqEvent::kMsi && e.pirq == int64_t{pirq};
+  }));
+}
 bool SimXen::WaitForIrqs(
     const std::function<bool(const std::vector<IrqEvent>&)>& pred,
     std::chrono::milliseconds timeout) {
@@ -422,7 +428,13 @@ int SimXen::set_pci_intx_level(DomId d, uint16_t seg, uint8_t bus, uint8_t dev,
 int SimXen::inject_msi(DomId d, uint64_t addr, uint32_t data) {
   if (d != options_.domid) return Fail(ESRCH);
   if (options_.arch != Arch::kX86) return Fail(EOPNOTSUPP);
-  RecordIrq({.kind = IrqEvent::kMsi, .msi_addr = addr, .msi_data = data});
+  IrqEvent e{.kind = IrqEvent::kMsi, .msi_addr = addr, .msi_data = data};
+  if ((data & 0xff) == 0) {
+    // hvm_inject_msi(): vector 0 is a PIRQ, its number in the destination
+    // ID (address bits 19:12) and the upper address bits.
+    e.pirq = static_cast<int64_t>(((addr >> 32) & 0xffffff00u) | ((addr >> 12) & 0xffu));
+  }
+  RecordIrq(e);
   return 0;
 }
 

@@ -122,6 +122,10 @@ struct IrqEvent {
   uint32_t sbdf = 0;       // INTx
   uint64_t msi_addr = 0;
   uint32_t msi_data = 0;
+  // kMsi with vector 0: the PIRQ Xen raises instead (hvm_inject_msi: a
+  // vector-0 message names a PIRQ in the address's destination bits, which
+  // is how Linux in an HVM guest programs MSI-X on Xen 4.17); else -1.
+  int64_t pirq = -1;
 };
 
 class SimEvtchn;
@@ -183,6 +187,7 @@ class SimXen {
   std::vector<IrqEvent> irq_log() const;
   size_t CountIrq(IrqEvent::Kind kind, uint32_t irq, uint32_t level) const;
   size_t CountMsi(uint64_t addr, uint32_t data) const;
+  size_t CountPirq(uint32_t pirq) const;  // vector-0 MSIs raising `pirq`
   // Waits until `pred(irq_log())` holds.
   bool WaitForIrqs(const std::function<bool(const std::vector<IrqEvent>&)>& pred,
                    std::chrono::milliseconds timeout = kDefaultTimeout);
