@@ -137,9 +137,10 @@ size_t SimXen::CountMsi(uint64_t addr, uint32_t data) const {
 }
 size_t SimXen::CountPirq(uint32_t pirq) const {
   std::lock_guard<std::mutex> l(mu_);
-  return static_cast<size_t>(std::count_if(irqs_.begin(), irqs_.end(), [&](const IrqEvent& e) {
-    return e.kind == IrqEvent::kMsi && e.pirq == int64_t{pirq};
-  }));
+  return static_cast<size_t>(
+      std::count_if(irqs_.begin(), irqs_.end(), [&](const IrqEvent& e) {
+        return e.kind == IrqEvent::kMsi && e.pirq == int64_t{pirq};
+      }));
 }
 bool SimXen::WaitForIrqs(
     const std::function<bool(const std::vector<IrqEvent>&)>& pred,
@@ -432,7 +433,8 @@ int SimXen::inject_msi(DomId d, uint64_t addr, uint32_t data) {
   if ((data & 0xff) == 0) {
     // hvm_inject_msi(): vector 0 is a PIRQ, its number in the destination
     // ID (address bits 19:12) and the upper address bits.
-    e.pirq = static_cast<int64_t>(((addr >> 32) & 0xffffff00u) | ((addr >> 12) & 0xffu));
+    e.pirq = static_cast<int64_t>(((addr >> 32) & 0xffffff00u) |
+                                  ((addr >> 12) & 0xffu));
   }
   RecordIrq(e);
   return 0;

@@ -379,7 +379,9 @@ class SimDeviceModel {
 class SimDomainInfo {
  public:
   explicit SimDomainInfo(SimXen& xen) : xen_(&xen) {}
-  int get_domain_info(DomId d, DomainInfo* info) { return xen_->get_domain_info(d, info); }
+  int get_domain_info(DomId d, DomainInfo* info) {
+    return xen_->get_domain_info(d, info);
+  }
 
  private:
   SimXen* xen_;

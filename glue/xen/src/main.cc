@@ -102,13 +102,14 @@ int main(int argc, char** argv) {
     auto type = virtio::xg::DetectGuestType(di, *args->domid);
     if (type.ok()) {
       backend.set_guest_type(*type);
-      virtio::Logf(virtio::LogLevel::kInfo, "domain %u is a %s guest", *args->domid,
-                   virtio::xg::GuestTypeName(*type));
+      virtio::Logf(virtio::LogLevel::kInfo, "domain %u is a %s guest",
+                   *args->domid, virtio::xg::GuestTypeName(*type));
       if (*type == virtio::xg::GuestType::kPv) {
         return Fail("the guest is PV: Xen has no ioreq servers for PV guests");
       }
     } else {
-      virtio::Logf(virtio::LogLevel::kWarning, "cannot tell the guest's type: %s",
+      virtio::Logf(virtio::LogLevel::kWarning,
+                   "cannot tell the guest's type: %s",
                    std::string(type.status().message()).c_str());
     }
   }

@@ -14,13 +14,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
-
-#include <cstring>
-#include <memory>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -66,8 +65,12 @@ using Memory = XenGrantMemory<SimGrantTable, Foreign>;
 struct ReleaseCheck {
   ReleaseCheck(const Memory* mem, uint32_t queue_size, SimXen* x)
       : release(mem, queue_size), xen(x) {}
-  void OnPop(const DescriptorChain& c, uint16_t pos, bool re) { release.OnPop(c, pos, re); }
-  void OnPush(UsedToken t, uint32_t len, uint16_t pos) { release.OnPush(t, len, pos); }
+  void OnPop(const DescriptorChain& c, uint16_t pos, bool re) {
+    release.OnPop(c, pos, re);
+  }
+  void OnPush(UsedToken t, uint32_t len, uint16_t pos) {
+    release.OnPush(t, len, pos);
+  }
   void OnPublish(const QueueState&) {
     ++publishes;
     for (uint32_t ref : watch) {
@@ -106,7 +109,8 @@ struct BlkRig {
     disk = *RamDisk::Create({.capacity = 1 << 20});
     blk = *Blk::Create(*memory, irq, *disk, {});
     if (grant) {
-      check = std::make_unique<ReleaseCheck>(memory.get(), blk->queue_max_size(0), &xen);
+      check = std::make_unique<ReleaseCheck>(memory.get(),
+                                             blk->queue_max_size(0), &xen);
       blk->SetQueueObserver(0, check.get());
     }
     mmio = std::make_unique<MmioTransport<Blk>>(*blk);
@@ -244,39 +248,49 @@ TEST(XenGrant, RequestGrantsAreUnmappedBeforeTheCompletionIsVisible) {
   testing::MmioDriver<sim::SimMmioBus> driver(bus);
   testing::SplitDriver ring(rig.guest, 16);
   Bringup(rig, driver, ring,
-          spec::Bit(spec::kFeatureVersion1) | spec::Bit(spec::kFeatureAccessPlatform));
+          spec::Bit(spec::kFeatureVersion1) |
+              spec::Bit(spec::kFeatureAccessPlatform));
   const uint64_t ring_pages = rig.memory->mapped_pages();
   ASSERT_GT(ring_pages, 0u);
   auto grant = [&](uint64_t gpa, bool readonly) {
     return rig.xen.GrantAccess(gpa >> kPageShift, readonly);
   };
-  auto dma = [](uint32_t ref) { return kGrantAddrBit | (uint64_t{ref} << kPageShift); };
+  auto dma = [](uint32_t ref) {
+    return kGrantAddrBit | (uint64_t{ref} << kPageShift);
+  };
   constexpr int kRequests = 40;
   for (int i = 0; i < kRequests; ++i) {
     const bool write = i % 2 == 0;
-    const uint64_t h = rig.guest.Alloc(16, 4096), d = rig.guest.Alloc(4096, 4096),
+    const uint64_t h = rig.guest.Alloc(16, 4096),
+                   d = rig.guest.Alloc(4096, 4096),
                    st = rig.guest.Alloc(1, 4096);
     const blk::RequestHeader hdr{write ? blk::kTypeOut : blk::kTypeIn, 0,
                                  static_cast<uint64_t>(i)};
     rig.guest.Write(h, &hdr, 16);
     rig.guest.Fill(d, write ? static_cast<uint8_t>(i + 1) : 0, 4096);
     rig.guest.Store<uint8_t>(st, 0xff);
-    const uint32_t hr = grant(h, true), dr = grant(d, write), sr = grant(st, false);
+    const uint32_t hr = grant(h, true), dr = grant(d, write),
+                   sr = grant(st, false);
     rig.check->watch = {hr, dr, sr};
-    ASSERT_TRUE(ring.Add({{dma(hr), 16, false}, {dma(dr), 4096, !write}, {dma(sr), 1, true}}));
+    ASSERT_TRUE(ring.Add(
+        {{dma(hr), 16, false}, {dma(dr), 4096, !write}, {dma(sr), 1, true}}));
     if (ring.Kick()) driver.Kick(0);
     auto used = ring.Reap();
     ASSERT_TRUE(used.has_value()) << i;
     ASSERT_EQ(rig.guest.Load<uint8_t>(st), blk::kStatusOk) << i;
     if (!write) {  // sector i, never written: the guest gets the disk's bytes
-      EXPECT_EQ(rig.xen.GuestRam(d, 1)[0], rig.disk->data()[static_cast<size_t>(i) * 512]);
+      EXPECT_EQ(rig.xen.GuestRam(d, 1)[0],
+                rig.disk->data()[static_cast<size_t>(i) * 512]);
     } else {
       EXPECT_EQ(rig.disk->data()[static_cast<size_t>(i) * 512], i + 1);
     }
     // The driver's completion path: gnttab_end_foreign_access on each.
-    EXPECT_TRUE(rig.xen.EndAccess(hr)) << "header grant still mapped, request " << i;
-    EXPECT_TRUE(rig.xen.EndAccess(dr)) << "data grant still mapped, request " << i;
-    EXPECT_TRUE(rig.xen.EndAccess(sr)) << "status grant still mapped, request " << i;
+    EXPECT_TRUE(rig.xen.EndAccess(hr))
+        << "header grant still mapped, request " << i;
+    EXPECT_TRUE(rig.xen.EndAccess(dr))
+        << "data grant still mapped, request " << i;
+    EXPECT_TRUE(rig.xen.EndAccess(sr))
+        << "status grant still mapped, request " << i;
   }
   EXPECT_GE(rig.check->publishes, kRequests);
   EXPECT_EQ(rig.check->still_mapped, 0);
@@ -491,16 +505,21 @@ TEST(XenBackend, PvhOrUnknownGuestRefusesIsaAndIntxDevicesAtStartup) {
       ::testing::TempDir() + "/xen_claims_pvh_" + std::to_string(getpid());
   auto start = [&](GuestType sim_guest, std::optional<GuestType> told,
                    const char* device) -> absl::Status {
-    SimXen xen(sim::SimOptions{.arch = Arch::kX86, .vcpus = 1,
-                               .ram = {{0, 4 << 20}}, .guest = sim_guest});
-    const char* argv[] = {"b", "--domid", "7", "--arch", "x86", "--ram", "0:4M",
-                          "--claims-dir", claims.c_str(), "--device", device};
+    SimXen xen(sim::SimOptions{.arch = Arch::kX86,
+                               .vcpus = 1,
+                               .ram = {{0, 4 << 20}},
+                               .guest = sim_guest});
+    const char* argv[] = {"b",        "--domid",      "7",
+                          "--arch",   "x86",          "--ram",
+                          "0:4M",     "--claims-dir", claims.c_str(),
+                          "--device", device};
     auto args = ParseArgs(11, argv);
     if (!args.ok()) return args.status();
     SimDeviceModel dm(xen);
     SimForeignMemory fm(xen);
     SimEvtchn ev(xen);
-    Backend<SimDeviceModel, SimForeignMemory, SimEvtchn> backend(dm, fm, ev, *args);
+    Backend<SimDeviceModel, SimForeignMemory, SimEvtchn> backend(dm, fm, ev,
+                                                                 *args);
     if (told) {
       backend.set_guest_type(*told);
     } else {
@@ -530,7 +549,8 @@ TEST(XenBackend, PvhOrUnknownGuestRefusesIsaAndIntxDevicesAtStartup) {
   EXPECT_THAT(s.message(), HasSubstr("could not be determined"));
   // HVM: both start.
   EXPECT_TRUE(start(GuestType::kHvm, std::nullopt, "rng").ok());
-  EXPECT_TRUE(start(GuestType::kHvm, std::nullopt, "rng,addr=00:05.0,msix=off").ok());
+  EXPECT_TRUE(
+      start(GuestType::kHvm, std::nullopt, "rng,addr=00:05.0,msix=off").ok());
   std::filesystem::remove_all(claims);
 }
 
@@ -543,24 +563,37 @@ TEST(XenBackend, StarvedTapIsNotPolledUntilTheGuestReturns) {
   std::string skip;
   // A private network namespace (on its own thread) for the TAP.
   std::thread t([&] {
-    if (access("/dev/net/tun", R_OK | W_OK) != 0 || unshare(CLONE_NEWNET) != 0) {
-      skip = std::string("no /dev/net/tun or no CAP_SYS_ADMIN: ") + std::strerror(errno);
+    if (access("/dev/net/tun", R_OK | W_OK) != 0 ||
+        unshare(CLONE_NEWNET) != 0) {
+      skip = std::string("no /dev/net/tun or no CAP_SYS_ADMIN: ") +
+             std::strerror(errno);
       return;
     }
-    SimXen xen(sim::SimOptions{.arch = Arch::kArm, .vcpus = 1, .ram = {{kRam, 4 << 20}}});
+    SimXen xen(sim::SimOptions{
+        .arch = Arch::kArm, .vcpus = 1, .ram = {{kRam, 4 << 20}}});
     const std::string claims =
         ::testing::TempDir() + "/xen_claims_tap_" + std::to_string(getpid());
-    const char* argv[] = {"b", "--domid", "7", "--arch", "arm", "--ram", "0x40000000:4M",
-                          "--claims-dir", claims.c_str(), "--device",
+    const char* argv[] = {"b",
+                          "--domid",
+                          "7",
+                          "--arch",
+                          "arm",
+                          "--ram",
+                          "0x40000000:4M",
+                          "--claims-dir",
+                          claims.c_str(),
+                          "--device",
                           "net,backend=tap,ifname=xvbspin0"};
     auto args = ParseArgs(11, argv);
     ASSERT_TRUE(args.ok()) << args.status();
     SimDeviceModel dm(xen);
     SimForeignMemory fm(xen);
     SimEvtchn ev(xen);
-    Backend<SimDeviceModel, SimForeignMemory, SimEvtchn> backend(dm, fm, ev, *args);
+    Backend<SimDeviceModel, SimForeignMemory, SimEvtchn> backend(dm, fm, ev,
+                                                                 *args);
     if (absl::Status st = backend.Start(); !st.ok()) {
-      skip = "cannot create a TAP (CAP_NET_ADMIN): " + std::string(st.message());
+      skip =
+          "cannot create a TAP (CAP_NET_ADMIN): " + std::string(st.message());
       return;
     }
     // Interface up, and one frame sent out of it: the backend's TAP fd is
@@ -572,26 +605,31 @@ TEST(XenBackend, StarvedTapIsNotPolledUntilTheGuestReturns) {
     ifr.ifr_flags |= IFF_UP;
     ASSERT_EQ(ioctl(s, SIOCSIFFLAGS, &ifr), 0) << std::strerror(errno);
     close(s);
-    const int pkt = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    const int pkt =
+        socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
     ASSERT_GE(pkt, 0) << std::strerror(errno);
     sockaddr_ll ll{};
     ll.sll_family = AF_PACKET;
     ll.sll_protocol = htons(ETH_P_ALL);
     ll.sll_ifindex = static_cast<int>(if_nametoindex("xvbspin0"));
     ASSERT_EQ(bind(pkt, reinterpret_cast<sockaddr*>(&ll), sizeof ll), 0);
-    uint8_t frame[60] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x88, 0xb5};
-    ASSERT_EQ(send(pkt, frame, sizeof frame, 0), static_cast<ssize_t>(sizeof frame));
+    uint8_t frame[60] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2,
+                         0,    0,    0,    0,    1,    0x88, 0xb5};
+    ASSERT_EQ(send(pkt, frame, sizeof frame, 0),
+              static_cast<ssize_t>(sizeof frame));
     close(pkt);
 
     ASSERT_TRUE(backend.RunOnce(2000));  // the TAP became readable: served once
     ASSERT_EQ(backend.busy_rounds(), 1u);
     uint64_t before = backend.busy_rounds();
     for (int i = 0; i < 20; ++i) ASSERT_TRUE(backend.RunOnce(5));
-    EXPECT_EQ(backend.busy_rounds() - before, 0u) << "the backend spins on a starved TAP";
+    EXPECT_EQ(backend.busy_rounds() - before, 0u)
+        << "the backend spins on a starved TAP";
 
     // The guest touches the device (one ioreq): the TAP is looked at once
     // more, still nowhere to put the frame, and left alone again.
-    auto r = xen.Mmio(0, false, kVirtioMmioBase, 4, 0, [&] { backend.RunOnce(0); });
+    auto r =
+        xen.Mmio(0, false, kVirtioMmioBase, 4, 0, [&] { backend.RunOnce(0); });
     EXPECT_EQ(r.status, sim::AccessStatus::kOk);
     before = backend.busy_rounds();
     for (int i = 0; i < 20; ++i) ASSERT_TRUE(backend.RunOnce(5));

@@ -65,7 +65,9 @@ struct Rig {
   explicit Rig(Arch arch = Arch::kArm, unsigned vcpus = 2,
                GuestType guest = GuestType::kHvm)
       : xen(sim::SimOptions{.arch = arch, .vcpus = vcpus, .guest = guest}),
-        dm(xen), fm(xen), ev(xen),
+        dm(xen),
+        fm(xen),
+        ev(xen),
         server(dm, fm, ev, {.domid = xen.domid()}) {}
   SimXen::Pump pump() {
     return [this] { server.PollOnce(0); };
@@ -448,7 +450,8 @@ TEST(IoreqServerHarness, BlkOverVirtioPciLikeLinuxWithBarTracking) {
   testing::TestGuestMemory mem;
   auto disk = RamDisk::Create({.capacity = 1 << 20});
   ASSERT_TRUE(disk.ok());
-  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0, 5, GuestType::kHvm};
+  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0,
+                                  5,       GuestType::kHvm};
   PciTraits::Interrupt irq(sink, 1);
   auto blk = BlkDevice<PciTraits, RamDisk>::Create(mem.map(), irq, **disk, {});
   ASSERT_TRUE(blk.ok());
@@ -506,7 +509,8 @@ TEST(IoreqServerHarness, PciWithoutMsixIsIntxOnly) {
   testing::TestGuestMemory mem;
   auto disk = RamDisk::Create({.capacity = 1 << 20});
   ASSERT_TRUE(disk.ok());
-  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0, 5, GuestType::kHvm};
+  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0,
+                                  5,       GuestType::kHvm};
   PciTraits::Interrupt irq(sink, 1);
   auto blk = BlkDevice<PciTraits, RamDisk>::Create(mem.map(), irq, **disk, {});
   ASSERT_TRUE(blk.ok());
@@ -534,7 +538,8 @@ TEST(IoreqServerHarness, XenPirqMsixMessageIgnoresTheTableMask) {
   testing::TestGuestMemory mem;
   auto disk = RamDisk::Create({.capacity = 1 << 20});
   ASSERT_TRUE(disk.ok());
-  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0, 5, GuestType::kHvm};
+  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0,
+                                  5,       GuestType::kHvm};
   PciTraits::Interrupt irq(sink, 1);
   auto blk = BlkDevice<PciTraits, RamDisk>::Create(mem.map(), irq, **disk, {});
   ASSERT_TRUE(blk.ok());
@@ -606,7 +611,8 @@ TEST(SimXen, BehavesAsXen417DidOnX86) {
   ASSERT_EQ(dm.create_ioreq_server(xen.domid(), kBufioreqOff, &id), 0);
   void* addr = nullptr;
   void* tok = fm.map_resource(xen.domid(), kResourceIoreqServer, id,
-                              ResourceFrameIoreq(0), 1, &addr, PROT_READ | PROT_WRITE, 0);
+                              ResourceFrameIoreq(0), 1, &addr,
+                              PROT_READ | PROT_WRITE, 0);
   ASSERT_NE(tok, nullptr);
   auto* page = static_cast<IoreqSlot*>(addr);
   EXPECT_EQ(page[0].vp_eport, 0u);  // not enabled yet
@@ -617,7 +623,8 @@ TEST(SimXen, BehavesAsXen417DidOnX86) {
   fm.unmap_resource(tok);
 
   // PIRQ 0x137: destination ID 0x37, upper bits 0x100.
-  const uint64_t pirq_addr = (uint64_t{0x100} << 32) | 0xfee00000u | (0x37u << 12);
+  const uint64_t pirq_addr =
+      (uint64_t{0x100} << 32) | 0xfee00000u | (0x37u << 12);
   ASSERT_EQ(dm.inject_msi(xen.domid(), pirq_addr, 0), 0);
   ASSERT_EQ(dm.inject_msi(xen.domid(), 0xfee00000u, 0x4031), 0);  // vector 0x31
   EXPECT_EQ(xen.CountPirq(0x137), 1u);
@@ -637,7 +644,8 @@ TEST(GuestType, DetectedFromGetdomaininfo) {
   EXPECT_EQ(*DetectGuestType(hdi, hvm.domid()), GuestType::kHvm);
   EXPECT_EQ(*DetectGuestType(pdi, pvh.domid()), GuestType::kPvh);
   EXPECT_EQ(*DetectGuestType(adi, arm.domid()), GuestType::kArm);
-  EXPECT_THAT(DetectGuestType(hdi, 99).status().message(), HasSubstr("domain 99"));
+  EXPECT_THAT(DetectGuestType(hdi, 99).status().message(),
+              HasSubstr("domain 99"));
   hvm.FailDomainInfo(EPERM);
   EXPECT_FALSE(DetectGuestType(hdi, hvm.domid()).ok());
   EXPECT_EQ(ClassifyGuest({.hvm = false, .x86 = true}), GuestType::kPv);
@@ -689,7 +697,8 @@ TEST(IoreqServerHarness, PvhSinksNeverIssueIsaOrIntx) {
   line.Set(true);
   line.Set(false);
   EXPECT_EQ(line.refused, 2u);
-  XenIrqLine<SimDeviceModel> unknown{&rig.dm, rig.xen.domid(), IrqKind::kX86Isa, 5};
+  XenIrqLine<SimDeviceModel> unknown{&rig.dm, rig.xen.domid(), IrqKind::kX86Isa,
+                                     5};
   unknown.Set(true);  // type never determined: refused as well
   EXPECT_EQ(unknown.refused, 1u);
   EXPECT_FALSE(rig.xen.hypervisor_crashed()) << rig.xen.crash_reason();
@@ -699,12 +708,14 @@ TEST(IoreqServerHarness, PvhSinksNeverIssueIsaOrIntx) {
   testing::TestGuestMemory mem;
   auto disk = RamDisk::Create({.capacity = 1 << 20});
   ASSERT_TRUE(disk.ok());
-  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0, 5, GuestType::kPvh};
+  XenPciSink<SimDeviceModel> sink{&rig.dm, rig.xen.domid(), 0, 0,
+                                  5,       GuestType::kPvh};
   PciTraits::Interrupt irq(sink, 1);
   auto blk = BlkDevice<PciTraits, RamDisk>::Create(mem.map(), irq, **disk, {});
   ASSERT_TRUE(blk.ok());
   PciTransport<BlkDevice<PciTraits, RamDisk>> pci(**blk);
-  PciTransportDevice<PciTransport<BlkDevice<PciTraits, RamDisk>>> io(pci, /*msix=*/false);
+  PciTransportDevice<PciTransport<BlkDevice<PciTraits, RamDisk>>> io(
+      pci, /*msix=*/false);
   ASSERT_TRUE(rig.server.AddPci(0, 0, 5, 0, &io, "blk0").ok());
   ASSERT_TRUE(rig.server.Start().ok());
   sim::SimPciBus bus{&rig.xen, 0, PciSbdf(0, 0, 5, 0), rig.pump()};
@@ -715,7 +726,8 @@ TEST(IoreqServerHarness, PvhSinksNeverIssueIsaOrIntx) {
               driver.SetUpQueue(0, ring.config()) && driver.EnableQueue(0) &&
               driver.DriverOk())
       << driver.error();
-  const uint64_t h = mem.Alloc(16, 16), d = mem.Alloc(512, 512), s = mem.Alloc(1);
+  const uint64_t h = mem.Alloc(16, 16), d = mem.Alloc(512, 512),
+                 s = mem.Alloc(1);
   const blk::RequestHeader r{blk::kTypeIn, 0, 0};
   mem.Write(h, &r, 16);
   ASSERT_TRUE(ring.Add({{h, 16, false}, {d, 512, true}, {s, 1, true}}));

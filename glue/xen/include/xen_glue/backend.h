@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -31,17 +32,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
-#include <functional>
-
 #include "virtio/backends/console_backends.h"
 #include "virtio/backends/loopback_net.h"
 #include "virtio/backends/tap_net.h"
 #include "virtio/backends/uring_disk.h"
 #include "virtio/blk_device.h"
 #include "virtio/console_device.h"
-#include "virtio/net_device.h"
 #include "virtio/mmio_interrupt.h"
 #include "virtio/mmio_transport.h"
+#include "virtio/net_device.h"
 #include "virtio/pci_interrupt.h"
 #include "virtio/pci_transport.h"
 #include "virtio/rng_device.h"
@@ -242,7 +241,8 @@ class Backend {
     std::unique_ptr<Interrupt> irq;
     std::unique_ptr<UringDisk> disk;
     std::shared_ptr<void> backend;  // console / net backend
-    // grant=on: one per queue; declared before `dev`, so they outlive its rings.
+    // grant=on: one per queue; declared before `dev`, so they outlive its
+    // rings.
     std::vector<std::unique_ptr<Observer>> observers;
     std::unique_ptr<Dev> dev;
     std::unique_ptr<typename internal::TransportOf<kPci, Dev>::type> transport;
@@ -255,13 +255,15 @@ class Backend {
       uint16_t queues) {
     const DomId d = *args_.domid;
     if constexpr (kPci) {
-      sink = XenPciSink<DM>{&dm_, d, spec.pci_addr->seg, spec.pci_addr->bus,
-                            spec.pci_addr->dev, guest_};
+      sink = XenPciSink<DM>{
+          &dm_,  d, spec.pci_addr->seg, spec.pci_addr->bus, spec.pci_addr->dev,
+          guest_};
       return std::make_unique<typename Traits::Interrupt>(sink, queues);
     } else {
       (void)queues;
       return std::make_unique<typename Traits::Interrupt>(XenIrqLine<DM>{
-          &dm_, d, args_.arch == GuestArch::kArm ? IrqKind::kArmSpi : IrqKind::kX86Isa,
+          &dm_, d,
+          args_.arch == GuestArch::kArm ? IrqKind::kArmSpi : IrqKind::kX86Isa,
           *spec.irq, guest_});
     }
   }
@@ -435,8 +437,8 @@ class Backend {
     absl::Status s;
     if (spec.grant) {
       for (uint16_t q = 0; q < h->dev->num_queues(); ++q) {
-        h->observers.push_back(
-            std::make_unique<Observer>(granted_.get(), h->dev->queue_max_size(q)));
+        h->observers.push_back(std::make_unique<Observer>(
+            granted_.get(), h->dev->queue_max_size(q)));
         h->dev->SetQueueObserver(q, h->observers.back().get());
       }
     }

@@ -147,8 +147,8 @@ struct XenPciSink {
     if (!LevelIrqDmOpsSafe(guest)) {
       if (refused++ == 0) {
         Logf(LogLevel::kError,
-             "xen: not issuing set_pci_intx_level for %02x:%02x (INTx): %s", bus,
-             dev, LevelIrqRefusal(guest));
+             "xen: not issuing set_pci_intx_level for %02x:%02x (INTx): %s",
+             bus, dev, LevelIrqRefusal(guest));
       }
       return;
     }

@@ -60,8 +60,8 @@
 
 #include "virtio/descriptor_chain.h"
 #include "virtio/guest_memory.h"
-#include "virtio/queue.h"
 #include "virtio/log.h"
+#include "virtio/queue.h"
 #include "xen_glue/abi.h"
 #include "xen_glue/ioreq_server.h"
 #include "xen_glue/ports.h"
@@ -99,8 +99,12 @@ class XenGrantMemory {
   XenGrantMemory(GT* gt, DomId domid, const Inner* inner,
                  uint64_t max_pages = kDefaultMaxPages,
                  uint32_t max_mappings = kDefaultMaxMappings)
-      : gt_(gt), domid_(domid), inner_(inner), max_pages_(max_pages),
-        slots_(max_mappings), index_(max_mappings),
+      : gt_(gt),
+        domid_(domid),
+        inner_(inner),
+        max_pages_(max_pages),
+        slots_(max_mappings),
+        index_(max_mappings),
         instance_(next_instance_.fetch_add(1, std::memory_order_relaxed)) {
     for (uint32_t i = max_mappings; i > 0; --i) {
       slots_[i - 1].next_free = free_;
@@ -132,7 +136,8 @@ class XenGrantMemory {
   // A ring part: mapped for good (see the file comment).
   uint8_t* TranslateRing(uint64_t addr, uint64_t len) const {
     if (!(addr & kGrantAddrBit)) {
-      return inner_ != nullptr ? inner_->TranslateContiguous(addr, len) : nullptr;
+      return inner_ != nullptr ? inner_->TranslateContiguous(addr, len)
+                               : nullptr;
     }
     return Grant(addr, len == 0 ? 1 : len, Kind::kRing);
   }
@@ -148,7 +153,8 @@ class XenGrantMemory {
       if (n == capacity) return {TranslateStatus::kTooManySegments, 0};
       // Up to the end of the kMaxPagesPerMapping-page run this byte starts.
       const uint64_t off = addr & (kPageSize - 1);
-      const uint64_t take = std::min<uint64_t>(len, kMaxPagesPerMapping * kPageSize - off);
+      const uint64_t take =
+          std::min<uint64_t>(len, kMaxPagesPerMapping * kPageSize - off);
       uint8_t* p = Grant(addr, take, Kind::kRequest);
       if (p == nullptr) return {TranslateStatus::kOutOfRange, 0};
       out[n].iov_base = p;
@@ -160,7 +166,7 @@ class XenGrantMemory {
     return {TranslateStatus::kOk, n};
   }
 
-  // --- request tracking (GrantRelease) -----------------------------------------
+  // --- request tracking (GrantRelease) ---------------------------------------
   static constexpr uint32_t kNoSlot = ~0u;
 
   // Moves this thread's records of request mappings of this memory into
@@ -229,8 +235,8 @@ class XenGrantMemory {
     uint8_t* host = nullptr;   // what translations return
     void* grant = nullptr;     // the gntdev mapping (== host unless bounced)
     bool bounce = false;
-    bool persistent = false;   // a ring's (or untracked): kept until the end
-    uint32_t users = 0;        // references held by requests (and records)
+    bool persistent = false;  // a ring's (or untracked): kept until the end
+    uint32_t users = 0;       // references held by requests (and records)
     uint32_t next_free = kNoSlot;
   };
   struct Journal {
@@ -248,7 +254,8 @@ class XenGrantMemory {
     const uint64_t first = a >> kPageShift;
     if (gt_ == nullptr || len > (uint64_t{1} << 32) - off) return nullptr;
     const bool probe = len == 0;  // prefetch: look, never map
-    const uint64_t pages = probe ? 1 : (off + len + kPageSize - 1) >> kPageShift;
+    const uint64_t pages =
+        probe ? 1 : (off + len + kPageSize - 1) >> kPageShift;
     if (first + pages - 1 > 0xffffffffu) return nullptr;
     std::lock_guard<std::mutex> l(mu_);
     const uint32_t hit = Find(static_cast<uint32_t>(first), pages);
@@ -279,7 +286,8 @@ class XenGrantMemory {
     s.count = static_cast<uint32_t>(pages);
     s.first = static_cast<uint32_t>(first);
     ++map_calls_;
-    s.grant = gt_->map_domain_grant_refs(s.count, domid_, refs, PROT_READ | PROT_WRITE);
+    s.grant = gt_->map_domain_grant_refs(s.count, domid_, refs,
+                                         PROT_READ | PROT_WRITE);
     s.bounce = false;
     if (s.grant != nullptr) {
       s.host = static_cast<uint8_t*>(s.grant);
@@ -356,7 +364,8 @@ class XenGrantMemory {
     for (uint32_t k = lo; k > 0; --k) {
       const Slot& s = slots_[index_[k - 1]];
       if (uint64_t{s.first} + max_span_ <= first) break;
-      if (uint64_t{s.first} + s.count >= uint64_t{first} + pages) return index_[k - 1];
+      if (uint64_t{s.first} + s.count >= uint64_t{first} + pages)
+        return index_[k - 1];
     }
     return kNoSlot;
   }
@@ -395,8 +404,8 @@ class XenGrantMemory {
   const Inner* inner_;
   uint64_t max_pages_;
   mutable std::mutex mu_;
-  mutable std::vector<Slot> slots_;       // fixed size
-  mutable std::vector<uint32_t> index_;   // [0, live_): slots by first gref
+  mutable std::vector<Slot> slots_;      // fixed size
+  mutable std::vector<uint32_t> index_;  // [0, live_): slots by first gref
   mutable uint32_t live_ = 0;
   mutable uint32_t free_ = kNoSlot;
   mutable uint32_t max_span_ = 0;

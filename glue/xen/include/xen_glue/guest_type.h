@@ -61,11 +61,16 @@ enum class GuestType {
 
 inline const char* GuestTypeName(GuestType t) {
   switch (t) {
-    case GuestType::kUnknown: return "unknown";
-    case GuestType::kPv: return "PV";
-    case GuestType::kHvm: return "HVM";
-    case GuestType::kPvh: return "PVH";
-    case GuestType::kArm: return "Arm";
+    case GuestType::kUnknown:
+      return "unknown";
+    case GuestType::kPv:
+      return "PV";
+    case GuestType::kHvm:
+      return "HVM";
+    case GuestType::kPvh:
+      return "PVH";
+    case GuestType::kArm:
+      return "Arm";
   }
   return "?";
 }
