@@ -1,11 +1,13 @@
 # FindXen.cmake — Xen's tool libraries for glue/xen (Debian: libxen-dev).
 #
 # Uses the pkg-config files libxen-dev ships (xendevicemodel.pc,
-# xenforeignmemory.pc, xenevtchn.pc, xengnttab.pc, xentoollog.pc).
+# xenforeignmemory.pc, xenevtchn.pc, xengnttab.pc, xentoollog.pc, and
+# xencontrol.pc for the one getdomaininfo call that tells HVM from PVH).
 # Defines Xen_FOUND, Xen_VERSION (of xendevicemodel) and the imported target
 # Xen::xen linking all of them.
 find_package(PkgConfig QUIET)
-set(_xen_modules xendevicemodel xenforeignmemory xenevtchn xengnttab xentoollog)
+set(_xen_modules xendevicemodel xenforeignmemory xenevtchn xengnttab xentoollog
+  xencontrol)
 if(PKG_CONFIG_FOUND)
   pkg_check_modules(PC_XEN QUIET IMPORTED_TARGET ${_xen_modules})
 endif()

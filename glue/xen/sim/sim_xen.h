@@ -23,7 +23,15 @@
 //   * guest RAM in one memfd, banked; map()/map2() mmap the memfd at the
 //     page's offset so foreign mappings alias the guest's real pages.
 //   * dm_op error codes (ESRCH, ENOENT, EPERM, ENOSPC, EINVAL, EEXIST,
-//     EOPNOTSUPP per arch) and a recording interrupt controller.
+//     EOPNOTSUPP per arch: set_irq_level is Arm-only, the ISA/INTx/MSI ones
+//     x86-only, as on Xen 4.17) and a recording interrupt controller.
+//   * the guest's type (x86 HVM or PVH), reported by getdomaininfo
+//     (SimDomainInfo). On a PVH guest set_isa_irq_level panicked the real
+//     hypervisor every time; here it "crashes Xen" (hypervisor_crashed(),
+//     and the domain with it). set_pci_intx_level returned 0 on a real PVH
+//     guest but was never shown safe (there is no IO-APIC behind it): the
+//     simulator treats it as fatal too, so any path that issues one fails
+//     a test.
 //   * a grant table owned by the guest (grant-based virtio DMA): the guest
 //     grants gfns to a domain (GrantAccess / GrantRange, consecutive refs
 //     as grant-dma allocates them) and ends access (EndAccess fails while
@@ -56,6 +64,7 @@
 #include <vector>
 
 #include "xen_glue/abi.h"
+#include "xen_glue/guest_type.h"
 
 namespace virtio::xg::sim {
 
@@ -73,6 +82,9 @@ struct SimOptions {
   unsigned vcpus = 2;
   std::vector<RamBank> ram = {{0x40000000, 16 << 20}};
   unsigned nr_spis = 64;   // Arm: SPIs 32 .. 32+nr_spis-1
+  // x86: kHvm (emulated PIC/IO-APIC, a device model's guest) or kPvh.
+  // Ignored on Arm.
+  GuestType guest = GuestType::kHvm;
 };
 
 // One guest access as Xen would put it in a slot.
@@ -110,6 +122,10 @@ struct IrqEvent {
   uint32_t sbdf = 0;       // INTx
   uint64_t msi_addr = 0;
   uint32_t msi_data = 0;
+  // kMsi with vector 0: the PIRQ Xen raises instead (hvm_inject_msi: a
+  // vector-0 message names a PIRQ in the address's destination bits, which
+  // is how Linux in an HVM guest programs MSI-X on Xen 4.17); else -1.
+  int64_t pirq = -1;
 };
 
 class SimEvtchn;
@@ -165,16 +181,21 @@ class SimXen {
   // GNTST_* of the last failed grant map (0 if none failed yet).
   int last_gntst() const;
   uint64_t grant_maps() const;  // grant pages currently mapped
+  uint32_t GrantMapCount(uint32_t ref) const;  // mappings of `ref` now
 
   // --- observation --------------------------------------------------------------
   std::vector<IrqEvent> irq_log() const;
   size_t CountIrq(IrqEvent::Kind kind, uint32_t irq, uint32_t level) const;
   size_t CountMsi(uint64_t addr, uint32_t data) const;
+  size_t CountPirq(uint32_t pirq) const;  // vector-0 MSIs raising `pirq`
   // Waits until `pred(irq_log())` holds.
   bool WaitForIrqs(const std::function<bool(const std::vector<IrqEvent>&)>& pred,
                    std::chrono::milliseconds timeout = kDefaultTimeout);
   bool crashed() const;
   std::string crash_reason() const;
+  // A dm_op that panics the real Xen was issued (crash_reason() says which);
+  // the domain counts as crashed too.
+  bool hypervisor_crashed() const;
   bool server_exists(IoServId id) const;
   bool server_enabled(IoServId id) const;
   size_t num_ranges(IoServId id, uint32_t type) const;
@@ -186,6 +207,7 @@ class SimXen {
   void FailNextMapResource(int err);       // e.g. EOPNOTSUPP: legacy fallback
   void FailPfn(XenPfn pfn, bool fail);     // foreign map of this page fails
   void FailNextPending(int err);           // e.g. EINTR
+  void FailDomainInfo(int err);            // e.g. EPERM: getdomaininfo denied
   void SpuriousEvent(IoServId id, unsigned vcpu);  // notify with no request
   // Writes a raw 32-byte image into a slot and marks it READY (fuzzing).
   bool PostRaw(IoServId id, unsigned vcpu, const IoreqSlot& image);
@@ -209,6 +231,8 @@ class SimXen {
   int set_pci_intx_level(DomId d, uint16_t seg, uint8_t bus, uint8_t dev,
                          uint8_t intx, unsigned level);
   int inject_msi(DomId d, uint64_t addr, uint32_t data);
+  // libxenctrl
+  int get_domain_info(DomId d, DomainInfo* info);
   // libxenforeignmemory
   void* map_resource(DomId caller, DomId d, unsigned type, unsigned id,
                      unsigned long frame, unsigned long nr, void** addr,
@@ -280,6 +304,7 @@ class SimXen {
   };
   std::vector<VcpuWait> vcpu_;
   bool crashed_ = false;
+  bool hypervisor_crashed_ = false;
   std::string crash_reason_;
   std::vector<IrqEvent> irqs_;
   uint64_t lost_events_ = 0;
@@ -296,6 +321,7 @@ class SimXen {
   int fail_create_ = 0;
   int fail_map_resource_ = 0;
   int fail_pending_ = 0;
+  int fail_domain_info_ = 0;
 };
 
 // --- port objects (satisfy the concepts in ports.h) ------------------------
@@ -347,6 +373,18 @@ class SimDeviceModel {
  private:
   SimXen* xen_;
   DomId caller_;
+};
+
+// getdomaininfo (libxenctrl): the guest's type (DomainInfoPort).
+class SimDomainInfo {
+ public:
+  explicit SimDomainInfo(SimXen& xen) : xen_(&xen) {}
+  int get_domain_info(DomId d, DomainInfo* info) {
+    return xen_->get_domain_info(d, info);
+  }
+
+ private:
+  SimXen* xen_;
 };
 
 class SimForeignMemory {

@@ -15,6 +15,12 @@ extern "C" {
 
 namespace virtio::xg {
 
+#if defined(__x86_64__) || defined(__i386__)
+static_assert(kX86EmuLapic == XEN_X86_EMU_LAPIC);
+static_assert(kX86EmuIoapic == XEN_X86_EMU_IOAPIC);
+static_assert(kX86EmuPic == XEN_X86_EMU_PIC);
+#endif
+
 static_assert(sizeof(ioreq_t) == sizeof(IoreqSlot));
 static_assert(sizeof(ioreq_t) == 32);
 static_assert(offsetof(ioreq_t, addr) == offsetof(IoreqSlot, addr));

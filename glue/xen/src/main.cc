@@ -94,6 +94,25 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);  // console backends write to pipes/sockets
   Backend<RealDeviceModel, RealForeignMemory, RealEventChannel, virtio::xg::RealGrantTable>
       backend(dm, fm, ev, *args, gt.get());
+  // The guest's type decides which interrupt dm_ops are safe (an ISA one
+  // crashed Xen on a PVH guest). Unknown stays unknown: Start() then
+  // refuses the devices that would need ISA/INTx, and says why.
+  {
+    virtio::xg::RealDomainInfo di(&g_logger);
+    auto type = virtio::xg::DetectGuestType(di, *args->domid);
+    if (type.ok()) {
+      backend.set_guest_type(*type);
+      virtio::Logf(virtio::LogLevel::kInfo, "domain %u is a %s guest",
+                   *args->domid, virtio::xg::GuestTypeName(*type));
+      if (*type == virtio::xg::GuestType::kPv) {
+        return Fail("the guest is PV: Xen has no ioreq servers for PV guests");
+      }
+    } else {
+      virtio::Logf(virtio::LogLevel::kWarning,
+                   "cannot tell the guest's type: %s",
+                   std::string(type.status().message()).c_str());
+    }
+  }
   if (absl::Status s = backend.Start(); !s.ok()) return Fail(std::string(s.message()));
   if (args->print_placement) std::fputs(backend.Placement().c_str(), stdout);
   std::fflush(stdout);

@@ -2,16 +2,24 @@
 // live in the simulated guest's memfd RAM (TestGuestMemory over caller
 // memory): the device reaches them only through foreign or grant mappings.
 // Step mode (the vCPU's pump runs the backend's dispatch).
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <string>
-
 #include <cstring>
+#include <filesystem>
 #include <memory>
+#include <optional>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -30,6 +38,7 @@
 #include "xen_glue/devices.h"
 #include "xen_glue/foreign_memory.h"
 #include "xen_glue/grant_memory.h"
+#include "xen_glue/guest_type.h"
 #include "xen_glue/ioreq_server.h"
 
 namespace virtio::xg {
@@ -48,9 +57,37 @@ constexpr uint64_t kDriverArea = 1 << 20;  // what TestGuestMemory hands out
 
 using Foreign = XenGuestMemory<SimForeignMemory>;
 using Memory = XenGrantMemory<SimGrantTable, Foreign>;
+
+// The Backend's GrantRelease, plus a check at the moment each batch of
+// completions becomes visible to the driver (OnPublish runs right after
+// the used index store): none of the `watch`ed grant refs may still be
+// mapped then.
+struct ReleaseCheck {
+  ReleaseCheck(const Memory* mem, uint32_t queue_size, SimXen* x)
+      : release(mem, queue_size), xen(x) {}
+  void OnPop(const DescriptorChain& c, uint16_t pos, bool re) {
+    release.OnPop(c, pos, re);
+  }
+  void OnPush(UsedToken t, uint32_t len, uint16_t pos) {
+    release.OnPush(t, len, pos);
+  }
+  void OnPublish(const QueueState&) {
+    ++publishes;
+    for (uint32_t ref : watch) {
+      if (xen->GrantMapCount(ref) != 0) ++still_mapped;
+    }
+  }
+  GrantRelease<Memory> release;
+  SimXen* xen;
+  std::vector<uint32_t> watch;
+  int publishes = 0;
+  int still_mapped = 0;
+};
+
 struct Traits {
   using Memory = xg::Memory;
   using Interrupt = MmioInterrupt<XenIrqLine<SimDeviceModel>>;
+  using RingObserver = ReleaseCheck;
 };
 using Blk = BlkDevice<Traits, RamDisk>;
 
@@ -71,6 +108,11 @@ struct BlkRig {
     memory = std::make_unique<Memory>(grant ? &gt : nullptr, xen.domid(), foreign.get());
     disk = *RamDisk::Create({.capacity = 1 << 20});
     blk = *Blk::Create(*memory, irq, *disk, {});
+    if (grant) {
+      check = std::make_unique<ReleaseCheck>(memory.get(),
+                                             blk->queue_max_size(0), &xen);
+      blk->SetQueueObserver(0, check.get());
+    }
     mmio = std::make_unique<MmioTransport<Blk>>(*blk);
     io = std::make_unique<MmioTransportDevice<MmioTransport<Blk>>>(*mmio);
     IoDevice* dev = io.get();
@@ -112,6 +154,7 @@ struct BlkRig {
   std::unique_ptr<Foreign> foreign;
   std::unique_ptr<Memory> memory;
   std::unique_ptr<RamDisk> disk;
+  std::unique_ptr<ReleaseCheck> check;  // grant: before blk, outlives its ring
   std::unique_ptr<Blk> blk;
   std::unique_ptr<MmioTransport<Blk>> mmio;
   std::unique_ptr<MmioTransportDevice<MmioTransport<Blk>>> io;
@@ -190,6 +233,77 @@ void RoundTrip(bool grant) {
 TEST(XenHarness, MmioDriverBlkRoundTripOverForeignMappedRam) { RoundTrip(false); }
 
 TEST(XenGrant, MmioDriverBlkRoundTripThroughGrantMappedBuffers) { RoundTrip(true); }
+
+// Linux's grant-dma grants each request's buffers when it maps them and
+// ends foreign access when the request completes; a grant the backend
+// still has mapped then is "still in use" and leaks. Each request here has
+// fresh grants like that (header and written data read-only, as
+// DMA_TO_DEVICE, so bounced); at the moment its completion becomes visible
+// none of them is mapped any more, and the guest can end access to all of
+// them. The rings stay mapped throughout. More requests than the ring has
+// entries, so slots, tokens and mappings are reused.
+TEST(XenGrant, RequestGrantsAreUnmappedBeforeTheCompletionIsVisible) {
+  BlkRig rig(true);
+  sim::SimMmioBus bus{&rig.xen, 0, kBase, rig.pump()};
+  testing::MmioDriver<sim::SimMmioBus> driver(bus);
+  testing::SplitDriver ring(rig.guest, 16);
+  Bringup(rig, driver, ring,
+          spec::Bit(spec::kFeatureVersion1) |
+              spec::Bit(spec::kFeatureAccessPlatform));
+  const uint64_t ring_pages = rig.memory->mapped_pages();
+  ASSERT_GT(ring_pages, 0u);
+  auto grant = [&](uint64_t gpa, bool readonly) {
+    return rig.xen.GrantAccess(gpa >> kPageShift, readonly);
+  };
+  auto dma = [](uint32_t ref) {
+    return kGrantAddrBit | (uint64_t{ref} << kPageShift);
+  };
+  constexpr int kRequests = 40;
+  for (int i = 0; i < kRequests; ++i) {
+    const bool write = i % 2 == 0;
+    const uint64_t h = rig.guest.Alloc(16, 4096),
+                   d = rig.guest.Alloc(4096, 4096),
+                   st = rig.guest.Alloc(1, 4096);
+    const blk::RequestHeader hdr{write ? blk::kTypeOut : blk::kTypeIn, 0,
+                                 static_cast<uint64_t>(i)};
+    rig.guest.Write(h, &hdr, 16);
+    rig.guest.Fill(d, write ? static_cast<uint8_t>(i + 1) : 0, 4096);
+    rig.guest.Store<uint8_t>(st, 0xff);
+    const uint32_t hr = grant(h, true), dr = grant(d, write),
+                   sr = grant(st, false);
+    rig.check->watch = {hr, dr, sr};
+    ASSERT_TRUE(ring.Add(
+        {{dma(hr), 16, false}, {dma(dr), 4096, !write}, {dma(sr), 1, true}}));
+    if (ring.Kick()) driver.Kick(0);
+    auto used = ring.Reap();
+    ASSERT_TRUE(used.has_value()) << i;
+    ASSERT_EQ(rig.guest.Load<uint8_t>(st), blk::kStatusOk) << i;
+    if (!write) {  // sector i, never written: the guest gets the disk's bytes
+      EXPECT_EQ(rig.xen.GuestRam(d, 1)[0],
+                rig.disk->data()[static_cast<size_t>(i) * 512]);
+    } else {
+      EXPECT_EQ(rig.disk->data()[static_cast<size_t>(i) * 512], i + 1);
+    }
+    // The driver's completion path: gnttab_end_foreign_access on each.
+    EXPECT_TRUE(rig.xen.EndAccess(hr))
+        << "header grant still mapped, request " << i;
+    EXPECT_TRUE(rig.xen.EndAccess(dr))
+        << "data grant still mapped, request " << i;
+    EXPECT_TRUE(rig.xen.EndAccess(sr))
+        << "status grant still mapped, request " << i;
+  }
+  EXPECT_GE(rig.check->publishes, kRequests);
+  EXPECT_EQ(rig.check->still_mapped, 0);
+  // Only the rings are mapped now, as before the first request.
+  EXPECT_EQ(rig.memory->mapped_pages(), ring_pages);
+  EXPECT_GE(rig.memory->unmaps(), 3u * kRequests);
+  EXPECT_GE(rig.memory->bounced(), uint64_t{kRequests});
+  // The ring's grants are still in use (the guest cannot revoke them).
+  EXPECT_FALSE(rig.xen.EndAccess(static_cast<uint32_t>(
+      (ring.config().desc_addr - kRam) / kPageSize + rig.first_ref)));
+  EXPECT_EQ(rig.blk->status() & spec::kStatusDeviceNeedsReset, 0);
+  EXPECT_FALSE(rig.xen.crashed()) << rig.xen.crash_reason();
+}
 
 TEST(XenGrant, BadAndRevokedGrantsFailOnlyThatRequest) {
   BlkRig rig(true);
@@ -381,6 +495,150 @@ TEST(XenBackend, ConsoleNetAndGrantSpecs) {
               ::testing::HasSubstr("virtio-mmio only"));
   EXPECT_THAT(ParseDeviceSpec("net,backend=vde").status().message(),
               ::testing::HasSubstr("unknown backend 'vde'"));
+}
+
+// On x86 the Backend refuses, at Start() and with the reason, every device
+// that could only interrupt through a level dm_op unless it knows the guest
+// is HVM: virtio-mmio (ISA line) and virtio-pci with msix=off (INTx).
+TEST(XenBackend, PvhOrUnknownGuestRefusesIsaAndIntxDevicesAtStartup) {
+  const std::string claims =
+      ::testing::TempDir() + "/xen_claims_pvh_" + std::to_string(getpid());
+  auto start = [&](GuestType sim_guest, std::optional<GuestType> told,
+                   const char* device) -> absl::Status {
+    SimXen xen(sim::SimOptions{.arch = Arch::kX86,
+                               .vcpus = 1,
+                               .ram = {{0, 4 << 20}},
+                               .guest = sim_guest});
+    const char* argv[] = {"b",        "--domid",      "7",
+                          "--arch",   "x86",          "--ram",
+                          "0:4M",     "--claims-dir", claims.c_str(),
+                          "--device", device};
+    auto args = ParseArgs(11, argv);
+    if (!args.ok()) return args.status();
+    SimDeviceModel dm(xen);
+    SimForeignMemory fm(xen);
+    SimEvtchn ev(xen);
+    Backend<SimDeviceModel, SimForeignMemory, SimEvtchn> backend(dm, fm, ev,
+                                                                 *args);
+    if (told) {
+      backend.set_guest_type(*told);
+    } else {
+      sim::SimDomainInfo di(xen);
+      auto t = DetectGuestType(di, xen.domid());
+      if (!t.ok()) return t.status();
+      backend.set_guest_type(*t);
+    }
+    absl::Status s = backend.Start();
+    EXPECT_FALSE(xen.hypervisor_crashed()) << xen.crash_reason();
+    return s;
+  };
+  using ::testing::HasSubstr;
+  // Detected from the (simulated) domain.
+  absl::Status s = start(GuestType::kPvh, std::nullopt, "rng");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("set_isa_irq_level"));
+  EXPECT_THAT(s.message(), HasSubstr("PVH"));
+  s = start(GuestType::kPvh, std::nullopt, "rng,addr=00:05.0,msix=off");
+  EXPECT_THAT(s.message(), HasSubstr("set_pci_intx_level"));
+  EXPECT_THAT(s.message(), HasSubstr("PVH"));
+  // MSI-X virtio-pci starts (its INTx fallback is never issued: see
+  // PvhSinksNeverIssueIsaOrIntx).
+  EXPECT_TRUE(start(GuestType::kPvh, std::nullopt, "rng,addr=00:05.0").ok());
+  // A type nobody determined is treated as possibly PVH.
+  s = start(GuestType::kHvm, GuestType::kUnknown, "rng");
+  EXPECT_THAT(s.message(), HasSubstr("could not be determined"));
+  // HVM: both start.
+  EXPECT_TRUE(start(GuestType::kHvm, std::nullopt, "rng").ok());
+  EXPECT_TRUE(
+      start(GuestType::kHvm, std::nullopt, "rng,addr=00:05.0,msix=off").ok());
+  std::filesystem::remove_all(claims);
+}
+
+// A TAP that stays readable while the guest has no receive buffers (its
+// driver not loaded yet) made the backend's level-triggered poll() return
+// at once, forever: on real Xen it took a quarter of dom0's only vCPU. The
+// backend stops polling a pair for input once its service left packets
+// behind, until the guest next reaches it through an ioreq.
+TEST(XenBackend, StarvedTapIsNotPolledUntilTheGuestReturns) {
+  std::string skip;
+  // A private network namespace (on its own thread) for the TAP.
+  std::thread t([&] {
+    if (access("/dev/net/tun", R_OK | W_OK) != 0 ||
+        unshare(CLONE_NEWNET) != 0) {
+      skip = std::string("no /dev/net/tun or no CAP_SYS_ADMIN: ") +
+             std::strerror(errno);
+      return;
+    }
+    SimXen xen(sim::SimOptions{
+        .arch = Arch::kArm, .vcpus = 1, .ram = {{kRam, 4 << 20}}});
+    const std::string claims =
+        ::testing::TempDir() + "/xen_claims_tap_" + std::to_string(getpid());
+    const char* argv[] = {"b",
+                          "--domid",
+                          "7",
+                          "--arch",
+                          "arm",
+                          "--ram",
+                          "0x40000000:4M",
+                          "--claims-dir",
+                          claims.c_str(),
+                          "--device",
+                          "net,backend=tap,ifname=xvbspin0"};
+    auto args = ParseArgs(11, argv);
+    ASSERT_TRUE(args.ok()) << args.status();
+    SimDeviceModel dm(xen);
+    SimForeignMemory fm(xen);
+    SimEvtchn ev(xen);
+    Backend<SimDeviceModel, SimForeignMemory, SimEvtchn> backend(dm, fm, ev,
+                                                                 *args);
+    if (absl::Status st = backend.Start(); !st.ok()) {
+      skip =
+          "cannot create a TAP (CAP_NET_ADMIN): " + std::string(st.message());
+      return;
+    }
+    // Interface up, and one frame sent out of it: the backend's TAP fd is
+    // readable, and the guest has no receive queue at all.
+    const int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, "xvbspin0", IFNAMSIZ - 1);
+    ASSERT_EQ(ioctl(s, SIOCGIFFLAGS, &ifr), 0);
+    ifr.ifr_flags |= IFF_UP;
+    ASSERT_EQ(ioctl(s, SIOCSIFFLAGS, &ifr), 0) << std::strerror(errno);
+    close(s);
+    const int pkt =
+        socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    ASSERT_GE(pkt, 0) << std::strerror(errno);
+    sockaddr_ll ll{};
+    ll.sll_family = AF_PACKET;
+    ll.sll_protocol = htons(ETH_P_ALL);
+    ll.sll_ifindex = static_cast<int>(if_nametoindex("xvbspin0"));
+    ASSERT_EQ(bind(pkt, reinterpret_cast<sockaddr*>(&ll), sizeof ll), 0);
+    uint8_t frame[60] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2,
+                         0,    0,    0,    0,    1,    0x88, 0xb5};
+    ASSERT_EQ(send(pkt, frame, sizeof frame, 0),
+              static_cast<ssize_t>(sizeof frame));
+    close(pkt);
+
+    ASSERT_TRUE(backend.RunOnce(2000));  // the TAP became readable: served once
+    ASSERT_EQ(backend.busy_rounds(), 1u);
+    uint64_t before = backend.busy_rounds();
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(backend.RunOnce(5));
+    EXPECT_EQ(backend.busy_rounds() - before, 0u)
+        << "the backend spins on a starved TAP";
+
+    // The guest touches the device (one ioreq): the TAP is looked at once
+    // more, still nowhere to put the frame, and left alone again.
+    auto r =
+        xen.Mmio(0, false, kVirtioMmioBase, 4, 0, [&] { backend.RunOnce(0); });
+    EXPECT_EQ(r.status, sim::AccessStatus::kOk);
+    before = backend.busy_rounds();
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(backend.RunOnce(5));
+    EXPECT_EQ(backend.busy_rounds() - before, 1u);
+    backend.Stop();
+    std::filesystem::remove_all(claims);
+  });
+  t.join();
+  if (!skip.empty()) GTEST_SKIP() << skip;
 }
 
 }  // namespace

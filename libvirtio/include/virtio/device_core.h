@@ -182,7 +182,17 @@ class DeviceCore {
   // rejects (more chains in flight than its size, a packed offset outside
   // the ring) puts the device in NEEDS_RESET like a bad ring address.
   bool EnableQueue(uint16_t q, const QueueState& state) {
-    return EnableQueue(q, state, nullptr, {});
+    return EnableQueue(q, state,
+                       q < queues_.size() ? queues_[q].observer : nullptr, {});
+  }
+
+  // The observer EnableQueue(q) and EnableQueue(q, state) attach to queue
+  // `q`'s ring from now on (null: none), for glues whose transport enables
+  // the queues (virtio-mmio, virtio-pci) but which still need the ring's
+  // hooks (glue/xen releases grant mappings in them). Must outlive every
+  // ring it is attached to. Ignored for a nonexistent queue.
+  void SetQueueObserver(uint16_t q, Observer* observer) {
+    if (q < queues_.size()) queues_[q].observer = observer;
   }
 
   // As EnableQueue(q, state), with `observer` (may be null; must outlive
@@ -486,6 +496,7 @@ class DeviceCore {
     QueueConfig config;
     bool enabled = false;
     bool polled = false;
+    Observer* observer = nullptr;  // SetQueueObserver
     std::variant<std::monostate, Split, Packed> ring;
   };
 

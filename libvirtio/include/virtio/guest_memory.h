@@ -11,6 +11,12 @@
 //   * TranslateScatter(gpa, len, out, capacity): the host segments covering
 //     [gpa, gpa+len), which may span adjacent regions, as iovecs.
 //
+// A type may also provide TranslateRing(gpa, len), with TranslateContiguous's
+// contract: the queues then use it for their ring parts, which they keep for
+// their whole life, and TranslateContiguous/TranslateScatter only for what a
+// request uses (glue/xen's grant mappings: rings stay mapped, request
+// buffers are unmapped when the request completes).
+//
 // GuestMemoryMap is the implementation every glue can use: a sorted table of
 // regions (any number; vhost-user needs 509) with binary search plus a
 // last-hit cache, and overflow-safe bounds checks. It does not own the host

@@ -124,7 +124,15 @@ absl::StatusOr<uint8_t*> MapRingPart(const Mem& mem, const char* name,
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s at 0x%x is not %u-byte aligned", name, gpa, align));
   }
-  uint8_t* host = mem.TranslateContiguous(gpa, size);
+  // A memory type may tell ring parts (used in place for the queue's whole
+  // life) from request buffers: glue/xen keeps grant mappings of rings and
+  // unmaps those of buffers when their request completes.
+  uint8_t* host;
+  if constexpr (requires { mem.TranslateRing(gpa, size); }) {
+    host = mem.TranslateRing(gpa, size);
+  } else {
+    host = mem.TranslateContiguous(gpa, size);
+  }
   if (host == nullptr) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s at 0x%x (%u bytes) is not inside one guest memory region", name,

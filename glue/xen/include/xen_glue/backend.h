@@ -11,12 +11,19 @@
 // completion fd, the console and net backends' fds and a stop fd
 // (SIGTERM). The production binary instantiates it with the libxen ports,
 // the tests with the simulator's.
+//
+// The guest's type (guest_type.h, set_guest_type(); main.cc asks Xen) decides
+// which interrupt dm_ops are allowed on x86: ISA lines (virtio-mmio) and
+// INTx need an HVM guest. Start() refuses devices that could only
+// interrupt through them on any other guest (PVH crashed Xen 4.17 on
+// set_isa_irq_level), and the sinks never issue them there either.
 #ifndef XEN_GLUE_BACKEND_H_
 #define XEN_GLUE_BACKEND_H_
 
 #include <poll.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -25,17 +32,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
-#include <functional>
-
 #include "virtio/backends/console_backends.h"
 #include "virtio/backends/loopback_net.h"
 #include "virtio/backends/tap_net.h"
 #include "virtio/backends/uring_disk.h"
 #include "virtio/blk_device.h"
 #include "virtio/console_device.h"
-#include "virtio/net_device.h"
 #include "virtio/mmio_interrupt.h"
 #include "virtio/mmio_transport.h"
+#include "virtio/net_device.h"
 #include "virtio/pci_interrupt.h"
 #include "virtio/pci_transport.h"
 #include "virtio/rng_device.h"
@@ -43,6 +48,7 @@
 #include "xen_glue/devices.h"
 #include "xen_glue/foreign_memory.h"
 #include "xen_glue/grant_memory.h"
+#include "xen_glue/guest_type.h"
 #include "xen_glue/ioreq_server.h"
 #include "xen_glue/placement.h"
 
@@ -69,13 +75,19 @@ class Backend {
   // foreign mapping: grant=on devices through one with the grant table,
   // the others through one without (bit-63 addresses refused).
   using Memory = XenGrantMemory<GT, XenGuestMemory<FM>>;
+  // grant=on devices get a GrantRelease per queue (their request grants
+  // are unmapped before each completion is published); the others none
+  // (a null observer costs a branch per pop/push).
+  using Observer = GrantRelease<Memory>;
   struct MmioTraits {
     using Memory = Backend::Memory;
     using Interrupt = MmioInterrupt<XenIrqLine<DM>>;
+    using RingObserver = Backend::Observer;
   };
   struct PciTraits {
     using Memory = Backend::Memory;
     using Interrupt = PciInterrupt<XenPciSink<DM>>;
+    using RingObserver = Backend::Observer;
   };
 
   // `gt`: the grant table (libxengnttab) for grant=on devices; null when
@@ -86,10 +98,16 @@ class Backend {
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
 
+  // The guest's type, before Start(). Default kUnknown: on x86 no ISA/INTx
+  // dm_op is issued, so virtio-mmio and msix=off devices are refused.
+  void set_guest_type(GuestType t) { guest_ = t; }
+  GuestType guest_type() const { return guest_; }
+
   absl::Status Start() {
     if (!args_.domid) return absl::InvalidArgumentError("no domid");
     const DomId d = *args_.domid;
     if (absl::Status s = ResolvePlacement(args_.arch, args_.devices); !s.ok()) return s;
+    if (absl::Status s = CheckInterruptsSafe(); !s.ok()) return s;
     if (!args_.claims_dir.empty()) {
       claims_ = std::make_unique<ClaimRegistry>(args_.claims_dir, d);
       if (absl::Status s = claims_->Acquire(ClaimsFor(args_.arch, args_.devices));
@@ -141,6 +159,7 @@ class Backend {
     }
     const int r = poll(fds.data(), fds.size(), timeout_ms);
     if (r < 0) return errno == EINTR;
+    if (r > 0) ++busy_rounds_;
     if (stop_fd >= 0 && fds[1].revents) return false;
     if (fds[0].revents) {
       ++guest_events_;
@@ -182,6 +201,9 @@ class Backend {
   }
 
   std::string Placement() const { return PlacementString(args_.devices); }
+  // Rounds of RunOnce() in which poll() found an fd ready. A loop that
+  // spins (a level-triggered fd nobody drains) shows up here.
+  uint64_t busy_rounds() const { return busy_rounds_; }
   IoreqServer<DM, FM, EV>* server() { return server_.get(); }
   XenGuestMemory<FM>* memory() { return memory_.get(); }
   Memory* grant_memory() { return granted_.get(); }
@@ -219,6 +241,9 @@ class Backend {
     std::unique_ptr<Interrupt> irq;
     std::unique_ptr<UringDisk> disk;
     std::shared_ptr<void> backend;  // console / net backend
+    // grant=on: one per queue; declared before `dev`, so they outlive its
+    // rings.
+    std::vector<std::unique_ptr<Observer>> observers;
     std::unique_ptr<Dev> dev;
     std::unique_ptr<typename internal::TransportOf<kPci, Dev>::type> transport;
     std::unique_ptr<IoDevice> io;
@@ -230,14 +255,16 @@ class Backend {
       uint16_t queues) {
     const DomId d = *args_.domid;
     if constexpr (kPci) {
-      sink = XenPciSink<DM>{&dm_, d, spec.pci_addr->seg, spec.pci_addr->bus,
-                            spec.pci_addr->dev};
+      sink = XenPciSink<DM>{
+          &dm_,  d, spec.pci_addr->seg, spec.pci_addr->bus, spec.pci_addr->dev,
+          guest_};
       return std::make_unique<typename Traits::Interrupt>(sink, queues);
     } else {
       (void)queues;
       return std::make_unique<typename Traits::Interrupt>(XenIrqLine<DM>{
-          &dm_, d, args_.arch == GuestArch::kArm ? IrqKind::kArmSpi : IrqKind::kX86Isa,
-          *spec.irq});
+          &dm_, d,
+          args_.arch == GuestArch::kArm ? IrqKind::kArmSpi : IrqKind::kX86Isa,
+          *spec.irq, guest_});
     }
   }
 
@@ -408,6 +435,13 @@ class Backend {
   absl::Status Finish(const DeviceSpec& spec,
                       std::unique_ptr<DeviceHolder<Traits, Dev, kPci>> h) {
     absl::Status s;
+    if (spec.grant) {
+      for (uint16_t q = 0; q < h->dev->num_queues(); ++q) {
+        h->observers.push_back(std::make_unique<Observer>(
+            granted_.get(), h->dev->queue_max_size(q)));
+        h->dev->SetQueueObserver(q, h->observers.back().get());
+      }
+    }
     if constexpr (kPci) {
       h->transport = std::make_unique<PciTransport<Dev>>(*h->dev);
       h->io = std::make_unique<PciTransportDevice<PciTransport<Dev>>>(
@@ -429,6 +463,38 @@ class Backend {
     return s;
   }
 
+  // x86: a device whose only interrupt is a level dm_op (virtio-mmio: an
+  // ISA line; virtio-pci with msix=off: INTx) needs an HVM guest. A
+  // virtio-pci device with MSI-X is allowed on any guest: its INTx
+  // fallback (before the driver enables MSI-X) is never issued outside
+  // HVM, and inject_msi returned 0 on PVH (delivery not observed).
+  absl::Status CheckInterruptsSafe() const {
+    if (args_.arch != GuestArch::kX86 || LevelIrqDmOpsSafe(guest_)) {
+      return absl::OkStatus();
+    }
+    for (const DeviceSpec& spec : args_.devices) {
+      if (!spec.pci) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "%s: virtio-mmio on x86 interrupts through ISA IRQ %u "
+            "(set_isa_irq_level), refused: %s",
+            spec.id, spec.irq.value_or(0), LevelIrqRefusal(guest_)));
+      }
+      if (!spec.msix) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "%s: msix=off interrupts through INTx (set_pci_intx_level), "
+            "refused: %s",
+            spec.id, LevelIrqRefusal(guest_)));
+      }
+    }
+    if (guest_ == GuestType::kPvh) {
+      Logf(LogLevel::kWarning,
+           "xen: the guest is PVH: it has no PCI bus (Linux finds no config "
+           "space access), so its kernel will not see the virtio-pci devices; "
+           "INTx is never asserted for it");
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status AddDevice(const DeviceSpec& spec) {
     if (spec.pci) return AddTyped<PciTraits, true>(spec);
     return AddTyped<MmioTraits, false>(spec);
@@ -439,6 +505,7 @@ class Backend {
   EV& ev_;
   GT* gt_;
   BackendArgs args_;
+  GuestType guest_ = GuestType::kUnknown;
   std::unique_ptr<ClaimRegistry> claims_;
   std::unique_ptr<XenGuestMemory<FM>> memory_;
   std::unique_ptr<Memory> plain_;    // foreign mapping only
@@ -448,6 +515,7 @@ class Backend {
   std::vector<Completion> completions_;
   std::vector<Service> services_;
   uint64_t guest_events_ = 0;  // rounds in which the guest sent ioreqs
+  uint64_t busy_rounds_ = 0;   // rounds in which poll() returned > 0
 };
 
 }  // namespace virtio::xg

@@ -6,10 +6,15 @@
 //   XenIrqLine<DM>: the virtio-mmio line. Arm: set_irq_level on an SPI
 //     (libxl describes virtio-mmio SPIs as edge-rising; we pass the level
 //     through, which is what QEMU's xenpvh does and is harmless for edge).
-//     x86: set_isa_irq_level (level-triggered ISA line).
+//     x86: set_isa_irq_level (level-triggered ISA line), HVM guests only.
 //   XenPciSink<DM>: virtio-pci MSI-X messages via inject_msi, INTA# via
-//     set_pci_intx_level (x86). PIRQ messages (vector 0) are sent whatever
-//     the MSI-X masks say (BypassesMsixMask).
+//     set_pci_intx_level (x86, HVM guests only). PIRQ messages (vector 0)
+//     are sent whatever the MSI-X masks say (BypassesMsixMask).
+//
+// Both carry the guest's type (guest_type.h) and never issue an ISA or
+// INTx level dm_op unless it is kHvm: on a PVH guest set_isa_irq_level
+// crashed Xen 4.17. A refused assertion is counted and logged once; the
+// Backend refuses at startup the configurations that would need one.
 #ifndef XEN_GLUE_DEVICES_H_
 #define XEN_GLUE_DEVICES_H_
 
@@ -21,6 +26,7 @@
 
 #include "virtio/log.h"
 #include "virtio/pci_transport.h"
+#include "xen_glue/guest_type.h"
 #include "xen_glue/ioreq_server.h"
 #include "xen_glue/ports.h"
 
@@ -87,9 +93,19 @@ struct XenIrqLine {
   DomId domid = 0;
   IrqKind kind = IrqKind::kArmSpi;
   unsigned irq = 0;
+  // x86: the ISA dm_op is issued only for kHvm (see the file comment).
+  GuestType guest = GuestType::kUnknown;
+  unsigned refused = 0;  // ISA dm_ops not issued because of `guest`
 
   void Set(bool asserted) {
     const unsigned level = asserted ? 1 : 0;
+    if (kind == IrqKind::kX86Isa && !LevelIrqDmOpsSafe(guest)) {
+      if (refused++ == 0) {
+        Logf(LogLevel::kError, "xen: not issuing set_isa_irq_level(%u, %u): %s",
+             irq, level, LevelIrqRefusal(guest));
+      }
+      return;
+    }
     const int r = kind == IrqKind::kArmSpi
                       ? dm->set_irq_level(domid, irq, level)
                       : dm->set_isa_irq_level(domid, static_cast<uint8_t>(irq), level);
@@ -108,6 +124,9 @@ struct XenPciSink {
   uint16_t seg = 0;
   uint8_t bus = 0;
   uint8_t dev = 0;
+  // INTx is asserted only for kHvm (see the file comment); MSI always.
+  GuestType guest = GuestType::kUnknown;
+  unsigned refused = 0;  // INTx dm_ops not issued because of `guest`
 
   void SendMsi(uint64_t address, uint32_t data) {
     if (dm->inject_msi(domid, address, data) != 0) {
@@ -125,6 +144,14 @@ struct XenPciSink {
     return (address & 0xfff00000u) == 0xfee00000u && (data & 0xffu) == 0;
   }
   void SetIntx(bool asserted) {
+    if (!LevelIrqDmOpsSafe(guest)) {
+      if (refused++ == 0) {
+        Logf(LogLevel::kError,
+             "xen: not issuing set_pci_intx_level for %02x:%02x (INTx): %s",
+             bus, dev, LevelIrqRefusal(guest));
+      }
+      return;
+    }
     if (dm->set_pci_intx_level(domid, seg, bus, dev, 0, asserted ? 1 : 0) != 0) {
       Logf(LogLevel::kError, "xen: set_pci_intx_level failed: %s",
            std::strerror(errno));

@@ -1,5 +1,7 @@
 // xen_glue/real_ports.h — the ports over libxendevicemodel,
-// libxenforeignmemory, libxenevtchn and libxengnttab (libxen-dev).
+// libxenforeignmemory, libxenevtchn and libxengnttab (libxen-dev), and the
+// one libxenctrl call the backend makes (getdomaininfo, for the guest's
+// type: guest_type.h).
 // Pass-throughs that own their handle; semantics are the libraries'.
 // The libxen headers have no extern "C" guards and hide
 // HVM_IOREQSRV_BUFIOREQ_* unless __XEN_TOOLS__ is defined.
@@ -19,6 +21,7 @@ extern "C" {
 
 #include <type_traits>
 
+#include "xen_glue/guest_type.h"
 #include "xen_glue/ports.h"
 
 namespace virtio::xg {
@@ -147,7 +150,28 @@ class RealGrantTable {
   xengnttab_handle* h_;
 };
 
+// getdomaininfo through libxenctrl (DomainInfoPort). Only for the guest's
+// type at startup; everything else goes through the stable libraries.
+// Defined in src/domain_info.cc: xenctrl.h pulls in the generated
+// xen/foreign headers, which do not compile as ISO C++ (they need GNU
+// extensions), so that one file is built with -std=gnu++20.
+class RealDomainInfo {
+ public:
+  explicit RealDomainInfo(xentoollog_logger* log = nullptr);
+  ~RealDomainInfo();
+  RealDomainInfo(const RealDomainInfo&) = delete;
+  RealDomainInfo& operator=(const RealDomainInfo&) = delete;
+  bool ok() const { return h_ != nullptr; }
+
+  // 0, or -1 with errno (ESRCH: no such domain).
+  int get_domain_info(DomId d, DomainInfo* out);
+
+ private:
+  void* h_;  // xc_interface*
+};
+
 static_assert(DeviceModelPort<RealDeviceModel>);
+static_assert(DomainInfoPort<RealDomainInfo>);
 static_assert(ForeignMemoryPort<RealForeignMemory>);
 static_assert(EventChannelPort<RealEventChannel>);
 static_assert(GrantTablePort<RealGrantTable>);
