@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test run (also what CI runs):
-#   1. install dependencies
+#   1. install dependencies; clang-format check of the files changed since
+#      .ci/lint-base (clang-tidy on them follows the release build)
 #   2. release preset (g++) with -Werror: build, ctest
 #   3. asan preset (clang++, ASan+UBSan): build, ctest        (skip: --no-asan)
 #      Both ctest runs include the KVM tests (kvm.*, example.kvm_mini_vmm):
@@ -85,6 +86,13 @@ run_ctest() {
 stage "install dependencies"
 bash scripts/install-deps.sh
 
+# Format and clang-tidy apply to what changed since .ci/lint-base (the
+# commit they were introduced at): new and modified files must be clean,
+# older files are brought in line when next touched.
+lint_base=$(tr -d '[:space:]' <.ci/lint-base)
+stage "format: clang-format on the C/C++ files changed since ${lint_base:0:12}"
+bash scripts/check-format.sh --since "$lint_base"
+
 # xen_real_stage: the real-Xen tests (label xen_real) on their own, with
 # their wall time. Skips are reported as such (ctest counts them as
 # neither passed nor failed); none registered is an error (libxen-dev is
@@ -123,6 +131,9 @@ fi
 stage "release (g++, -Werror): configure + build"
 cmake --preset release -DLIBVIRTIO_WERROR=ON -DLIBVIRTIO_XEN_REAL=ON
 cmake --build --preset release -j "$LIBVIRTIO_JOBS"
+
+stage "clang-tidy: the .cc files changed since ${lint_base:0:12} (every check an error)"
+bash scripts/tidy.sh -p build/release --since "$lint_base"
 
 stage "release: ctest"
 run_ctest release -LE xen_real

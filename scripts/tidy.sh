@@ -36,7 +36,11 @@ case $mode in
   default) mapfile -t files < <(git ls-files 'libvirtio/src/*.cc' 'glue/*.cc' |
                                  grep -Ev '(^|/)tests?/|_test\.cc$|/guest/|/sim/') ;;
   all) mapfile -t files < <(git ls-files '*.cc') ;;
-  since) mapfile -t files < <(git diff --name-only --diff-filter=d "$since" -- '*.cc') ;;
+  since)
+    git rev-parse -q --verify "$since^{commit}" >/dev/null ||
+      die "tidy: $since is not a commit in this clone (shallow clone?)"
+    mapfile -t files < <(git diff --name-only --diff-filter=AMR "$since" -- '*.cc')
+    echo "tidy: ${#files[@]} .cc file(s) changed since ${since:0:12}" ;;
 esac
 
 # Only what this build compiles has flags to check with.

@@ -297,7 +297,7 @@ absl::StatusOr<AcpiLayout> WriteAcpiTables(absl::Span<uint8_t> ram,
   // Layout: RSDP, XSDT, FADT, FACS (64-byte aligned), MADT, DSDT.
   const uint64_t rsdp_at = addr;
   const uint64_t xsdt_at = AlignUp(rsdp_at + kRsdpSize, 16);
-  const uint64_t xsdt_size = kHeaderSize + 2 * 8;
+  const uint64_t xsdt_size = kHeaderSize + uint64_t{2} * 8;  // two entries
   const uint64_t fadt_at = AlignUp(xsdt_at + xsdt_size, 16);
   const uint64_t facs_at = AlignUp(fadt_at + kFadtSize, 64);
   const uint64_t madt_at = AlignUp(facs_at + kFacsSize, 16);
