@@ -47,6 +47,8 @@ inline constexpr uint16_t kPciConfigDataPort = 0xcfc;
 // Interrupt lines (IOAPIC pins = GSIs) the VMM hands out.
 inline constexpr uint32_t kFirstDeviceIrq = 5;
 inline constexpr uint32_t kLastDeviceIrq = 23;
+// The CMOS RTC's ISA IRQ: never given to a device automatically.
+inline constexpr uint32_t kRtcIrq = 8;
 inline constexpr uint32_t kIoapicPins = 24;
 
 inline constexpr uint32_t kBootInfoMagic = 0x4b4f4f42;  // "BOOK"

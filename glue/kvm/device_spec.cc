@@ -43,15 +43,16 @@ absl::Status ReadPlacementKeys(SpecReader& reader, DeviceSpec& spec) {
     if (!pci.ok()) return pci.status();
     const PciAddress& a = **pci;
     if (a.segment != 0 || a.bus != 0) {
-      return reader.Error(absl::StrFormat("addr=%s: only bus 0 exists", **addr));
+      return reader.Error(
+          absl::StrFormat("addr=%s: only bus 0 exists", **addr));
     }
     if (a.slot == 0) {
       return reader.Error(absl::StrFormat(
           "addr=%s: slot must be 1..1f (slot 0 is the host bridge)", **addr));
     }
     if (a.function != 0) {
-      return reader.Error(absl::StrFormat(
-          "addr=%s: only function 0 is supported", **addr));
+      return reader.Error(
+          absl::StrFormat("addr=%s: only function 0 is supported", **addr));
     }
     spec.pci_addr = a;
     spec.transport = TransportKind::kPci;
@@ -75,9 +76,9 @@ absl::Status CheckSupported(const SpecReader& reader,
   if (d.type == DeviceType::kNet) {
     if (d.net.backend != virtio::catalog::NetBackendKind::kLoopback &&
         d.net.backend != virtio::catalog::NetBackendKind::kTap) {
-      return reader.Error(absl::StrFormat(
-          "virtio-kvm has no net backend=%s (loopback, tap)",
-          virtio::catalog::BackendName(d.net.backend)));
+      return reader.Error(
+          absl::StrFormat("virtio-kvm has no net backend=%s (loopback, tap)",
+                          virtio::catalog::BackendName(d.net.backend)));
     }
     if (d.net.queue_pairs != 1) {
       return reader.Error("virtio-kvm serves one net queue pair");
@@ -123,9 +124,9 @@ absl::StatusOr<std::vector<Placement>> ResolvePlacement(
     if (s.mmio_addr) {
       const uint64_t a = *s.mmio_addr;
       if (a % kMmioRegionSize != 0) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "addr=0x%x: virtio-mmio bases are 0x%x-aligned", a,
-            kMmioRegionSize));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("addr=0x%x: virtio-mmio bases are 0x%x-aligned", a,
+                            kMmioRegionSize));
       }
       if (a < limits.ram_size || a < kMmioWindowBase ||
           a + kMmioRegionSize > kMmioWindowEnd) {
@@ -143,8 +144,9 @@ absl::StatusOr<std::vector<Placement>> ResolvePlacement(
       mmio_bases.insert(a);
     }
     if (s.pci_addr && !slots.insert(s.pci_addr->slot).second) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "PCI address %s given to two devices", FormatPciAddress(*s.pci_addr)));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("PCI address %s given to two devices",
+                          FormatPciAddress(*s.pci_addr)));
     }
   }
   std::vector<Placement> out;
@@ -163,7 +165,12 @@ absl::StatusOr<std::vector<Placement>> ResolvePlacement(
           absl::StrFormat("device id '%s' used twice", s.id));
     }
     if (!s.irq) {
-      while (next_irq <= kLastDeviceIrq && irqs.count(next_irq)) ++next_irq;
+      // IRQ 8 is the RTC's on a PC: Linux's rtc_cmos claims it as an edge
+      // interrupt, which a level-triggered device line could not share.
+      while (next_irq <= kLastDeviceIrq &&
+             (irqs.count(next_irq) || next_irq == kRtcIrq)) {
+        ++next_irq;
+      }
       if (next_irq > kLastDeviceIrq) {
         return absl::ResourceExhaustedError("out of interrupt lines");
       }
@@ -234,8 +241,8 @@ std::string FormatPlacement(const Placement& p, const DeviceSpec& spec) {
   device.id = p.id;
   std::string s = "--device " + virtio::catalog::FormatDeviceSpec(device);
   if (p.transport == TransportKind::kMmio) {
-    s += absl::StrFormat(",transport=mmio,addr=0x%x,irq=%u", p.mmio_addr,
-                         p.irq);
+    s +=
+        absl::StrFormat(",transport=mmio,addr=0x%x,irq=%u", p.mmio_addr, p.irq);
   } else {
     s += absl::StrFormat(",transport=pci,addr=%s,irq=%u   # BAR0 0x%x",
                          FormatPciAddress(p.pci), p.irq, p.bar_addr);

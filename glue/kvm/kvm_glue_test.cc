@@ -15,7 +15,8 @@ namespace {
 
 // The freestanding guest repeats the transports' register offsets; they must
 // match the library's exactly.
-#define SAME(ns, name) static_assert(guest::ns::name == virtio::ns::name, #ns "::" #name)
+#define SAME(ns, name) \
+  static_assert(guest::ns::name == virtio::ns::name, #ns "::" #name)
 SAME(mmio, kMagicValue);
 SAME(mmio, kVersion);
 SAME(mmio, kDeviceId);
@@ -115,7 +116,8 @@ TEST(DeviceSpec, ParsesRngAndBlk) {
 TEST(DeviceSpec, ParsesNetAndConsole) {
   absl::StatusOr<DeviceSpec> net = ParseDeviceSpec("net");
   ASSERT_TRUE(net.ok()) << net.status();
-  EXPECT_EQ(net->device.net.backend, virtio::catalog::NetBackendKind::kLoopback);
+  EXPECT_EQ(net->device.net.backend,
+            virtio::catalog::NetBackendKind::kLoopback);
   net = ParseDeviceSpec("net,backend=tap,ifname=vm0,transport=pci");
   ASSERT_TRUE(net.ok()) << net.status();
   EXPECT_EQ(net->device.net.backend, virtio::catalog::NetBackendKind::kTap);
@@ -146,14 +148,17 @@ TEST(DeviceSpec, ParsesNetAndConsole) {
   EXPECT_EQ(blk->device.blk.num_queues, 4);
 
   // --print-placement round-trips the backend.
-  std::vector<DeviceSpec> specs = {*ParseDeviceSpec("console,backend=file=/tmp/o")};
+  std::vector<DeviceSpec> specs = {
+      *ParseDeviceSpec("console,backend=file=/tmp/o")};
   absl::StatusOr<std::vector<Placement>> p =
       ResolvePlacement(specs, {.ram_size = 32u << 20});
   ASSERT_TRUE(p.ok()) << p.status();
   const std::string line = FormatPlacement((*p)[0], specs[0]);
-  EXPECT_NE(line.find("console,id=console0,backend=file=/tmp/o,"), std::string::npos)
+  EXPECT_NE(line.find("console,id=console0,backend=file=/tmp/o,"),
+            std::string::npos)
       << line;
-  EXPECT_TRUE(ParseDeviceSpec(line.substr(sizeof("--device ") - 1)).ok()) << line;
+  EXPECT_TRUE(ParseDeviceSpec(line.substr(sizeof("--device ") - 1)).ok())
+      << line;
 }
 
 TEST(DeviceSpec, AddressSelectsTransport) {
@@ -169,13 +174,27 @@ TEST(DeviceSpec, AddressSelectsTransport) {
 }
 
 TEST(DeviceSpec, RejectsBadInput) {
-  for (const char* bad :
-       {"gpu", "rng,bogus=1", "rng,irq=2", "rng,irq=24", "blk", "blk,path=x,readonly=maybe",
-        "rng,transport=ccw", "rng,addr=00:00.0", "rng,addr=01:02.0",
-        "rng,addr=00:02.1", "rng,transport=mmio,addr=00:02.0", "rng,noequals",
-        "rng,addr=0xzz", "net,backend=vde", "net,path=x", "console,backend=tty",
-        "console,socket=", "rng,queues=2", "blk,path=x,queues=0",
-        "blk,path=x,queues=17", "console,ifname=x"}) {
+  for (const char* bad : {"gpu",
+                          "rng,bogus=1",
+                          "rng,irq=2",
+                          "rng,irq=24",
+                          "blk",
+                          "blk,path=x,readonly=maybe",
+                          "rng,transport=ccw",
+                          "rng,addr=00:00.0",
+                          "rng,addr=01:02.0",
+                          "rng,addr=00:02.1",
+                          "rng,transport=mmio,addr=00:02.0",
+                          "rng,noequals",
+                          "rng,addr=0xzz",
+                          "net,backend=vde",
+                          "net,path=x",
+                          "console,backend=tty",
+                          "console,socket=",
+                          "rng,queues=2",
+                          "blk,path=x,queues=0",
+                          "blk,path=x,queues=17",
+                          "console,ifname=x"}) {
     EXPECT_FALSE(ParseDeviceSpec(bad).ok()) << bad;
   }
 }
@@ -191,9 +210,9 @@ std::vector<DeviceSpec> Specs(std::initializer_list<const char*> args) {
 }
 
 TEST(Placement, AutomaticAvoidsPinned) {
-  std::vector<DeviceSpec> specs = Specs(
-      {"rng", "rng,addr=0xd0000000,irq=5", "blk,path=x,transport=pci",
-       "blk,path=y,addr=00:01.0"});
+  std::vector<DeviceSpec> specs =
+      Specs({"rng", "rng,addr=0xd0000000,irq=5", "blk,path=x,transport=pci",
+             "blk,path=y,addr=00:01.0"});
   absl::StatusOr<std::vector<Placement>> p =
       ResolvePlacement(specs, {.ram_size = 32 << 20});
   ASSERT_TRUE(p.ok()) << p.status();
@@ -206,6 +225,9 @@ TEST(Placement, AutomaticAvoidsPinned) {
   EXPECT_EQ((*p)[2].transport, TransportKind::kPci);
   EXPECT_EQ((*p)[2].pci.slot, 2);  // slot 1 is pinned
   EXPECT_EQ((*p)[3].pci.slot, 1);
+  // Automatic lines: 6, 7, then 9 — 8 is the RTC's.
+  EXPECT_EQ((*p)[2].irq, 7u);
+  EXPECT_EQ((*p)[3].irq, 9u);
 
   ASSERT_TRUE(PlaceBars(*p, {0, 0, 0x8000, 0x10000}).ok());
   EXPECT_EQ((*p)[2].bar_addr, kPciWindowBase);
@@ -220,7 +242,8 @@ TEST(Placement, RejectsConflicts) {
     EXPECT_FALSE(ResolvePlacement(s, {.ram_size = 1 << 20}).ok());
   }
   {
-    std::vector<DeviceSpec> s = Specs({"rng,addr=0xd0000000", "rng,addr=0xd0000100"});
+    std::vector<DeviceSpec> s =
+        Specs({"rng,addr=0xd0000000", "rng,addr=0xd0000100"});
     EXPECT_FALSE(ResolvePlacement(s, {.ram_size = 1 << 20}).ok());
   }
   {
@@ -240,12 +263,15 @@ TEST(Placement, RejectsConflicts) {
 TEST(PciBus, ConfigMechanismOne) {
   PciBus bus;
   uint32_t last_write = 0;
-  bus.Attach(3, {.read = [](uint32_t off, uint32_t size) {
-                   return off == 0 && size == 4 ? 0x10441af4u : off * 0x100 + size;
-                 },
-                 .write = [&](uint32_t off, uint32_t size, uint32_t v) {
-                   last_write = off << 16 | size << 8 | (v & 0xff);
-                 }});
+  bus.Attach(3, {.read =
+                     [](uint32_t off, uint32_t size) {
+                       return off == 0 && size == 4 ? 0x10441af4u
+                                                    : off * 0x100 + size;
+                     },
+                 .write =
+                     [&](uint32_t off, uint32_t size, uint32_t v) {
+                       last_write = off << 16 | size << 8 | (v & 0xff);
+                     }});
   auto select = [&](uint32_t slot, uint32_t reg) {
     bus.PortWrite(PciBus::kAddressPort, 4, 0x80000000u | slot << 11 | reg);
   };
@@ -254,7 +280,8 @@ TEST(PciBus, ConfigMechanismOne) {
   select(3, 0);
   EXPECT_EQ(bus.PortRead(PciBus::kDataPort, 4), 0x10441af4u);
   select(3, 0x3c);
-  EXPECT_EQ(bus.PortRead(PciBus::kDataPort + 2, 2), 0x3e02u);  // offset 0x3e, 2 bytes
+  EXPECT_EQ(bus.PortRead(PciBus::kDataPort + 2, 2),
+            0x3e02u);  // offset 0x3e, 2 bytes
   bus.PortWrite(PciBus::kDataPort + 1, 1, 0x7f);
   EXPECT_EQ(last_write, 0x3d017fu);
   select(4, 0);  // empty slot
