@@ -15,13 +15,15 @@ namespace virtio::xg {
 
 namespace {
 
-absl::StatusOr<uint64_t> ParseNumber(std::string_view s, std::string_view what) {
+absl::StatusOr<uint64_t> ParseNumber(std::string_view s,
+                                     std::string_view what) {
   uint64_t v = 0;
   std::string str(s);
   char* end = nullptr;
   errno = 0;
   v = std::strtoull(str.c_str(), &end, 0);
-  if (str.empty() || errno != 0 || end == nullptr || *end != '\0' || str[0] == '-') {
+  if (str.empty() || errno != 0 || end == nullptr || *end != '\0' ||
+      str[0] == '-') {
     return absl::InvalidArgumentError(absl::StrFormat("bad %s '%s'", what, s));
   }
   return v;
@@ -39,7 +41,8 @@ absl::StatusOr<uint64_t> ParseSize(std::string_view s) {
   if (mult != 1) s.remove_suffix(1);
   auto v = ParseNumber(s, "size");
   if (!v.ok()) return v.status();
-  if (*v > ~uint64_t{0} / mult) return absl::InvalidArgumentError("size overflows");
+  if (*v > ~uint64_t{0} / mult)
+    return absl::InvalidArgumentError("size overflows");
   return *v * mult;
 }
 
@@ -69,9 +72,9 @@ absl::Status CheckSupported(const SpecReader& reader,
     case catalog::DeviceType::kNet:
       if (d.net.backend != catalog::NetBackendKind::kLoopback &&
           d.net.backend != catalog::NetBackendKind::kTap) {
-        return unsupported(absl::StrFormat(
-            "net backend=%s (tap, loopback)",
-            catalog::BackendName(d.net.backend)));
+        return unsupported(
+            absl::StrFormat("net backend=%s (tap, loopback)",
+                            catalog::BackendName(d.net.backend)));
       }
       if (d.net.mac) return unsupported("mac=");
       if (d.net.mtu != 0) return unsupported("mtu=");
@@ -132,8 +135,7 @@ absl::Status ReadXenKeys(SpecReader& reader, DeviceSpec& d) {
   }
   if (!d.pci && !d.msix) return reader.Error("msix=off is for virtio-pci");
   if (d.pci && d.irq) {
-    return reader.Error(
-        "irq= is for virtio-mmio; virtio-pci uses MSI-X/INTx");
+    return reader.Error("irq= is for virtio-mmio; virtio-pci uses MSI-X/INTx");
   }
   return absl::OkStatus();
 }
@@ -178,34 +180,38 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
 std::string Usage() {
   return absl::StrFormat(
       "usage: xen-virtio-backend --domid N --device SPEC [--device SPEC ...]\n"
-         "                          [--arch arm|x86] [--ram GPA:SIZE ...]\n"
-         "                          [--claims-dir DIR] [--print-placement]\n"
-         "\n"
-         "Serves libvirtio devices to Xen guest N as an ioreq server (no QEMU).\n"
-         "\n"
-         "  --device SPEC: the shared device syntax (docs/devices.md):\n%s\n"
-         "    (here: blk on a file, one queue; net on tap or loopback)\n"
-         "    and this backend's own keys, on every type:\n"
-         "      [,transport=mmio|pci][,addr=A][,irq=I][,grant=on][,msix=off]\n"
-         "      msix=off (virtio-pci): no MSI-X capability, INTx only\n"
-         "      grant=on (any device, virtio-mmio): offer ACCESS_PLATFORM and\n"
-         "            map grant-reference DMA addresses (Linux xen-grant-dma)\n"
-         "      addr: MMIO base (0x2000000) for virtio-mmio, or PCI\n"
-         "            [seg:]bus:slot.fn (00:05.0) for virtio-pci (x86)\n"
-         "      irq:  SPI (Arm, >= 32) or ISA IRQ (x86 virtio-mmio, 0-15)\n"
-         "      unpinned devices get the next free MMIO slot from 0x2000000\n"
-         "      (0x200 each) and SPI from 33 / ISA IRQ 5,7,10,11\n"
-         "  --arch arm|x86        guest architecture (default: the host's)\n"
-         "  --ram GPA:SIZE        a guest RAM bank for foreign mapping (repeat;\n"
-         "                        default Arm 0x40000000:3G, x86 0:3G)\n"
-         "  --claims-dir DIR      placement claims shared by every backend of\n"
-         "                        the domain (default /run/xen-virtio-backend)\n"
-         "  --print-placement     print the resolved addr/irq of every device\n"
-         "  --help                this text\n"
-         "\n"
-         "Several backends may serve one domain; each claims only its own\n"
-         "devices' ranges, and a conflicting claim is refused. SIGTERM/SIGINT\n"
-         "tear the ioreq server down cleanly.\n",
+      "                          [--arch arm|x86] [--ram GPA:SIZE ...]\n"
+      "                          [--claims-dir DIR] [--print-placement]\n"
+      "\n"
+      "Serves libvirtio devices to Xen guest N as an ioreq server (no QEMU).\n"
+      "\n"
+      "  --device SPEC: the shared device syntax (docs/devices.md):\n%s\n"
+      "    (here: blk on a file, one queue; net on tap or loopback)\n"
+      "    and this backend's own keys, on every type:\n"
+      "      [,transport=mmio|pci][,addr=A][,irq=I][,grant=on][,msix=off]\n"
+      "      msix=off (virtio-pci): no MSI-X capability, INTx only\n"
+      "      grant=on (any device, virtio-mmio): offer ACCESS_PLATFORM and\n"
+      "            map grant-reference DMA addresses (Linux xen-grant-dma)\n"
+      "      addr: MMIO base (0x2000000) for virtio-mmio, or PCI\n"
+      "            [seg:]bus:slot.fn (00:05.0) for virtio-pci (x86)\n"
+      "      irq:  SPI (Arm, >= 32) or ISA IRQ (x86 virtio-mmio, 0-15)\n"
+      "      unpinned devices get the next free MMIO slot from 0x2000000\n"
+      "      (0x200 each) and SPI from 33 / ISA IRQ 5,7,10,11\n"
+      "  --arch arm|x86        guest architecture (default: the host's)\n"
+      "  --ram GPA:SIZE        a guest RAM bank for foreign mapping (repeat;\n"
+      "                        default Arm 0x40000000:3G, x86 0:3G)\n"
+      "  --claims-dir DIR      placement claims shared by every backend of\n"
+      "                        the domain (default /run/xen-virtio-backend)\n"
+      "  --print-placement     print the resolved addr/irq of every device\n"
+      "  --no-guardian         no guardian process (see below)\n"
+      "  --help                this text\n"
+      "\n"
+      "Several backends may serve one domain; each claims only its own\n"
+      "devices' ranges, and a conflicting claim is refused. SIGTERM/SIGINT\n"
+      "tear the ioreq server down cleanly. If the backend dies any other\n"
+      "way (SIGKILL, a crash), its guardian, a small child process, answers\n"
+      "the guest's pending requests and destroys the ioreq server, so the\n"
+      "guest sees the devices vanish instead of hanging.\n",
       catalog::DeviceSpecHelp());
 }
 
@@ -221,7 +227,8 @@ absl::StatusOr<BackendArgs> ParseArgs(int argc, const char* const* argv) {
     std::string_view arg = argv[i];
     auto value = [&]() -> absl::StatusOr<std::string_view> {
       if (i + 1 >= argc) {
-        return absl::InvalidArgumentError(absl::StrFormat("%s needs a value", arg));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s needs a value", arg));
       }
       return std::string_view(argv[++i]);
     };
@@ -233,7 +240,8 @@ absl::StatusOr<BackendArgs> ParseArgs(int argc, const char* const* argv) {
       if (!v.ok()) return v.status();
       auto n = ParseNumber(*v, "--domid");
       if (!n.ok() || *n >= 0x7ff0) {
-        return absl::InvalidArgumentError(absl::StrFormat("bad --domid '%s'", *v));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("bad --domid '%s'", *v));
       }
       a.domid = static_cast<DomId>(*n);
     } else if (arg == "--device") {
@@ -255,11 +263,13 @@ absl::StatusOr<BackendArgs> ParseArgs(int argc, const char* const* argv) {
     } else if (arg == "--ram") {
       auto v = value();
       if (!v.ok()) return v.status();
-      std::pair<std::string, std::string> gs = absl::StrSplit(std::string(*v), absl::MaxSplits(':', 1));
+      std::pair<std::string, std::string> gs =
+          absl::StrSplit(std::string(*v), absl::MaxSplits(':', 1));
       auto gpa = ParseNumber(gs.first, "--ram GPA");
       auto size = ParseSize(gs.second);
       if (!gpa.ok() || !size.ok() || *size == 0) {
-        return absl::InvalidArgumentError(absl::StrFormat("bad --ram '%s' (GPA:SIZE)", *v));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("bad --ram '%s' (GPA:SIZE)", *v));
       }
       a.ram.push_back({*gpa, *size});
       ram_given = true;
@@ -269,12 +279,17 @@ absl::StatusOr<BackendArgs> ParseArgs(int argc, const char* const* argv) {
       a.claims_dir = std::string(*v);
     } else if (arg == "--print-placement") {
       a.print_placement = true;
+    } else if (arg == "--no-guardian") {
+      a.guardian = false;
     } else {
-      return absl::InvalidArgumentError(absl::StrFormat("unknown argument '%s' (see --help)", arg));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("unknown argument '%s' (see --help)", arg));
     }
   }
-  if (!a.domid) return absl::InvalidArgumentError("--domid N is required (see --help)");
-  if (a.devices.empty()) return absl::InvalidArgumentError("no --device given (see --help)");
+  if (!a.domid)
+    return absl::InvalidArgumentError("--domid N is required (see --help)");
+  if (a.devices.empty())
+    return absl::InvalidArgumentError("no --device given (see --help)");
   if (!ram_given) {
     if (a.arch == GuestArch::kArm) {
       a.ram.push_back({0x40000000, 3ull << 30});
@@ -285,7 +300,8 @@ absl::StatusOr<BackendArgs> ParseArgs(int argc, const char* const* argv) {
   return a;
 }
 
-absl::Status ResolvePlacement(GuestArch arch, std::vector<DeviceSpec>& devices) {
+absl::Status ResolvePlacement(GuestArch arch,
+                              std::vector<DeviceSpec>& devices) {
   std::set<uint64_t> bases;
   std::set<unsigned> irqs;
   std::set<uint32_t> sbdfs;
@@ -293,16 +309,25 @@ absl::Status ResolvePlacement(GuestArch arch, std::vector<DeviceSpec>& devices) 
   for (DeviceSpec& d : devices) {
     if (d.id.empty()) {
       switch (d.type) {
-        case DeviceType::kBlk: d.id = absl::StrCat("blk", n_blk++); break;
-        case DeviceType::kRng: d.id = absl::StrCat("rng", n_rng++); break;
-        case DeviceType::kConsole: d.id = absl::StrCat("console", n_con++); break;
-        case DeviceType::kNet: d.id = absl::StrCat("net", n_net++); break;
+        case DeviceType::kBlk:
+          d.id = absl::StrCat("blk", n_blk++);
+          break;
+        case DeviceType::kRng:
+          d.id = absl::StrCat("rng", n_rng++);
+          break;
+        case DeviceType::kConsole:
+          d.id = absl::StrCat("console", n_con++);
+          break;
+        case DeviceType::kNet:
+          d.id = absl::StrCat("net", n_net++);
+          break;
       }
     }
     if (d.pci && arch == GuestArch::kArm) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: virtio-pci needs an x86 guest (Xen on Arm routes no PCI config "
-          "accesses to ioreq servers)", d.id));
+          "accesses to ioreq servers)",
+          d.id));
     }
     if (d.mmio_base) {
       if (*d.mmio_base % kVirtioMmioSize != 0) {
@@ -311,8 +336,8 @@ absl::Status ResolvePlacement(GuestArch arch, std::vector<DeviceSpec>& devices) 
       }
       for (uint64_t b : bases) {
         if (b == *d.mmio_base) {
-          return absl::AlreadyExistsError(absl::StrFormat(
-              "%s: addr=0x%x used twice", d.id, *d.mmio_base));
+          return absl::AlreadyExistsError(
+              absl::StrFormat("%s: addr=0x%x used twice", d.id, *d.mmio_base));
         }
       }
       bases.insert(*d.mmio_base);
@@ -327,13 +352,16 @@ absl::Status ResolvePlacement(GuestArch arch, std::vector<DeviceSpec>& devices) 
             "%s: irq=%u is not an ISA IRQ (x86: 0-15)", d.id, *d.irq));
       }
       if (!irqs.insert(*d.irq).second) {
-        return absl::AlreadyExistsError(absl::StrFormat("%s: irq=%u used twice", d.id, *d.irq));
+        return absl::AlreadyExistsError(
+            absl::StrFormat("%s: irq=%u used twice", d.id, *d.irq));
       }
     }
     if (d.pci_addr) {
-      const uint32_t s = PciSbdf(d.pci_addr->seg, d.pci_addr->bus, d.pci_addr->dev, d.pci_addr->fn);
+      const uint32_t s = PciSbdf(d.pci_addr->seg, d.pci_addr->bus,
+                                 d.pci_addr->dev, d.pci_addr->fn);
       if (!sbdfs.insert(s).second) {
-        return absl::AlreadyExistsError(absl::StrFormat("%s: PCI address used twice", d.id));
+        return absl::AlreadyExistsError(
+            absl::StrFormat("%s: PCI address used twice", d.id));
       }
     }
   }
@@ -345,7 +373,8 @@ absl::Status ResolvePlacement(GuestArch arch, std::vector<DeviceSpec>& devices) 
   for (DeviceSpec& d : devices) {
     if (d.pci) {
       while (!d.pci_addr) {
-        if (next_slot > 0x1f) return absl::ResourceExhaustedError("no free PCI slot");
+        if (next_slot > 0x1f)
+          return absl::ResourceExhaustedError("no free PCI slot");
         const uint32_t s = PciSbdf(0, 0, next_slot, 0);
         if (sbdfs.insert(s).second) d.pci_addr = PciAddr{0, 0, next_slot, 0};
         ++next_slot;
@@ -354,7 +383,8 @@ absl::Status ResolvePlacement(GuestArch arch, std::vector<DeviceSpec>& devices) 
     }
     while (!d.mmio_base) {
       if (next_base >= kVirtioMmioBase + kVirtioMmioWindow) {
-        return absl::ResourceExhaustedError("virtio-mmio window 0x2000000+1M is full");
+        return absl::ResourceExhaustedError(
+            "virtio-mmio window 0x2000000+1M is full");
       }
       if (bases.insert(next_base).second) d.mmio_base = next_base;
       next_base += kVirtioMmioSize;

@@ -92,7 +92,8 @@
 
 namespace virtio {
 
-// --- Options and statistics ---------------------------------------------------
+// --- Options and statistics
+// ---------------------------------------------------
 
 struct BlkDeviceOptions {
   std::string name = "blk";
@@ -143,7 +144,8 @@ struct BlkQueueStats {
   uint64_t stalls = 0;
 };
 
-// --- The device ---------------------------------------------------------------
+// --- The device
+// ---------------------------------------------------------------
 
 template <HypervisorTraits T, BlockBackend Backend>
 class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
@@ -165,19 +167,19 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
           options.num_queues, backend.num_queues()));
     }
     if (options.queue_size < 2 || options.queue_size > spec::kMaxQueueSize) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: queue_size %u not in 2..%u", options.name, options.queue_size,
-          spec::kMaxQueueSize));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: queue_size %u not in 2..%u", options.name,
+                          options.queue_size, spec::kMaxQueueSize));
     }
     if (options.seg_max > kMaxChainSegments - 2) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: seg_max %u above %u", options.name, options.seg_max,
-          kMaxChainSegments - 2));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: seg_max %u above %u", options.name,
+                          options.seg_max, kMaxChainSegments - 2));
     }
     if (options.serial.size() > blk::kIdBytes) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: serial '%s' longer than %u bytes", options.name, options.serial,
-          blk::kIdBytes));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: serial '%s' longer than %u bytes", options.name,
+                          options.serial, blk::kIdBytes));
     }
     if (backend.capacity() < blk::kSectorSize ||
         backend.block_size() < blk::kSectorSize ||
@@ -221,7 +223,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   }
 
   ~BlkDevice() {
-    for (uint16_t q = 0; q < queues_.size(); ++q) backend_->queue(q).Drain();
+    const auto n = static_cast<uint16_t>(queues_.size());
+    for (uint16_t q = 0; q < n; ++q) backend_->queue(q).Drain();
   }
 
   // --- Used by DeviceCore ---------------------------------------------------
@@ -262,7 +265,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   void OnDriverOk() {}
 
   void OnReset() {
-    for (uint16_t q = 0; q < queues_.size(); ++q) {
+    const auto n = static_cast<uint16_t>(queues_.size());
+    for (uint16_t q = 0; q < n; ++q) {
       backend_->queue(q).Drain();
       queues_[q].ResetSlots();
     }
@@ -276,7 +280,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     Pump(index, ring, /*pop=*/true);
   }
 
-  // --- For the glue -------------------------------------------------------------
+  // --- For the glue
+  // -------------------------------------------------------------
 
   // Reaps backend completions for queue `q`, returns them to the driver
   // (interrupting it if it asked) and resumes popping if the queue had
@@ -285,9 +290,9 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   void CompleteRequests(uint16_t q) {
     if (q >= queues_.size()) return;
     const uint8_t s = this->status();
-    const bool live = (s & spec::kStatusDriverOk) &&
-                      !(s & (spec::kStatusDeviceNeedsReset |
-                             spec::kStatusFailed));
+    const bool live =
+        (s & spec::kStatusDriverOk) &&
+        !(s & (spec::kStatusDeviceNeedsReset | spec::kStatusFailed));
     this->WithQueue(q, [&](uint16_t index, auto& ring) {
       Pump(index, ring, live);
       if (ring.error() != RingError::kNone) {
@@ -301,7 +306,9 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   uint32_t in_flight(uint16_t q) const {
     return q < queues_.size() ? queues_[q].busy() : 0;
   }
-  const BlkQueueStats& queue_stats(uint16_t q) const { return queues_[q].stats; }
+  const BlkQueueStats& queue_stats(uint16_t q) const {
+    return queues_[q].stats;
+  }
   bool writeback() const { return writeback_.load(std::memory_order_relaxed); }
   const blk::Config& config() const { return config_; }
   Backend& backend() { return *backend_; }
@@ -386,7 +393,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     return std::vector<uint32_t>(s.num_queues, s.queue_size);
   }
   static uint32_t SlotsPerQueue(const Backend& b, const BlkDeviceOptions& o) {
-    uint32_t n = o.queue_size < b.queue_depth() ? o.queue_size : b.queue_depth();
+    uint32_t n =
+        o.queue_size < b.queue_depth() ? o.queue_size : b.queue_depth();
     return n == 0 ? 1 : n;
   }
   // Header + data + status, plus room for buffers split across regions.
@@ -470,11 +478,11 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
       const blk::DiscardWriteZeroes& seg = s.segs[s.seg_next];
       const uint64_t off = seg.sector << blk::kSectorShift;
       const uint64_t len = uint64_t{seg.num_sectors} << blk::kSectorShift;
-      queued = s.type == blk::kTypeDiscard
-                   ? bq.Discard(off, len, index)
-                   : bq.WriteZeroes(off, len,
-                                    seg.flags & blk::kWriteZeroesFlagUnmap,
-                                    index);
+      queued =
+          s.type == blk::kTypeDiscard
+              ? bq.Discard(off, len, index)
+              : bq.WriteZeroes(off, len, seg.flags & blk::kWriteZeroesFlagUnmap,
+                               index);
     }
     if (queued) {
       qd.issued = true;
@@ -557,8 +565,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
           reject = blk::kStatusIoErr;
           break;
         }
-        const uint64_t len = in ? c.writable_bytes() - 1
-                                : c.readable_bytes() - sizeof h;
+        const uint64_t len =
+            in ? c.writable_bytes() - 1 : c.readable_bytes() - sizeof h;
         if (len % blk::kSectorSize != 0 ||
             !InRange(h.sector, len >> blk::kSectorShift)) {
           reject = blk::kStatusIoErr;
@@ -574,8 +582,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
         break;
       case blk::kTypeGetId: {
         const uint64_t room = c.writable_bytes() - 1;
-        const uint32_t n = room < blk::kIdBytes ? static_cast<uint32_t>(room)
-                                                : blk::kIdBytes;
+        const uint32_t n =
+            room < blk::kIdBytes ? static_cast<uint32_t>(room) : blk::kIdBytes;
         c.CopyToWritable(0, id_, n);
         Finish(qd, ring, c.token(), status, blk::kStatusOk, n + 1);
         return;
@@ -635,8 +643,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     const uint64_t payload = c.readable_bytes() - sizeof(blk::RequestHeader);
     constexpr uint64_t kSeg = sizeof(blk::DiscardWriteZeroes);
     if (payload == 0 || payload % kSeg != 0) return blk::kStatusIoErr;
-    const uint32_t max_seg = discard ? config_.max_discard_seg
-                                     : config_.max_write_zeroes_seg;
+    const uint32_t max_seg =
+        discard ? config_.max_discard_seg : config_.max_write_zeroes_seg;
     const uint32_t max_sectors = discard ? config_.max_discard_sectors
                                          : config_.max_write_zeroes_sectors;
     if (payload / kSeg > max_seg) return blk::kStatusUnsupp;

@@ -126,15 +126,15 @@ struct ConsoleOptions {
 };
 
 struct ConsoleStats {
-  uint64_t tx_bytes = 0;        // guest → backends
-  uint64_t rx_bytes = 0;        // backends → guest
-  uint64_t tx_stalls = 0;       // times a backend took less than offered
-  uint64_t bad_chains = 0;      // chains returned unused (untranslatable...)
-  uint64_t bad_control = 0;     // control messages ignored
-  uint64_t control_sent = 0;    // control messages delivered to the guest
-  uint64_t control_dropped = 0; // control messages over the queue bound
-  uint64_t emerg_bytes = 0;     // emergency bytes written to the backend
-  uint64_t emerg_dropped = 0;   // emergency bytes over the buffer bound
+  uint64_t tx_bytes = 0;         // guest → backends
+  uint64_t rx_bytes = 0;         // backends → guest
+  uint64_t tx_stalls = 0;        // times a backend took less than offered
+  uint64_t bad_chains = 0;       // chains returned unused (untranslatable...)
+  uint64_t bad_control = 0;      // control messages ignored
+  uint64_t control_sent = 0;     // control messages delivered to the guest
+  uint64_t control_dropped = 0;  // control messages over the queue bound
+  uint64_t emerg_bytes = 0;      // emergency bytes written to the backend
+  uint64_t emerg_dropped = 0;    // emergency bytes over the buffer bound
 };
 
 template <HypervisorTraits T, ConsoleBackend Backend>
@@ -187,15 +187,16 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
     if (efd < 0) {
       return absl::ErrnoToStatus(errno, "eventfd");
     }
-    return std::unique_ptr<ConsoleDevice>(
-        new ConsoleDevice(memory, interrupt, backends, std::move(options), efd));
+    return std::unique_ptr<ConsoleDevice>(new ConsoleDevice(
+        memory, interrupt, backends, std::move(options), efd));
   }
 
   ~ConsoleDevice() { close(wakeup_fd_); }
 
   uint32_t num_ports() const { return static_cast<uint32_t>(ports_.size()); }
 
-  // --- Host side ---------------------------------------------------------------
+  // --- Host side
+  // ---------------------------------------------------------------
   void Resize(uint16_t cols, uint16_t rows) {
     std::lock_guard<std::mutex> lock(mu_);
     ResizeLocked({cols, rows});
@@ -289,16 +290,16 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
                 typename T::Interrupt& interrupt,
                 absl::Span<Backend* const> backends, ConsoleOptions options,
                 int wakeup_fd)
-      : Core(memory, interrupt, options.name,
-             spec::Bit(console::kFeatureSize) |
-                 spec::Bit(console::kFeatureEmergWrite) |
-                 (options.multiport ? spec::Bit(console::kFeatureMultiport)
-                                    : 0),
-             std::vector<uint32_t>(
-                 console::NumQueues(static_cast<uint32_t>(backends.size()),
-                                    options.multiport),
-                 options.queue_size),
-             options.ring),
+      : Core(
+            memory, interrupt, options.name,
+            spec::Bit(console::kFeatureSize) |
+                spec::Bit(console::kFeatureEmergWrite) |
+                (options.multiport ? spec::Bit(console::kFeatureMultiport) : 0),
+            std::vector<uint32_t>(
+                console::NumQueues(static_cast<uint32_t>(backends.size()),
+                                   options.multiport),
+                options.queue_size),
+            options.ring),
         options_(std::move(options)),
         ports_(backends.size()),
         ctrl_rx_chain_(16),
@@ -306,7 +307,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
         wakeup_fd_(wakeup_fd) {
     for (size_t i = 0; i < backends.size(); ++i) {
       ports_[i].backend = backends[i];
-      if (i < options_.port_names.size()) ports_[i].name = options_.port_names[i];
+      if (i < options_.port_names.size())
+        ports_[i].name = options_.port_names[i];
     }
     max_pending_ = 8 * ports_.size() + 16;
     config_.max_nr_ports = static_cast<uint32_t>(ports_.size());
@@ -321,7 +323,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
     config_.rows = s.rows;
   }
 
-  // --- DeviceCore hooks ----------------------------------------------------------
+  // --- DeviceCore hooks
+  // ----------------------------------------------------------
   uint32_t ConfigSize() const { return sizeof(console::Config); }
 
   void ReadConfigBytes(uint32_t offset, void* data, uint32_t len) {
@@ -387,7 +390,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
   // backend has not taken yet dropped.
   void OnQueueDisabled(uint16_t index) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (index == console::kControlRxQueue || index == console::kControlTxQueue) {
+    if (index == console::kControlRxQueue ||
+        index == console::kControlTxQueue) {
       return;
     }
     const uint32_t port = index < 2 ? 0 : (index - 2) / 2;
@@ -416,7 +420,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
   void ProcessQueue(uint16_t index, Q& ring) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!live_) return;
-    if (index == console::kControlRxQueue || index == console::kControlTxQueue) {
+    if (index == console::kControlRxQueue ||
+        index == console::kControlTxQueue) {
       if (!multiport_) {
         this->GuestError(absl::StrFormat(
             "kick on control queue %u without MULTIPORT", index));
@@ -443,7 +448,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
     CheckHostOpen(port);
   }
 
-  // --- Helpers (mu_ held) -----------------------------------------------------------
+  // --- Helpers (mu_ held)
+  // -----------------------------------------------------------
   bool Live() const {
     const uint8_t s = this->status();
     return live_ && (s & spec::kStatusDriverOk) &&
@@ -505,7 +511,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
         ++n;
       }
       size_t took = port.backend->Write({port.scratch.get(), n});
-      took = static_cast<size_t>(std::min<uint64_t>(took, total - port.tx_offset));
+      took =
+          static_cast<size_t>(std::min<uint64_t>(took, total - port.tx_offset));
       if (took == 0) return false;
       port.tx_offset += took;
       stats_.tx_bytes += took;
@@ -525,9 +532,9 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
           if (ring.Pop(port.tx) != PopStatus::kChain) break;
           if (!port.tx.ok()) {
             ++stats_.bad_chains;
-            this->GuestError(absl::StrFormat(
-                "port %u transmit chain: %s", index,
-                RingErrorName(port.tx.error())));
+            this->GuestError(absl::StrFormat("port %u transmit chain: %s",
+                                             index,
+                                             RingErrorName(port.tx.error())));
             ring.Push(port.tx.token(), 0);
             continue;
           }
@@ -543,7 +550,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
         port.tx_held = false;
         ring.Push(port.tx.token(), 0);
       }
-      if (ring.Publish()) this->interrupt().SignalQueue(console::TxQueue(index));
+      if (ring.Publish())
+        this->interrupt().SignalQueue(console::TxQueue(index));
       // Paced: leave notifications off and the rest of the ring with the
       // guest until the backend is writable again.
     } while (!stalled && ring.error() == RingError::kNone &&
@@ -562,10 +570,10 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
           if (ring.Pop(port.rx) != PopStatus::kChain) break;
           if (!port.rx.ok() || port.rx.writable_bytes() == 0) {
             ++stats_.bad_chains;
-            this->GuestError(absl::StrFormat(
-                "port %u receive chain: %s", index,
-                port.rx.ok() ? "no writable buffer"
-                             : RingErrorName(port.rx.error())));
+            this->GuestError(
+                absl::StrFormat("port %u receive chain: %s", index,
+                                port.rx.ok() ? "no writable buffer"
+                                             : RingErrorName(port.rx.error())));
             ring.Push(port.rx.token(), 0);
             continue;
           }
@@ -573,7 +581,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
           Wake();
         }
         size_t n = port.backend->Read(port.rx.writable());
-        n = static_cast<size_t>(std::min<uint64_t>(n, port.rx.writable_bytes()));
+        n = static_cast<size_t>(
+            std::min<uint64_t>(n, port.rx.writable_bytes()));
         if (n == 0) {
           waiting = true;
           break;
@@ -582,12 +591,14 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
         port.rx_held = false;
         ring.Push(port.rx.token(), static_cast<uint32_t>(n));
       }
-      if (ring.Publish()) this->interrupt().SignalQueue(console::RxQueue(index));
+      if (ring.Publish())
+        this->interrupt().SignalQueue(console::RxQueue(index));
     } while (!waiting && ring.error() == RingError::kNone &&
              ring.EnableNotification());
   }
 
-  // --- Control queues ------------------------------------------------------------------
+  // --- Control queues
+  // ------------------------------------------------------------------
   void ResizeLocked(ConsoleSize s) {
     if (s == ConsoleSize{config_.cols, config_.rows}) return;
     config_.cols = s.cols;
@@ -618,20 +629,22 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
   }
 
   // Queues a message for the guest and delivers what it can.
-  void Send(uint32_t id, uint16_t event, uint16_t value, std::string extra = {}) {
-    bool queued = false;
+  void Send(uint32_t id, uint16_t event, uint16_t value,
+            std::string extra = {}) {
+    PendingControl* waiting = nullptr;
     if (event == console::kEventResize || event == console::kEventPortOpen) {
       // Only the latest state matters: update a message still waiting.
       for (PendingControl& m : pending_) {
         if (m.header.id == id && m.header.event == event) {
-          m.header.value = value;
-          m.extra = std::move(extra);
-          queued = true;
+          waiting = &m;
           break;
         }
       }
     }
-    if (!queued) {
+    if (waiting != nullptr) {
+      waiting->header.value = value;
+      waiting->extra = std::move(extra);
+    } else {
       if (pending_.size() >= max_pending_) {
         ++stats_.control_dropped;
         Logf(LogLevel::kWarning,
@@ -663,7 +676,7 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
         const PendingControl& m = pending_.front();
         uint8_t buf[sizeof(console::Control) + kMaxNameLength + 1];
         std::memcpy(buf, &m.header, sizeof m.header);
-        std::memcpy(buf + sizeof m.header, m.extra.data(), m.extra.size());
+        std::copy(m.extra.begin(), m.extra.end(), buf + sizeof m.header);
         // A name that does not fit is truncated (Linux takes what is there).
         const size_t len = std::min<uint64_t>(sizeof m.header + m.extra.size(),
                                               ctrl_rx_chain_.writable_bytes());
@@ -693,7 +706,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
         if (!ctrl_tx_chain_.ok()) {
           BadControl(absl::StrFormat("control chain: %s",
                                      RingErrorName(ctrl_tx_chain_.error())));
-        } else if (ctrl_tx_chain_.CopyFromReadable(0, &c, sizeof c) != sizeof c) {
+        } else if (ctrl_tx_chain_.CopyFromReadable(0, &c, sizeof c) !=
+                   sizeof c) {
           BadControl(absl::StrFormat("control message of %u bytes",
                                      ctrl_tx_chain_.readable_bytes()));
         } else {
@@ -703,7 +717,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
         }
         ring.Push(ctrl_tx_chain_.token(), 0);
       }
-      if (ring.Publish()) this->interrupt().SignalQueue(console::kControlTxQueue);
+      if (ring.Publish())
+        this->interrupt().SignalQueue(console::kControlTxQueue);
     } while (ring.error() == RingError::kNone && ring.EnableNotification());
   }
 
@@ -750,8 +765,8 @@ class ConsoleDevice : public DeviceCore<T, ConsoleDevice<T, Backend>> {
       return;
     }
     if (!device_ready_) {
-      BadControl(absl::StrFormat("control event %u before DEVICE_READY",
-                                 c.event));
+      BadControl(
+          absl::StrFormat("control event %u before DEVICE_READY", c.event));
       return;
     }
     Port& p = ports_[c.id];

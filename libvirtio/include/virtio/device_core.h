@@ -33,7 +33,8 @@
 // first.
 //
 // Example (a transport's status register write):
-//   void WriteStatus(uint32_t v) { device_.SetStatus(static_cast<uint8_t>(v)); }
+//   void WriteStatus(uint32_t v) { device_.SetStatus(static_cast<uint8_t>(v));
+//   }
 #ifndef VIRTIO_DEVICE_CORE_H_
 #define VIRTIO_DEVICE_CORE_H_
 
@@ -106,7 +107,8 @@ class DeviceCore {
     return q < queues_.size() ? queues_[q].max_size : 0;
   }
 
-  // --- Features ---------------------------------------------------------------
+  // --- Features
+  // ---------------------------------------------------------------
   uint64_t device_features() const { return device_features_; }
   uint64_t driver_features() const { return driver_features_; }
   // Stores the driver's feature choice. Ignored (returns false) once
@@ -124,7 +126,8 @@ class DeviceCore {
            (driver_features_ & spec::Bit(bit));
   }
 
-  // --- Status -------------------------------------------------------------------
+  // --- Status
+  // -------------------------------------------------------------------
   uint8_t status() const { return status_.load(std::memory_order_acquire); }
 
   void SetStatus(uint8_t value) {
@@ -154,14 +157,16 @@ class DeviceCore {
       }
       derived().OnDriverOk();
       // Buffers added (and kicked) before DRIVER_OK were ignored: look now.
-      for (uint16_t q = 0; q < queues_.size(); ++q) Notify(q);
+      const auto n = static_cast<uint16_t>(queues_.size());
+      for (uint16_t q = 0; q < n; ++q) Notify(q);
     }
   }
 
-  // --- Queues -------------------------------------------------------------------
-  // The pending configuration of queue `q`, for a transport to fill in
-  // (size, addresses). nullptr if `q` is out of range or already enabled:
-  // an enabled queue's configuration is read-only.
+  // --- Queues
+  // ------------------------------------------------------------------- The
+  // pending configuration of queue `q`, for a transport to fill in (size,
+  // addresses). nullptr if `q` is out of range or already enabled: an enabled
+  // queue's configuration is read-only.
   QueueConfig* queue_config(uint16_t q) {
     if (q >= queues_.size() || queues_[q].enabled) return nullptr;
     return &queues_[q].config;
@@ -282,7 +287,7 @@ class DeviceCore {
     // Devices that hold popped chains across kicks (paced console output,
     // net rx buffers waiting for a packet) must let go of them first: the
     // ring, and possibly the memory behind it, is about to go away.
-    if constexpr (requires(Derived& d) { d.OnQueueDisabled(q); }) {
+    if constexpr (requires(Derived & d) { d.OnQueueDisabled(q); }) {
       derived().OnQueueDisabled(q);
     }
     QueueSlot& slot = queues_[q];
@@ -350,8 +355,8 @@ class DeviceCore {
     const uint32_t size = config_size();
     if (offset > size || len > size - offset) {
       std::memset(data, 0, len);
-      GuestError(absl::StrFormat("config read of %u bytes at %u beyond %u",
-                                 len, offset, size));
+      GuestError(absl::StrFormat("config read of %u bytes at %u beyond %u", len,
+                                 offset, size));
       return false;
     }
     derived().ReadConfigBytes(offset, data, len);
@@ -368,9 +373,10 @@ class DeviceCore {
     return true;
   }
 
-  // --- Reset and errors -----------------------------------------------------------
-  // Returns the device to its initial state (status 0). In-flight requests
-  // are finished or cancelled by the device before the rings are dropped.
+  // --- Reset and errors
+  // ----------------------------------------------------------- Returns the
+  // device to its initial state (status 0). In-flight requests are finished or
+  // cancelled by the device before the rings are dropped.
   void Reset() {
     derived().OnReset();
     for (QueueSlot& slot : queues_) {
@@ -385,8 +391,8 @@ class DeviceCore {
 
   // Puts the device into DEVICE_NEEDS_RESET and tells the driver (§2.1.2).
   void SetNeedsReset(std::string_view why) {
-    const uint8_t old =
-        status_.fetch_or(spec::kStatusDeviceNeedsReset, std::memory_order_acq_rel);
+    const uint8_t old = status_.fetch_or(spec::kStatusDeviceNeedsReset,
+                                         std::memory_order_acq_rel);
     if (!(old & spec::kStatusDeviceNeedsReset)) {
       // Rate limited: a guest can loop reset -> bad setup forever.
       if (const auto v = guest_errors_.Allow()) {
@@ -420,8 +426,7 @@ class DeviceCore {
       return d.ConfigSize();
     }
     template <typename D = Derived>
-    static auto ReadConfigBytes(D& d, uint32_t offset, void* data,
-                                uint32_t len)
+    static auto ReadConfigBytes(D& d, uint32_t offset, void* data, uint32_t len)
         -> decltype(d.ReadConfigBytes(offset, data, len)) {
       return d.ReadConfigBytes(offset, data, len);
     }
@@ -456,7 +461,8 @@ class DeviceCore {
   // number of queues). `device_features` are the device-specific feature
   // bits; ring features come from `ring`.
   DeviceCore(const Memory& memory, Interrupt& interrupt, std::string name,
-             uint64_t device_features, absl::Span<const uint32_t> queue_max_sizes,
+             uint64_t device_features,
+             absl::Span<const uint32_t> queue_max_sizes,
              RingFeatureOptions ring = {})
       : memory_(&memory),
         interrupt_(&interrupt),
@@ -505,7 +511,8 @@ class DeviceCore {
 
   bool FeaturesAcceptable() {
     if (!(driver_features_ & spec::Bit(spec::kFeatureVersion1))) {
-      GuestError("driver did not accept VERSION_1 (legacy drivers unsupported)");
+      GuestError(
+          "driver did not accept VERSION_1 (legacy drivers unsupported)");
       return false;
     }
     if (driver_features_ & ~device_features_) {

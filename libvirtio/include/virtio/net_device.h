@@ -517,7 +517,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
       rx.reserve(rx_chains);
       for (uint32_t i = 0; i < rx_chains; ++i) rx.emplace_back(rx_segments);
     }
-    PairState(PairState&&) = default;
+    PairState(PairState&&) noexcept = default;
 
     DescriptorChain tx_chain;
     std::unique_ptr<iovec[]> tx_iov;
@@ -589,7 +589,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   }
 
   static std::vector<uint32_t> QueueSizes(const NetDeviceOptions& o) {
-    std::vector<uint32_t> sizes(2u * o.max_pairs, o.queue_size);
+    std::vector<uint32_t> sizes(size_t{2} * o.max_pairs, o.queue_size);
     if (o.ctrl_vq) sizes.push_back(o.ctrl_queue_size);
     return sizes;
   }

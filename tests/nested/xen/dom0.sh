@@ -47,16 +47,16 @@ say "TOOLSTACK-UP $(grep -E '^(xen_version|virt_caps)' /xtout/xl-info.log | tr -
 # (IRQS: SLOT.FN:msix|intx,...; RINGS: SLOT.FN:split|packed,...)
 # BACKEND ARGS: one xen-virtio-backend process per ";;"-separated part,
 # all sharing one placement-claims directory. xt_disagg=SLOT.FN in the
-# kernel args: the backend serving that function is stopped (SIGTERM, or
-# xt_disagg_sig=KILL) while the guest streams data through it (see
+# kernel args: the backend serving that function is killed (SIGKILL: no
+# teardown of its own, its guardian process answers the guest's pending
+# requests and destroys the ioreq server; xt_disagg_sig=TERM for the
+# orderly stop) while the guest streams data through it (see
 # guest-init.sh t_disagg).
 run_guest() {
   local name=$1 bargs=$2 tests=$3 irq=$4 ring=$5 extra=${6:-}
   local dir=/xtout/$name img=/tmp/$name-disk.img t
-  local victim_fn= victim_sig=TERM
+  local victim_fn= victim_sig=KILL
   [[ " $extra " =~ \ xt_disagg=([0-9a-f]+\.[0-7])\  ]] && victim_fn=${BASH_REMATCH[1]}
-  # xt_disagg_sig=KILL: an experiment (a backend that dies without
-  # tearing its server down); the checks below expect TERM.
   [[ " $extra " =~ \ xt_disagg_sig=(TERM|KILL)\  ]] && victim_sig=${BASH_REMATCH[1]}
   mkdir -p "$dir"
   say "GUEST-CREATE $name"
@@ -176,9 +176,9 @@ open(sys.argv[1], "w").write("%s %d\n" % (h.hexdigest(), n))
     helpers+=($!)
   fi
   # Disaggregation: the guest streams zeros to port 5078 through the
-  # victim's device; once 256 KiB have arrived the receiver stops the
-  # victim backend (SIGTERM: it answers what is pending and destroys its
-  # ioreq server) and notes how much had arrived and what came after.
+  # victim's device; once 256 KiB have arrived the receiver kills the
+  # victim backend (see victim_sig) and notes how much had arrived and
+  # what came after.
   if [[ -n $victim_fn ]]; then
     python3 -c '
 import os, signal, socket, sys, time
@@ -259,7 +259,9 @@ while True:
     brc=$?
     say "BACKEND-EXIT $name #$k rc $brc (alive at guest end: ${alive[k]})"
     sed "s/^/XT-BACKEND $name #$k: /" "${blogs[k]}" | tail -30
-    [[ $brc == 0 ]] || failed "$name: backend $k exited with $brc"
+    local want_rc=0
+    [[ $k == "$victim" && $victim_sig == KILL ]] && want_rc=137
+    [[ $brc == "$want_rc" ]] || failed "$name: backend $k exited with $brc, not $want_rc"
     if [[ $k != "$victim" && ${alive[k]} != 1 ]]; then
       failed "$name: backend $k was not serving when the guest finished"
     fi
@@ -277,8 +279,14 @@ while True:
       say "DISAGG $name: backend #$victim (00:$victim_fn) stopped after $kb bytes of the stream," \
         "$(cat "$dir/after-kill" 2>/dev/null || echo 0) bytes arrived after it"
       [[ ${alive[victim]} == 0 ]] || failed "$name: victim backend still running at the guest's end"
-      grep -q "stopping: tearing the ioreq server down" "${blogs[victim]}" ||
-        failed "$name: victim backend did not tear its ioreq server down"
+      if [[ $victim_sig == TERM ]]; then
+        grep -q "stopping: tearing the ioreq server down" "${blogs[victim]}" ||
+          failed "$name: victim backend did not tear its ioreq server down"
+      elif grep -q "guardian: ioreq server [0-9]* destroyed" "${blogs[victim]}"; then
+        say "GUARDIAN $name: $(grep -m1 "guardian: ioreq server" "${blogs[victim]}")"
+      else
+        failed "$name: the killed backend's guardian did not destroy its ioreq server"
+      fi
     fi
     local lk lt
     lk=$(grep -an '^XG-PASS disagg' "$dir/serial.log" | head -1 | cut -d: -f1)
@@ -299,6 +307,11 @@ while True:
       done
     fi
   fi
+  # Every guardian is gone: the killed backend's after reaping, the
+  # others with their backend's orderly stop.
+  local left
+  left=$(pgrep -x xvb-guardian | tr '\n' ' ')
+  [[ -z $left ]] || failed "$name: guardian processes left running: $left"
   grep -a '^XG-FAIL' "$dir/serial.log" | while read -r l; do echo "$l"; done >"$dir/fails"
   [[ -s $dir/fails ]] && failed "$name: $(tr '\n' ';' <"$dir/fails")"
   local t

@@ -161,7 +161,7 @@ kill -TERM "$QEMU_PID" 2>/dev/null; sleep 0.5; kill -KILL "$QEMU_PID" 2>/dev/nul
 wait "$QEMU_PID" 2>/dev/null
 QEMU_PID=
 
-tr -d '\r' <"$OUT/serial.log" | grep -a -E '^XT-(GUEST|BACKEND|FAIL|DISK|RESULT|BACKEND-EXIT|GUEST-END|DISAGG|PLACEMENT)' |
+tr -d '\r' <"$OUT/serial.log" | grep -a -E '^XT-(GUEST|BACKEND|FAIL|DISK|RESULT|BACKEND-EXIT|GUEST-END|DISAGG|GUARDIAN|PLACEMENT)' |
   sed 's/^/  /'
 result=$(tr -d '\r' <"$OUT/serial.log" | grep -a -m1 '^XT-RESULT:')
 xt_log "done in $((SECONDS - T0))s (QEMU wall time); milestones: $(for k in "${!SEEN[@]}"; do printf '%s=%ss ' "$k" "${SEEN[$k]}"; done)"

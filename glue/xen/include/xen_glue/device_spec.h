@@ -3,6 +3,7 @@
 //   xen-virtio-backend --domid N --device SPEC [--device SPEC ...]
 //                      [--arch arm|x86] [--ram GPA:SIZE ...]
 //                      [--claims-dir DIR] [--print-placement]
+//                      [--no-guardian]
 //   SPEC: the device catalogue's syntax (virtio/catalog/device_spec.h,
 //         docs/devices.md), shared with vhost-user-device and virtio-kvm,
 //         plus this backend's own keys:
@@ -58,16 +59,17 @@ struct DeviceSpec {
   std::optional<PciAddr> pci_addr;    // virtio-pci
   std::optional<unsigned> irq;        // virtio-mmio line
   bool grant = false;                 // grant-based DMA + ACCESS_PLATFORM
-  std::string backend;                // console: pty|stdio|socket|file; net: tap|loopback
-  std::string ifname;                 // net,backend=tap
-  bool packed = true;                 // offer VIRTIO_F_RING_PACKED
-  bool msix = true;                   // virtio-pci: offer MSI-X (else INTx only)
+  std::string backend;  // console: pty|stdio|socket|file; net: tap|loopback
+  std::string ifname;   // net,backend=tap
+  bool packed = true;   // offer VIRTIO_F_RING_PACKED
+  bool msix = true;     // virtio-pci: offer MSI-X (else INTx only)
 };
 
-inline constexpr uint64_t kVirtioMmioBase = 0x02000000;   // GUEST_VIRTIO_MMIO_BASE
+inline constexpr uint64_t kVirtioMmioBase =
+    0x02000000;  // GUEST_VIRTIO_MMIO_BASE
 inline constexpr uint64_t kVirtioMmioWindow = 0x00100000;
 inline constexpr uint64_t kVirtioMmioSize = 0x200;
-inline constexpr unsigned kFirstVirtioSpi = 33;           // GUEST_VIRTIO_MMIO_SPI_FIRST
+inline constexpr unsigned kFirstVirtioSpi = 33;  // GUEST_VIRTIO_MMIO_SPI_FIRST
 
 struct BackendArgs {
   bool help = false;
@@ -77,6 +79,8 @@ struct BackendArgs {
   std::vector<GuestRamBank> ram;
   std::string claims_dir = "/run/xen-virtio-backend";
   bool print_placement = false;
+  // Fork a guardian that reaps the ioreq server if we die (guardian.h).
+  bool guardian = true;
 };
 
 absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec);

@@ -73,8 +73,11 @@ class IoDevice {
   virtual uint64_t MmioRead(uint64_t offset, uint32_t size) = 0;
   virtual void MmioWrite(uint64_t offset, uint32_t size, uint64_t value) = 0;
   // PCI functions only.
-  virtual uint32_t ConfigRead(uint32_t /*reg*/, uint32_t /*size*/) { return ~0u; }
-  virtual void ConfigWrite(uint32_t /*reg*/, uint32_t /*size*/, uint32_t /*v*/) {}
+  virtual uint32_t ConfigRead(uint32_t /*reg*/, uint32_t /*size*/) {
+    return ~0u;
+  }
+  virtual void ConfigWrite(uint32_t /*reg*/, uint32_t /*size*/,
+                           uint32_t /*v*/) {}
   // The BAR window the guest programmed, if memory decoding is on.
   virtual std::optional<std::pair<uint64_t, uint64_t>> BarWindow() const {
     return std::nullopt;
@@ -123,13 +126,14 @@ struct IoreqServerOptions {
 
 struct IoreqStats {
   uint64_t requests = 0;
-  uint64_t invalid = 0;       // answered without reaching a device
-  uint64_t straddles = 0;     // crossed the end of a range
-  uint64_t unclaimed = 0;     // address/SBDF/type not ours
-  uint64_t rep = 0;           // count > 1 or data_is_ptr handled
+  uint64_t invalid = 0;    // answered without reaching a device
+  uint64_t straddles = 0;  // crossed the end of a range
+  uint64_t unclaimed = 0;  // address/SBDF/type not ours
+  uint64_t rep = 0;        // count > 1 or data_is_ptr handled
   uint64_t invalidates = 0;
-  uint64_t spurious = 0;      // events with no READY slot behind them
+  uint64_t spurious = 0;  // events with no READY slot behind them
   uint64_t pending_errors = 0;
+  uint64_t adopted = 0;  // INPROCESS slots taken over from a dead owner
 };
 
 template <DeviceModelPort DM, ForeignMemoryPort FM, EventChannelPort EV>
@@ -143,7 +147,8 @@ class IoreqServer {
   IoreqServer(const IoreqServer&) = delete;
   IoreqServer& operator=(const IoreqServer&) = delete;
 
-  // --- devices (before or after Start) ------------------------------------------
+  // --- devices (before or after Start)
+  // ------------------------------------------
   absl::Status AddMmio(uint64_t base, uint64_t size, IoDevice* dev,
                        std::string name) {
     if (size == 0 || base + size - 1 < base) {
@@ -153,9 +158,9 @@ class IoreqServer {
     const uint64_t end = base + size - 1;
     for (const Window& w : windows_) {
       if (base <= w.end && w.start <= end) {
-        return absl::AlreadyExistsError(absl::StrFormat(
-            "%s: MMIO 0x%x-0x%x overlaps %s at 0x%x-0x%x", name, base, end,
-            w.name, w.start, w.end));
+        return absl::AlreadyExistsError(
+            absl::StrFormat("%s: MMIO 0x%x-0x%x overlaps %s at 0x%x-0x%x", name,
+                            base, end, w.name, w.start, w.end));
       }
     }
     Window w{base, end, dev, std::move(name), false};
@@ -180,9 +185,9 @@ class IoreqServer {
     const uint32_t sbdf = PciSbdf(seg, bus, dev, fn);
     for (const PciFn& f : pci_) {
       if (f.sbdf == sbdf) {
-        return absl::AlreadyExistsError(absl::StrFormat(
-            "%s: PCI %04x:%02x:%02x.%x already used by %s", name, seg, bus,
-            dev, fn, f.name));
+        return absl::AlreadyExistsError(
+            absl::StrFormat("%s: PCI %04x:%02x:%02x.%x already used by %s",
+                            name, seg, bus, dev, fn, f.name));
       }
     }
     PciFn f{sbdf, seg, bus, dev, fn, device, std::move(name), std::nullopt};
@@ -202,7 +207,8 @@ class IoreqServer {
   }
   void set_guest_copier(GuestCopier* copier) { copier_ = copier; }
 
-  // --- lifecycle ----------------------------------------------------------------
+  // --- lifecycle
+  // ----------------------------------------------------------------
   absl::Status Start() {
     if (started_) return absl::OkStatus();
     const DomId d = options_.domid;
@@ -211,9 +217,9 @@ class IoreqServer {
       return Errno(absl::StrFormat("nr_vcpus(domain %u)", d));
     }
     if (n == 0 || n > kMaxVcpusPerPage) {
-      return absl::OutOfRangeError(absl::StrFormat(
-          "domain %u has %u vCPUs; one ioreq page serves 1..%u", d, n,
-          kMaxVcpusPerPage));
+      return absl::OutOfRangeError(
+          absl::StrFormat("domain %u has %u vCPUs; one ioreq page serves 1..%u",
+                          d, n, kMaxVcpusPerPage));
     }
     nr_vcpus_ = n;
     if (options_.reattach) {
@@ -236,7 +242,9 @@ class IoreqServer {
       return s;
     }
     started_ = true;
-    RescanSlots();
+    // A re-attached server's previous owner is gone: a slot it had taken
+    // (INPROCESS) will never be answered by it, so it is ours now.
+    RescanSlots(/*adopt_in_process=*/options_.reattach.has_value());
     return absl::OkStatus();
   }
 
@@ -252,7 +260,8 @@ class IoreqServer {
         if (f.registered) dm_.unmap_pcidev(d, id_, f.seg, f.bus, f.dev, f.fn);
         f.registered = false;
       }
-      std::erase_if(windows_, [](const Window& w) { return w.bar_of != nullptr; });
+      std::erase_if(windows_,
+                    [](const Window& w) { return w.bar_of != nullptr; });
       for (PciFn& f : pci_) f.bar.reset();
       if (enabled_) dm_.set_ioreq_server_state(d, id_, 0);
       enabled_ = false;
@@ -271,6 +280,30 @@ class IoreqServer {
     started_ = false;
   }
 
+  // Stops Xen routing requests here (disables the server) and answers what
+  // raced in; ranges, page and ports stay until Stop(). Idempotent.
+  void Disable() {
+    if (!created_ || !enabled_) return;
+    dm_.set_ioreq_server_state(options_.domid, id_, 0);
+    enabled_ = false;
+    if (started_) RescanSlots();
+  }
+
+  // Slots whose answer (IORESP_READY) the vCPU has not taken yet. Xen sets
+  // the slot back to NONE when the vCPU runs again and consumes it; until
+  // then destroying the server would lose the answer.
+  unsigned UnconsumedAnswers() const {
+    if (page_ == nullptr) return 0;
+    unsigned n = 0;
+    for (unsigned v = 0; v < nr_vcpus_; ++v) {
+      if ((SlotByte30(page_[v]).load(std::memory_order_acquire) &
+           kFlagStateMask) == kStateRespReady) {
+        ++n;
+      }
+    }
+    return n;
+  }
+
   // Forgets everything without telling Xen (a crashed process): tests only.
   void Abandon() {
     local_ports_.clear();
@@ -281,7 +314,8 @@ class IoreqServer {
     for (PciFn& f : pci_) f.registered = false;
   }
 
-  // --- dispatch -------------------------------------------------------------------
+  // --- dispatch
+  // -------------------------------------------------------------------
   int fd() { return ev_.fd(); }
 
   // Waits up to `timeout_ms` for events and handles them. Returns false on
@@ -325,14 +359,17 @@ class IoreqServer {
   }
 
   // Looks at every slot (after a (re)bind the notification may be lost).
-  void RescanSlots() {
+  // `adopt_in_process`: also serve slots left INPROCESS (by a process that
+  // died between taking a request and answering it).
+  void RescanSlots(bool adopt_in_process = false) {
     if (page_ == nullptr) return;
     for (unsigned v = 0; v < nr_vcpus_ && v < local_ports_.size(); ++v) {
-      ServiceSlot(v, /*count_spurious=*/false);
+      ServiceSlot(v, /*count_spurious=*/false, adopt_in_process);
     }
   }
 
-  // --- introspection ----------------------------------------------------------------
+  // --- introspection
+  // ----------------------------------------------------------------
   bool started() const { return started_; }
   IoServId id() const { return id_; }
   unsigned nr_vcpus() const { return nr_vcpus_; }
@@ -362,16 +399,21 @@ class IoreqServer {
     bool registered = false;
   };
 
+  // NotFound when the domain or the server does not exist (a reaper tells
+  // "already gone" from "cannot attach" by it), Unavailable otherwise.
   absl::Status Errno(const std::string& what) const {
     const int e = errno;
-    return absl::UnavailableError(absl::StrFormat(
-        "%s: %s failed: %s (%s)", options_.name, what, std::strerror(e),
-        XenErrnoHint(e)));
+    const std::string msg =
+        absl::StrFormat("%s: %s failed: %s (%s)", options_.name, what,
+                        std::strerror(e), XenErrnoHint(e));
+    return e == ENOENT || e == ESRCH ? absl::NotFoundError(msg)
+                                     : absl::UnavailableError(msg);
   }
 
   void SortWindows() {
-    std::sort(windows_.begin(), windows_.end(),
-              [](const Window& a, const Window& b) { return a.start < b.start; });
+    std::sort(
+        windows_.begin(), windows_.end(),
+        [](const Window& a, const Window& b) { return a.start < b.start; });
   }
 
   absl::Status MapPage() {
@@ -390,12 +432,16 @@ class IoreqServer {
     }
     // Old Xen/kernel on x86: the page via its gfn. Never mixed with the above.
     XenPfn gfn = 0;
-    if (dm_.get_ioreq_server_info(options_.domid, id_, &gfn, nullptr, nullptr) != 0) {
-      return Errno("map_resource(ioreq page) unsupported and "
-                   "get_ioreq_server_info (legacy gfn)");
+    if (dm_.get_ioreq_server_info(options_.domid, id_, &gfn, nullptr,
+                                  nullptr) != 0) {
+      return Errno(
+          "map_resource(ioreq page) unsupported and "
+          "get_ioreq_server_info (legacy gfn)");
     }
-    legacy_page_ = fm_.map(options_.domid, PROT_READ | PROT_WRITE, 1, &gfn, nullptr);
-    if (legacy_page_ == nullptr) return Errno("foreign map of the legacy ioreq gfn");
+    legacy_page_ =
+        fm_.map(options_.domid, PROT_READ | PROT_WRITE, 1, &gfn, nullptr);
+    if (legacy_page_ == nullptr)
+      return Errno("foreign map of the legacy ioreq gfn");
     page_ = static_cast<IoreqSlot*>(legacy_page_);
     Logf(LogLevel::kInfo, "%s: ioreq page mapped through legacy gfn 0x%x",
          options_.name, gfn);
@@ -438,13 +484,14 @@ class IoreqServer {
     local_ports_.assign(nr_vcpus_, 0);
     for (unsigned v = 0; v < nr_vcpus_; ++v) {
       // Written by Xen at enable time; read after set_ioreq_server_state.
-      const uint32_t remote = std::atomic_ref<uint32_t>(page_[v].vp_eport).load(
-          std::memory_order_acquire);
+      const uint32_t remote = std::atomic_ref<uint32_t>(page_[v].vp_eport)
+                                  .load(std::memory_order_acquire);
       const int local = ev_.bind_interdomain(options_.domid, remote);
       if (local < 0) {
         return Errno(absl::StrFormat(
             "bind_interdomain(vCPU %u, remote port %u) (was the page mapped "
-            "before enabling?)", v, remote));
+            "before enabling?)",
+            v, remote));
       }
       local_ports_[v] = static_cast<EvtchnPort>(local);
       port_vcpu_[static_cast<EvtchnPort>(local)] = v;
@@ -466,16 +513,19 @@ class IoreqServer {
     for (const Window& w : windows_) {
       if (want->first <= w.end && w.start <= want->second) {
         if (limiter_.Allow()) {
-          Logf(LogLevel::kWarning,
-               "%s: guest placed the BAR of %s at 0x%x-0x%x over %s; not mapped",
-               options_.name, f.name, want->first, want->second, w.name);
+          Logf(
+              LogLevel::kWarning,
+              "%s: guest placed the BAR of %s at 0x%x-0x%x over %s; not mapped",
+              options_.name, f.name, want->first, want->second, w.name);
         }
         return;
       }
     }
-    if (dm_.map_io_range(options_.domid, id_, 1, want->first, want->second) != 0) {
+    if (dm_.map_io_range(options_.domid, id_, 1, want->first, want->second) !=
+        0) {
       Logf(LogLevel::kError, "%s: %s: map_io_range(BAR 0x%x-0x%x): %s",
-           options_.name, f.name, want->first, want->second, std::strerror(errno));
+           options_.name, f.name, want->first, want->second,
+           std::strerror(errno));
       return;
     }
     // Rare (firmware and the guest kernel program a BAR a few times per
@@ -483,18 +533,23 @@ class IoreqServer {
     Logf(LogLevel::kInfo, "%s: %s: BAR at 0x%x-0x%x claimed", options_.name,
          f.name, want->first, want->second);
     f.bar = want;
-    windows_.push_back(Window{want->first, want->second, f.device, f.name, true, &f});
+    windows_.push_back(
+        Window{want->first, want->second, f.device, f.name, true, &f});
     SortWindows();
   }
 
-  void ServiceSlot(unsigned v, bool count_spurious = true) {
+  void ServiceSlot(unsigned v, bool count_spurious = true,
+                   bool adopt_in_process = false) {
     IoreqSlot& slot = page_[v];
     auto b30 = SlotByte30(slot);
     const uint8_t f = b30.load(std::memory_order_acquire);
-    if ((f & kFlagStateMask) != kStateReady) {
+    const uint8_t state = f & kFlagStateMask;
+    if (state != kStateReady &&
+        !(adopt_in_process && state == kStateInProcess)) {
       if (count_spurious) ++stats_.spurious;
       return;
     }
+    if (state == kStateInProcess) ++stats_.adopted;
     b30.store(static_cast<uint8_t>((f & ~kFlagStateMask) | kStateInProcess),
               std::memory_order_relaxed);
     Ioreq r;
@@ -565,22 +620,26 @@ class IoreqServer {
     if (!SizeOk(r.size) || r.count == 0) {
       return Refuse(r, &stats_.invalid, "bad size or count");
     }
-    if (r.count > kMaxRepCount) return Refuse(r, &stats_.invalid, "rep count too large");
+    if (r.count > kMaxRepCount)
+      return Refuse(r, &stats_.invalid, "rep count too large");
     const uint64_t span = uint64_t{r.size} * r.count;
     uint64_t first = r.addr;
     if (r.df && r.count > 1) {
-      if (r.addr < span - r.size) return Refuse(r, &stats_.invalid, "rep wraps");
+      if (r.addr < span - r.size)
+        return Refuse(r, &stats_.invalid, "rep wraps");
       first = r.addr - (span - r.size);
     }
     const uint64_t last = first + span - 1;
     if (last < first) return Refuse(r, &stats_.invalid, "access wraps");
     const Window* w = FindWindow(first);
-    if (w == nullptr) return Refuse(r, &stats_.unclaimed, "not in any of our ranges");
+    if (w == nullptr)
+      return Refuse(r, &stats_.unclaimed, "not in any of our ranges");
     if (last > w->end) {
       return Refuse(r, &stats_.straddles, "straddles the end of a range");
     }
     if (r.count == 1 && !r.data_is_ptr) {
-      if (r.read) return w->dev->MmioRead(r.addr - w->start, r.size) & Ones(r.size);
+      if (r.read)
+        return w->dev->MmioRead(r.addr - w->start, r.size) & Ones(r.size);
       w->dev->MmioWrite(r.addr - w->start, r.size, r.data & Ones(r.size));
       return r.data;
     }
@@ -588,7 +647,8 @@ class IoreqServer {
     if (r.data_is_ptr && copier_ == nullptr) {
       Logf(LogLevel::kError,
            "%s: rep MMIO with data_is_ptr at 0x%x needs guest memory access; "
-           "failing it", options_.name, r.addr);
+           "failing it",
+           options_.name, r.addr);
       return Refuse(r, &stats_.invalid, "data_is_ptr without guest memory");
     }
     uint64_t last_read = 0;
@@ -601,7 +661,8 @@ class IoreqServer {
         v = w->dev->MmioRead(dev_addr - w->start, r.size) & Ones(r.size);
         if (r.data_is_ptr) {
           if (!copier_->WriteGuest(buf, &v, r.size)) {
-            return Refuse(r, &stats_.invalid, "rep buffer outside guest memory");
+            return Refuse(r, &stats_.invalid,
+                          "rep buffer outside guest memory");
           }
         } else {
           last_read = v;
@@ -609,7 +670,8 @@ class IoreqServer {
       } else {
         if (r.data_is_ptr) {
           if (!copier_->ReadGuest(buf, &v, r.size)) {
-            return Refuse(r, &stats_.invalid, "rep buffer outside guest memory");
+            return Refuse(r, &stats_.invalid,
+                          "rep buffer outside guest memory");
           }
         } else {
           v = r.data & Ones(r.size);
@@ -621,7 +683,8 @@ class IoreqServer {
   }
 
   uint64_t HandlePciConfig(const Ioreq& r) {
-    if (r.count != 1 || r.data_is_ptr || (r.size != 1 && r.size != 2 && r.size != 4)) {
+    if (r.count != 1 || r.data_is_ptr ||
+        (r.size != 1 && r.size != 2 && r.size != 4)) {
       return Refuse(r, &stats_.invalid, "bad PCI config access");
     }
     const uint32_t sbdf = PciConfigSbdf(r.addr);
@@ -632,7 +695,8 @@ class IoreqServer {
         return Refuse(r, &stats_.invalid, "PCI config register out of range");
       }
       if (r.read) return f.device->ConfigRead(reg, r.size) & Ones(r.size);
-      f.device->ConfigWrite(reg, r.size, static_cast<uint32_t>(r.data & Ones(r.size)));
+      f.device->ConfigWrite(reg, r.size,
+                            static_cast<uint32_t>(r.data & Ones(r.size)));
       UpdateBar(f);
       return r.data;
     }
@@ -654,7 +718,7 @@ class IoreqServer {
   std::vector<EvtchnPort> local_ports_;
   std::unordered_map<EvtchnPort, unsigned> port_vcpu_;
   std::vector<Window> windows_;  // sorted by start
-  std::deque<PciFn> pci_;  // stable addresses: windows point at them
+  std::deque<PciFn> pci_;        // stable addresses: windows point at them
   std::function<void()> on_invalidate_;
   GuestCopier* copier_ = nullptr;
   IoreqStats stats_;
