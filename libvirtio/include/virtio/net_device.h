@@ -187,8 +187,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
 
   ~NetDevice() = default;
 
-  // --- Queue layout
-  // -------------------------------------------------------------
+  // --- Queue layout ----------------------------------------------------------
   static constexpr uint16_t rx_queue(uint16_t pair) { return 2 * pair; }
   static constexpr uint16_t tx_queue(uint16_t pair) { return 2 * pair + 1; }
   uint16_t max_pairs() const { return options_.max_pairs; }
@@ -200,8 +199,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   // Pairs in use (VQ_PAIRS_SET; 1 without MQ).
   uint16_t active_pairs() const { return ctrl_.active_pairs(); }
 
-  // --- For the glue
-  // -------------------------------------------------------------
+  // --- For the glue ----------------------------------------------------------
 
   // Link state (config status LINK_UP); a change interrupts the driver.
   void SetLinkUp(bool up) {
@@ -452,8 +450,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     }
   }
 
-  // --- Transmit
-  // -------------------------------------------------------------------
+  // --- Transmit --------------------------------------------------------------
 
   template <VirtQueue Q>
   void RunTx(uint16_t pair, uint16_t index, Q& ring) {
@@ -543,8 +540,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     return true;
   }
 
-  // --- Receive
-  // ----------------------------------------------------------------------
+  // --- Receive ---------------------------------------------------------------
 
   template <VirtQueue Q>
   void RunRx(uint16_t pair, uint16_t index, Q& ring) {
