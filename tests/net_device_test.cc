@@ -27,7 +27,6 @@ using nettest::Bytes;
 using nettest::Frame;
 using nettest::kDevMac;
 using nettest::RxPacket;
-using testing::Buffer;
 
 constexpr uint64_t kNoMrg = ~spec::Bit(net::kFeatureMrgRxbuf);
 

@@ -128,8 +128,10 @@ void* SimXen::map2(uint32_t dom, void* addr, int prot, int flags, size_t pages,
     for (size_t k = 0; k < pages; ++k)
       mapped_.erase(reinterpret_cast<uintptr_t>(base + k * kPageSize));
     if (fixed) {
-      mmap(base, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
-           0);
+      // Best effort: if the reservation cannot be put back, the range is
+      // left unmapped, and the caller hears of the first failure anyway.
+      (void)mmap(base, bytes, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     } else {
       munmap(base, bytes);
     }

@@ -392,7 +392,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
         : tx_chain(tx_segments),
           tx_iov(new iovec[tx_segments + 1]),
           rx(rx_chains, rx_segments, rx_prefetch_header_for_write) {}
-    PairState(PairState&&) = default;
+    PairState(PairState&&) noexcept = default;
 
     DescriptorChain tx_chain;
     std::unique_ptr<iovec[]> tx_iov;
@@ -426,7 +426,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   }
 
   static std::vector<uint32_t> QueueSizes(const NetDeviceOptions& o) {
-    std::vector<uint32_t> sizes(2u * o.max_pairs, o.queue_size);
+    std::vector<uint32_t> sizes(size_t{2} * o.max_pairs, o.queue_size);
     if (o.ctrl_vq) sizes.push_back(o.ctrl_queue_size);
     return sizes;
   }

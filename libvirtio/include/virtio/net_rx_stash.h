@@ -68,7 +68,7 @@ class NetRxStash {
     chains_.reserve(chains);
     for (uint32_t i = 0; i < chains; ++i) chains_.emplace_back(segments);
   }
-  NetRxStash(NetRxStash&&) = default;
+  NetRxStash(NetRxStash&&) noexcept = default;
 
   // Chains held, and the most it can hold.
   uint32_t count() const { return count_; }
