@@ -23,14 +23,15 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "virtio/device_core.h"
 #include "virtio/log.h"
 #include "virtio/mmio_interrupt.h"
 #include "virtio/mmio_transport.h"
 #include "virtio/spec.h"
+#include "virtio/testing/echo_device.h"
 #include "virtio/testing/mmio_driver.h"
 #include "virtio/testing/test_memory.h"
-#include "fuzz_check.h"
 
 namespace {
 
@@ -50,49 +51,18 @@ constexpr uint32_t kMaxRegionSize = 16384;
 constexpr size_t kMaxSteps = 512;
 
 // Echoes readable bytes into writable ones, touching every segment through
-// the chain's copy helpers (ASan checks the translation).
-class EchoDevice : public virtio::DeviceCore<Traits, EchoDevice> {
- public:
-  static constexpr uint32_t kDeviceId = 0x1234;
-  static constexpr uint32_t kMaxSizes[2] = {16, 256};
+// the chain's copy helpers (ASan checks the translation); config accesses
+// out of range abort. A second queue of 256 entries and a 12-byte config
+// space give the register block more room to get wrong.
+using EchoDevice = virtio::testing::EchoDevice<Traits>;
 
-  EchoDevice(const virtio::GuestMemoryMap& mem, Irq& irq,
-             virtio::RingFeatureOptions ring)
-      : DeviceCore(mem, irq, "echo", spec::Bit(0), kMaxSizes, ring) {}
-
-  uint32_t ConfigSize() const { return sizeof(config_); }
-  void ReadConfigBytes(uint32_t offset, void* data, uint32_t len) {
-    FUZZ_CHECK(offset <= sizeof(config_) && len <= sizeof(config_) - offset);
-    std::memcpy(data, config_ + offset, len);
-  }
-  void WriteConfigBytes(uint32_t offset, const void* data, uint32_t len) {
-    FUZZ_CHECK(offset <= sizeof(config_) && len <= sizeof(config_) - offset);
-    std::memcpy(config_ + offset, data, len);
-  }
-  bool AcceptFeatures(uint64_t) { return true; }
-  void OnDriverOk() {}
-  void OnReset() {}
-
-  template <virtio::VirtQueue Q>
-  void ProcessQueue(uint16_t index, Q& queue) {
-    while (queue.Pop(chain_) == virtio::PopStatus::kChain) {
-      uint32_t written = 0;
-      if (chain_.ok()) {
-        uint8_t buf[512];
-        const size_t n = chain_.CopyFromReadable(0, buf, sizeof buf);
-        written = static_cast<uint32_t>(chain_.CopyToWritable(0, buf, n));
-      }
-      queue.Push(chain_.token(), written);
-    }
-    if (queue.Publish()) interrupt().SignalQueue(index);
-  }
-
-  void ChangeConfig() { ConfigChanged(); }
-
- private:
-  uint8_t config_[12] = {};
-  virtio::DescriptorChain chain_;
-};
+virtio::testing::EchoDeviceOptions EchoShape(virtio::RingFeatureOptions ring) {
+  return {.max_queue_sizes = {16, 256},
+          .config_size = 12,
+          .config = {},
+          .echo_bytes = 512,
+          .ring = ring};
+}
 
 using Transport = virtio::MmioTransport<EchoDevice>;
 
@@ -100,16 +70,21 @@ void QuietSink(virtio::LogLevel, std::string_view) {}
 
 // Every register offset, so most picks land on something meaningful.
 constexpr uint64_t kRegisters[] = {
-    mmio::kMagicValue,     mmio::kVersion,          mmio::kDeviceId,
-    mmio::kVendorId,       mmio::kDeviceFeatures,   mmio::kDeviceFeaturesSel,
-    mmio::kDriverFeatures, mmio::kDriverFeaturesSel, mmio::kQueueSel,
-    mmio::kQueueNumMax,    mmio::kQueueNum,         mmio::kQueueReady,
-    mmio::kQueueNotify,    mmio::kInterruptStatus,  mmio::kInterruptAck,
-    mmio::kStatus,         mmio::kQueueDescLow,     mmio::kQueueDescHigh,
-    mmio::kQueueDriverLow, mmio::kQueueDriverHigh,  mmio::kQueueDeviceLow,
-    mmio::kQueueDeviceHigh, mmio::kShmSel,          mmio::kShmLenLow,
-    mmio::kShmLenHigh,     mmio::kShmBaseLow,       mmio::kShmBaseHigh,
-    mmio::kQueueReset,     mmio::kConfigGeneration, mmio::kConfig,
+    mmio::kMagicValue,       mmio::kVersion,
+    mmio::kDeviceId,         mmio::kVendorId,
+    mmio::kDeviceFeatures,   mmio::kDeviceFeaturesSel,
+    mmio::kDriverFeatures,   mmio::kDriverFeaturesSel,
+    mmio::kQueueSel,         mmio::kQueueNumMax,
+    mmio::kQueueNum,         mmio::kQueueReady,
+    mmio::kQueueNotify,      mmio::kInterruptStatus,
+    mmio::kInterruptAck,     mmio::kStatus,
+    mmio::kQueueDescLow,     mmio::kQueueDescHigh,
+    mmio::kQueueDriverLow,   mmio::kQueueDriverHigh,
+    mmio::kQueueDeviceLow,   mmio::kQueueDeviceHigh,
+    mmio::kShmSel,           mmio::kShmLenLow,
+    mmio::kShmLenHigh,       mmio::kShmBaseLow,
+    mmio::kShmBaseHigh,      mmio::kQueueReset,
+    mmio::kConfigGeneration, mmio::kConfig,
 };
 
 class Fuzzer {
@@ -119,14 +94,13 @@ class Fuzzer {
       : fdp_(fdp),
         region_size_(region_size),
         mem_({{.gpa = kRegionGpa, .size = region_size}}),
-        dev_(mem_.map(), irq_, ring),
+        dev_(mem_.map(), irq_, EchoShape(ring)),
         mmio_(dev_) {}
 
   void Run() {
     // The image: input bytes, the rest zero.
-    std::vector<uint8_t> image =
-        fdp_.ConsumeBytes<uint8_t>(fdp_.ConsumeIntegralInRange<uint32_t>(
-            0, region_size_));
+    std::vector<uint8_t> image = fdp_.ConsumeBytes<uint8_t>(
+        fdp_.ConsumeIntegralInRange<uint32_t>(0, region_size_));
     if (!image.empty()) mem_.Write(kRegionGpa, image.data(), image.size());
 
     for (size_t step = 0; step < kMaxSteps && fdp_.remaining_bytes() > 0;
@@ -150,22 +124,27 @@ class Fuzzer {
       case 0:
         return fdp_.ConsumeIntegral<uint64_t>();
       case 1:
-        return kRegionGpa + fdp_.ConsumeIntegralInRange<uint64_t>(
-                                0, region_size_ + 64);
+        return kRegionGpa +
+               fdp_.ConsumeIntegralInRange<uint64_t>(0, region_size_ + 64);
       default:
-        return kRegionGpa + (fdp_.ConsumeIntegralInRange<uint64_t>(
-                                 0, region_size_) &
-                             ~uint64_t{15});
+        return kRegionGpa +
+               (fdp_.ConsumeIntegralInRange<uint64_t>(0, region_size_) &
+                ~uint64_t{15});
     }
   }
 
   uint32_t Value() {
     switch (fdp_.ConsumeIntegral<uint8_t>() % 6) {
-      case 0: return 0;
-      case 1: return 1;
-      case 2: return fdp_.ConsumeIntegralInRange<uint32_t>(0, 3);
-      case 3: return uint32_t{1} << fdp_.ConsumeIntegralInRange<unsigned>(0, 31);
-      default: return fdp_.ConsumeIntegral<uint32_t>();
+      case 0:
+        return 0;
+      case 1:
+        return 1;
+      case 2:
+        return fdp_.ConsumeIntegralInRange<uint32_t>(0, 3);
+      case 3:
+        return uint32_t{1} << fdp_.ConsumeIntegralInRange<unsigned>(0, 31);
+      default:
+        return fdp_.ConsumeIntegral<uint32_t>();
     }
   }
 
@@ -188,19 +167,21 @@ class Fuzzer {
     }
   }
 
-  void Write32(uint64_t offset, uint32_t value) { mmio_.Write(offset, 4, value); }
+  void Write32(uint64_t offset, uint32_t value) {
+    mmio_.Write(offset, 4, value);
+  }
 
   // Linux's per-queue setup for queue `q`: usually a compact, correctly
   // aligned layout inside the image (so the script reaches ring processing
   // quickly), otherwise three independent addresses.
   void SetUpQueue(uint16_t q) {
-    const uint32_t size =
-        uint32_t{1} << fdp_.ConsumeIntegralInRange<unsigned>(0, 8);
+    const uint32_t size = uint32_t{1}
+                          << fdp_.ConsumeIntegralInRange<unsigned>(0, 8);
     uint64_t addrs[3];
     if (fdp_.ConsumeIntegral<uint8_t>() % 4 != 0) {
-      const uint64_t base = kRegionGpa + (fdp_.ConsumeIntegralInRange<uint64_t>(
-                                              0, region_size_) &
-                                          ~uint64_t{15});
+      const uint64_t base =
+          kRegionGpa + (fdp_.ConsumeIntegralInRange<uint64_t>(0, region_size_) &
+                        ~uint64_t{15});
       addrs[0] = base;
       addrs[1] = base + 16ull * size;
       addrs[2] = (addrs[1] + 6 + 2ull * size + 3) & ~uint64_t{3};
@@ -227,8 +208,8 @@ class Fuzzer {
       Write32(mmio::kDeviceFeaturesSel, sel);
       features |= uint64_t{mmio_.Read(mmio::kDeviceFeatures, 4)} << (32 * sel);
     }
-    features &= fdp_.ConsumeIntegral<uint64_t>() |
-                spec::Bit(spec::kFeatureVersion1);
+    features &=
+        fdp_.ConsumeIntegral<uint64_t>() | spec::Bit(spec::kFeatureVersion1);
     Write32(mmio::kDriverFeaturesSel, 1);
     Write32(mmio::kDriverFeatures, static_cast<uint32_t>(features >> 32));
     Write32(mmio::kDriverFeaturesSel, 0);
@@ -244,12 +225,11 @@ class Fuzzer {
         const uint64_t offset = Offset();
         const uint32_t size = Size();
         const uint32_t v = mmio_.Read(offset, size);
-        const bool reg_ok = offset < mmio::kConfig && size == 4 &&
-                            offset % 4 == 0;
-        const bool cfg_ok = offset >= mmio::kConfig &&
-                            offset < Transport::kRegionSize &&
-                            (size == 1 || size == 2 || size == 4) &&
-                            offset % size == 0;
+        const bool reg_ok =
+            offset < mmio::kConfig && size == 4 && offset % 4 == 0;
+        const bool cfg_ok =
+            offset >= mmio::kConfig && offset < Transport::kRegionSize &&
+            (size == 1 || size == 2 || size == 4) && offset % size == 0;
         if (!reg_ok && !cfg_ok) FUZZ_CHECK(v == 0);
         if (cfg_ok && size < 4) FUZZ_CHECK(v >> (8 * size) == 0);
         break;
@@ -291,11 +271,12 @@ class Fuzzer {
                                    : fdp_.ConsumeIntegral<uint32_t>());
         break;
       case 10: {  // the guest rewrites part of its memory
-        const uint32_t at = fdp_.ConsumeIntegralInRange<uint32_t>(
-            0, region_size_ - 1);
+        const uint32_t at =
+            fdp_.ConsumeIntegralInRange<uint32_t>(0, region_size_ - 1);
         std::vector<uint8_t> bytes = fdp_.ConsumeBytes<uint8_t>(
             fdp_.ConsumeIntegralInRange<uint32_t>(0, region_size_ - at));
-        if (!bytes.empty()) mem_.Write(kRegionGpa + at, bytes.data(), bytes.size());
+        if (!bytes.empty())
+          mem_.Write(kRegionGpa + at, bytes.data(), bytes.size());
         break;
       }
       case 11: {  // interrupt handler, or a config change from the backend
@@ -328,11 +309,12 @@ class Fuzzer {
       const uint16_t slot = static_cast<uint16_t>((first + i) % c.size);
       const uint64_t addr = Gpa();
       const uint32_t len = fdp_.ConsumeIntegralInRange<uint32_t>(0, 600);
-      uint16_t flags = fdp_.ConsumeIntegral<uint8_t>() % 8 == 0
-                           ? fdp_.ConsumeIntegral<uint16_t>()
-                           : static_cast<uint16_t>(
-                                 (i + 1 < n ? spec::kDescFlagNext : 0) |
-                                 (fdp_.ConsumeBool() ? spec::kDescFlagWrite : 0));
+      uint16_t flags =
+          fdp_.ConsumeIntegral<uint8_t>() % 8 == 0
+              ? fdp_.ConsumeIntegral<uint16_t>()
+              : static_cast<uint16_t>(
+                    (i + 1 < n ? spec::kDescFlagNext : 0) |
+                    (fdp_.ConsumeBool() ? spec::kDescFlagWrite : 0));
       if (packed) {
         if (fdp_.ConsumeBool()) {
           flags = static_cast<uint16_t>((flags & ~spec::kDescFlagUsed) |
@@ -365,7 +347,7 @@ class Fuzzer {
     FUZZ_CHECK(irq_.asserted() == (isr != 0));
     const uint32_t sel = mmio_.queue_sel();
     const uint32_t max = mmio_.Read(mmio::kQueueNumMax, 4);
-    FUZZ_CHECK(max == (sel < 2 ? EchoDevice::kMaxSizes[sel] : 0));
+    FUZZ_CHECK(max == (sel < 2 ? dev_.max_queue_size(sel) : 0));
     const uint32_t ready = mmio_.Read(mmio::kQueueReady, 4);
     FUZZ_CHECK(ready <= 1);
     FUZZ_CHECK(ready == 0 || sel < 2);
@@ -376,7 +358,7 @@ class Fuzzer {
     for (uint16_t q = 0; q < 2; ++q) {
       if (!dev_.queue_enabled(q)) continue;
       const virtio::QueueConfig* c = dev_.queue_config_view(q);
-      FUZZ_CHECK(c->size >= 1 && c->size <= EchoDevice::kMaxSizes[q]);
+      FUZZ_CHECK(c->size >= 1 && c->size <= dev_.max_queue_size(q));
       FUZZ_CHECK(dev_.queue_config(q) == nullptr);
     }
   }

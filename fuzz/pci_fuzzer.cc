@@ -21,14 +21,15 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "virtio/device_core.h"
 #include "virtio/log.h"
 #include "virtio/pci_interrupt.h"
 #include "virtio/pci_transport.h"
 #include "virtio/testing/driver.h"
+#include "virtio/testing/echo_device.h"
 #include "virtio/testing/pci_driver.h"
 #include "virtio/testing/test_memory.h"
-#include "fuzz_check.h"
 
 namespace {
 
@@ -56,44 +57,17 @@ struct Traits {
   using Interrupt = Irq;
 };
 
-class Echo : public virtio::DeviceCore<Traits, Echo> {
- public:
-  static constexpr uint32_t kDeviceId = spec::kDeviceIdEntropy;
-  static constexpr uint32_t kMaxSizes[2] = {16, 8};
+// The echo device in the shape this fuzzer has always driven: the entropy
+// device's id, two queues of 16 and 8 entries, a 12-byte config space.
+using Echo = virtio::testing::EchoDevice<Traits, spec::kDeviceIdEntropy>;
 
-  Echo(const virtio::GuestMemoryMap& mem, Irq& irq)
-      : DeviceCore(mem, irq, "fuzz-echo", 1, kMaxSizes) {}
-
-  uint32_t ConfigSize() const { return sizeof(config_); }
-  void ReadConfigBytes(uint32_t offset, void* data, uint32_t len) {
-    std::memcpy(data, config_ + offset, len);
-  }
-  void WriteConfigBytes(uint32_t offset, const void* data, uint32_t len) {
-    std::memcpy(config_ + offset, data, len);
-  }
-  bool AcceptFeatures(uint64_t) { return true; }
-  void OnDriverOk() {}
-  void OnReset() {}
-
-  template <virtio::VirtQueue Q>
-  void ProcessQueue(uint16_t index, Q& queue) {
-    while (queue.Pop(chain_) == virtio::PopStatus::kChain) {
-      uint32_t written = 0;
-      if (chain_.ok()) {
-        uint8_t buf[256];
-        const size_t n = chain_.CopyFromReadable(0, buf, sizeof buf);
-        written = static_cast<uint32_t>(chain_.CopyToWritable(0, buf, n));
-      }
-      queue.Push(chain_.token(), written);
-    }
-    if (queue.Publish()) interrupt().SignalQueue(index);
-  }
-  void ChangeConfig() { ConfigChanged(); }
-
- private:
-  uint8_t config_[12] = {};
-  virtio::DescriptorChain chain_;
-};
+virtio::testing::EchoDeviceOptions EchoShape() {
+  return {.name = "fuzz-echo",
+          .max_queue_sizes = {16, 8},
+          .config_size = 12,
+          .config = {},
+          .echo_bytes = 256};
+}
 
 using Transport = virtio::PciTransport<Echo>;
 
@@ -107,8 +81,8 @@ uint32_t PickSize(FuzzedDataProvider& in) {
 // Offsets near the interesting places, or anything at all.
 uint64_t PickBarOffset(FuzzedDataProvider& in, const Transport& t) {
   const pci::BarLayout& l = t.layout();
-  const uint64_t bases[] = {l.common, l.isr, l.device, l.notify, l.msix_table,
-                            l.msix_pba};
+  const uint64_t bases[] = {l.common, l.isr,        l.device,
+                            l.notify, l.msix_table, l.msix_pba};
   switch (in.ConsumeIntegralInRange<int>(0, 7)) {
     case 0:
       return in.ConsumeIntegral<uint64_t>();
@@ -152,7 +126,8 @@ void CheckInvariants(Transport& t, Irq& irq, const CountingSink& sink,
   // The line follows the ISR, MSI-X enable and INTx disable exactly.
   const bool intx_disable =
       t.ConfigRead(pci::kCfgCommand, 2) & pci::kCommandIntxDisable;
-  FUZZ_CHECK(sink.intx == (irq.isr() != 0 && !irq.msix_enabled() && !intx_disable));
+  FUZZ_CHECK(sink.intx ==
+             (irq.isr() != 0 && !irq.msix_enabled() && !intx_disable));
   FUZZ_CHECK(sink.intx == irq.intx_asserted());
 }
 
@@ -165,13 +140,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   virtio::testing::TestGuestMemory mem({{.gpa = kMemGpa, .size = kMemSize}});
   {
-    const std::vector<uint8_t> image = in.ConsumeBytes<uint8_t>(
-        in.ConsumeIntegralInRange<size_t>(0, 4096));
+    const std::vector<uint8_t> image =
+        in.ConsumeBytes<uint8_t>(in.ConsumeIntegralInRange<size_t>(0, 4096));
     if (!image.empty()) mem.Write(kMemGpa, image.data(), image.size());
   }
   CountingSink sink;
   Irq irq(sink, 2);
-  Echo dev(mem.map(), irq);
+  Echo dev(mem.map(), irq, EchoShape());
   Transport t(dev, {.bar_prefetchable = in.ConsumeBool()});
   const uint64_t bar_size = t.bar_size();
   virtio::testing::PciDriver<Transport> driver(
@@ -225,8 +200,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                        {pci::kCommonQueueDriver, 4},
                        {pci::kCommonQueueDriver + 4, 4},
                        {pci::kCommonQueueDevice, 8}};
-        const auto& f =
-            kFields[in.ConsumeIntegralInRange<size_t>(0, std::size(kFields) - 1)];
+        const auto& f = kFields[in.ConsumeIntegralInRange<size_t>(
+            0, std::size(kFields) - 1)];
         uint64_t v = in.ConsumeIntegral<uint64_t>();
         if (in.ConsumeBool()) {
           v = kMemGpa + in.ConsumeIntegralInRange<uint64_t>(0, kMemSize);
@@ -245,14 +220,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       case 6: {  // PCI_CFG window access
         const uint32_t at = pci::kCapPciCfgAt;
-        t.ConfigWrite(at + pci::kCapBar, 1, in.ConsumeIntegralInRange<uint8_t>(0, 1));
+        t.ConfigWrite(at + pci::kCapBar, 1,
+                      in.ConsumeIntegralInRange<uint8_t>(0, 1));
         t.ConfigWrite(at + pci::kCapOffset, 4,
                       static_cast<uint32_t>(PickBarOffset(in, t)));
         t.ConfigWrite(at + pci::kCapLength, 4, PickSize(in));
         if (in.ConsumeBool()) {
-          t.ConfigWrite(at + pci::kCapPciCfgData, 4, in.ConsumeIntegral<uint32_t>());
+          t.ConfigWrite(at + pci::kCapPciCfgData, 4,
+                        in.ConsumeIntegral<uint32_t>());
         } else {
-          t.ConfigRead(at + pci::kCapPciCfgData + in.ConsumeIntegralInRange<uint32_t>(0, 3),
+          t.ConfigRead(at + pci::kCapPciCfgData +
+                           in.ConsumeIntegralInRange<uint32_t>(0, 3),
                        1);
         }
         break;
@@ -270,9 +248,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           default: {
             const uint32_t ctl =
                 t.ConfigRead(pci::kCapMsixAt + pci::kMsixControl, 2);
-            t.ConfigWrite(pci::kCapMsixAt + pci::kMsixControl, 2,
-                          ctl ^ (in.ConsumeBool() ? pci::kMsixControlEnable
-                                                  : pci::kMsixControlFunctionMask));
+            t.ConfigWrite(
+                pci::kCapMsixAt + pci::kMsixControl, 2,
+                ctl ^ (in.ConsumeBool() ? pci::kMsixControlEnable
+                                        : pci::kMsixControlFunctionMask));
             break;
           }
         }
@@ -303,10 +282,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       case 9: {  // the guest scribbles over its memory, rings included
-        const uint64_t off = in.ConsumeIntegralInRange<uint64_t>(0, kMemSize - 1);
-        const std::vector<uint8_t> bytes = in.ConsumeBytes<uint8_t>(
-            in.ConsumeIntegralInRange<size_t>(0, std::min<uint64_t>(64, kMemSize - off)));
-        if (!bytes.empty()) mem.Write(kMemGpa + off, bytes.data(), bytes.size());
+        const uint64_t off =
+            in.ConsumeIntegralInRange<uint64_t>(0, kMemSize - 1);
+        const std::vector<uint8_t> bytes =
+            in.ConsumeBytes<uint8_t>(in.ConsumeIntegralInRange<size_t>(
+                0, std::min<uint64_t>(64, kMemSize - off)));
+        if (!bytes.empty())
+          mem.Write(kMemGpa + off, bytes.data(), bytes.size());
         break;
       }
       case 10:

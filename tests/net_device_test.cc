@@ -27,7 +27,6 @@ using nettest::Bytes;
 using nettest::Frame;
 using nettest::kDevMac;
 using nettest::RxPacket;
-using testing::Buffer;
 
 constexpr uint64_t kNoMrg = ~spec::Bit(net::kFeatureMrgRxbuf);
 
@@ -51,15 +50,17 @@ TYPED_TEST(NetDeviceTest, IdentityFeaturesAndConfig) {
   EXPECT_EQ(dev.device_id(), 1u);
   EXPECT_EQ(dev.num_queues(), 5);
   const uint64_t f = dev.device_features();
-  for (unsigned bit : {net::kFeatureMac, net::kFeatureStatus, net::kFeatureMrgRxbuf,
-                       net::kFeatureMtu, net::kFeatureCtrlVq, net::kFeatureCtrlRx,
-                       net::kFeatureCtrlVlan, net::kFeatureGuestAnnounce,
-                       net::kFeatureMq, net::kFeatureCsum, net::kFeatureGuestCsum,
-                       net::kFeatureHostTso4, net::kFeatureHostTso6,
-                       net::kFeatureHostUfo, net::kFeatureHostEcn,
-                       net::kFeatureGuestTso4, net::kFeatureGuestTso6,
-                       net::kFeatureGuestUfo, net::kFeatureGuestEcn,
-                       net::kFeatureCtrlGuestOffloads}) {
+  for (unsigned bit :
+       {net::kFeatureMac,       net::kFeatureStatus,
+        net::kFeatureMrgRxbuf,  net::kFeatureMtu,
+        net::kFeatureCtrlVq,    net::kFeatureCtrlRx,
+        net::kFeatureCtrlVlan,  net::kFeatureGuestAnnounce,
+        net::kFeatureMq,        net::kFeatureCsum,
+        net::kFeatureGuestCsum, net::kFeatureHostTso4,
+        net::kFeatureHostTso6,  net::kFeatureHostUfo,
+        net::kFeatureHostEcn,   net::kFeatureGuestTso4,
+        net::kFeatureGuestTso6, net::kFeatureGuestUfo,
+        net::kFeatureGuestEcn,  net::kFeatureCtrlGuestOffloads}) {
     EXPECT_TRUE(f & spec::Bit(bit)) << "feature " << bit;
   }
   ASSERT_TRUE(rig.BringUp());
@@ -92,19 +93,19 @@ TYPED_TEST(NetDeviceTest, WithoutMqControlQueueIsQueue2) {
 
 TYPED_TEST(NetDeviceTest, RefusesBrokenFeatureDependencies) {
   typename TestFixture::R rig;
-  EXPECT_FALSE(rig.BringUp(~spec::Bit(net::kFeatureCsum)));  // HOST_TSO w/o CSUM
+  EXPECT_FALSE(
+      rig.BringUp(~spec::Bit(net::kFeatureCsum)));  // HOST_TSO w/o CSUM
   EXPECT_FALSE(rig.BringUp(~spec::Bit(net::kFeatureGuestCsum)));
   EXPECT_FALSE(rig.BringUp(~spec::Bit(net::kFeatureCtrlVq)));
   EXPECT_FALSE(rig.BringUp(~(spec::Bit(net::kFeatureHostTso4) |
                              spec::Bit(net::kFeatureHostTso6))));  // HOST_ECN
-  EXPECT_TRUE(rig.BringUp(~spec::Bit(net::kFeatureCtrlVq) &
-                          ~spec::Bit(net::kFeatureCtrlRx) &
-                          ~spec::Bit(net::kFeatureCtrlRxExtra) &
-                          ~spec::Bit(net::kFeatureCtrlVlan) &
-                          ~spec::Bit(net::kFeatureGuestAnnounce) &
-                          ~spec::Bit(net::kFeatureCtrlMacAddr) &
-                          ~spec::Bit(net::kFeatureCtrlGuestOffloads) &
-                          ~spec::Bit(net::kFeatureMq)));
+  EXPECT_TRUE(rig.BringUp(
+      ~spec::Bit(net::kFeatureCtrlVq) & ~spec::Bit(net::kFeatureCtrlRx) &
+      ~spec::Bit(net::kFeatureCtrlRxExtra) & ~spec::Bit(net::kFeatureCtrlVlan) &
+      ~spec::Bit(net::kFeatureGuestAnnounce) &
+      ~spec::Bit(net::kFeatureCtrlMacAddr) &
+      ~spec::Bit(net::kFeatureCtrlGuestOffloads) &
+      ~spec::Bit(net::kFeatureMq)));
   EXPECT_EQ(rig.dev().num_queues(), 3);
 }
 
@@ -141,8 +142,8 @@ std::vector<uint32_t> AllSizes() {
   std::vector<uint32_t> v;
   for (uint32_t n = 14; n <= 1600; ++n) v.push_back(n);
   for (uint32_t n = 1601; n < net::kMaxFrameSize; n += 499) v.push_back(n);
-  for (uint32_t n : {2048u, 4084u, 4085u, 4096u, 9000u, 32768u, 65500u,
-                     65523u, 65524u, 65535u, 65536u, 65549u, net::kMaxFrameSize}) {
+  for (uint32_t n : {2048u, 4084u, 4085u, 4096u, 9000u, 32768u, 65500u, 65523u,
+                     65524u, 65535u, 65536u, 65549u, net::kMaxFrameSize}) {
     v.push_back(n);
   }
   return v;
@@ -293,9 +294,9 @@ TYPED_TEST(NetDeviceTest, PacketLargerThanWholeRingIsDropped) {
   EXPECT_EQ(p->frame, f);
 }
 
-// The rx stash is capped (kMaxRxStash) below the ring's size: a packet
-// that needs more chains than it holds is dropped like one larger than the
-// ring, instead of waiting for buffers forever.
+// The rx stash is capped (NetRxStash::kMaxChains) below the ring's size: a
+// packet that needs more chains than it holds is dropped like one larger than
+// the ring, instead of waiting for buffers forever.
 TYPED_TEST(NetDeviceTest, PacketNeedingMoreChainsThanTheStashIsDropped) {
   typename TestFixture::R rig({.queue_size = 512, .ctrl_queue_size = 512});
   ASSERT_TRUE(rig.BringUp(AllNetFeatures(), /*queue_size=*/512));
@@ -317,7 +318,8 @@ TYPED_TEST(NetDeviceTest, BatchesManyPacketsPerKick) {
   std::vector<std::vector<uint8_t>> frames;
   for (int i = 0; i < 30; ++i) {
     frames.push_back(Frame(64 + i * 10, static_cast<uint8_t>(i)));
-    ASSERT_TRUE(nettest::AddTx(rig.mem(), rig.tx(0), net::Header{}, frames.back(), 1));
+    ASSERT_TRUE(
+        nettest::AddTx(rig.mem(), rig.tx(0), net::Header{}, frames.back(), 1));
   }
   rig.tx(0).ring().Kick();
   const uint64_t signals = rig.irq().queue_signals(1);
@@ -350,8 +352,8 @@ TYPED_TEST(NetDeviceTest, OffloadHeadersRoundTrip) {
        20000},
   };
   for (const Case& c : cases) {
-    net::Header h{c.flags, c.gso, c.hdr_len, c.gso_size, c.csum_start,
-                  c.csum_offset, 0x7777};
+    net::Header h{c.flags,      c.gso,         c.hdr_len, c.gso_size,
+                  c.csum_start, c.csum_offset, 0x7777};
     const auto frame = Frame(c.len, c.gso);
     ASSERT_TRUE(rig.Send(0, h, frame, 5).has_value());
     // What the backend got: the header, num_buffers zeroed.
@@ -387,9 +389,14 @@ TYPED_TEST(NetDeviceTest, RxHeaderNeedingUnacceptedOffloadIsDropped) {
   net::Header tso{net::kHdrFlagNeedsCsum, net::kGsoTcpV4, 66, 1448, 34, 16, 0};
   const auto frame = Frame(10000);
   rig.backend().pair(0).Inject(&tso, frame.data(), 10000);
-  net::Header csum{net::kHdrFlagNeedsCsum | net::kHdrFlagDataValid |
-                       net::kHdrFlagRscInfo,
-                   0, 0, 0, 34, 16, 0};
+  net::Header csum{
+      net::kHdrFlagNeedsCsum | net::kHdrFlagDataValid | net::kHdrFlagRscInfo,
+      0,
+      0,
+      0,
+      34,
+      16,
+      0};
   rig.backend().pair(0).Inject(&csum, frame.data(), 1000);
   auto p = rig.Receive(0);
   ASSERT_TRUE(p.has_value());
@@ -506,7 +513,8 @@ TYPED_TEST(NetDeviceTest, MalformedTxIsDroppedAndCounted) {
     tx.Add({{buf, 12, false}, {buf + 12, len, false}});
     check_dropped(what);
   };
-  bad_header({net::kHdrFlagDataValid, 0, 0, 0, 0, 0, 0}, 60, "DATA_VALID on tx");
+  bad_header({net::kHdrFlagDataValid, 0, 0, 0, 0, 0, 0}, 60,
+             "DATA_VALID on tx");
   bad_header({net::kHdrFlagNeedsCsum, 0, 0, 0, 50, 9, 0}, 60, "csum past end");
   bad_header({net::kHdrFlagNeedsCsum, 0, 0, 0, 0xffff, 0xffff, 0}, 60,
              "csum overflow");
@@ -584,9 +592,9 @@ TYPED_TEST(NetDeviceTest, InOrderReturnsHeldChainsBeforeAnUnusableOne) {
     ASSERT_TRUE(rig.BringUp(want));
     auto& rx = rig.rx(0);
     const uint64_t b = rig.mem().Alloc(8192, 64);
-    const auto small = rx.Add({{b, 100, true}});          // too small alone
-    const auto bad = rx.Add({{b + 100, 8, true}});        // shorter than a header
-    const auto big = rx.Add({{b + 4096, 2048, true}});    // fits the packet
+    const auto small = rx.Add({{b, 100, true}});        // too small alone
+    const auto bad = rx.Add({{b + 100, 8, true}});      // shorter than a header
+    const auto big = rx.Add({{b + 4096, 2048, true}});  // fits the packet
     ASSERT_TRUE(small && bad && big);
     rx.ring().Kick();
     rig.dev().Notify(0);
@@ -681,7 +689,8 @@ TYPED_TEST(NetDeviceTest, GuestAnnounce) {
   uint16_t status = 0;
   rig.dev().ReadConfig(6, &status, 2);
   EXPECT_EQ(status, net::kStatusLinkUp | net::kStatusAnnounce);
-  EXPECT_EQ(rig.Ctrl(net::kCtrlAnnounce, net::kCtrlAnnounceAck, {}), net::kCtrlOk);
+  EXPECT_EQ(rig.Ctrl(net::kCtrlAnnounce, net::kCtrlAnnounceAck, {}),
+            net::kCtrlOk);
   rig.dev().ReadConfig(6, &status, 2);
   EXPECT_EQ(status, net::kStatusLinkUp);
   EXPECT_EQ(rig.Ctrl(net::kCtrlAnnounce, 1, {}), net::kCtrlErr);
@@ -697,7 +706,8 @@ TYPED_TEST(NetDeviceTest, ControlCommandsAndAcks) {
   typename TestFixture::R rig({.max_pairs = 2});
   ASSERT_TRUE(rig.BringUp());
   uint32_t used = 0;
-  EXPECT_EQ(rig.Ctrl(net::kCtrlRx, net::kCtrlRxPromisc, {0}, &used), net::kCtrlOk);
+  EXPECT_EQ(rig.Ctrl(net::kCtrlRx, net::kCtrlRxPromisc, {0}, &used),
+            net::kCtrlOk);
   EXPECT_EQ(used, 1u);
   EXPECT_FALSE(rig.dev().promisc());
   EXPECT_EQ(rig.Ctrl(net::kCtrlRx, net::kCtrlRxAllMulti, {1}), net::kCtrlOk);
@@ -715,13 +725,15 @@ TYPED_TEST(NetDeviceTest, ControlCommandsAndAcks) {
   net::Config c;
   rig.dev().ReadConfig(0, &c, sizeof c);
   EXPECT_EQ(c.mac[5], 9);
-  EXPECT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacAddrSet, {1, 2, 3}), net::kCtrlErr);
+  EXPECT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacAddrSet, {1, 2, 3}),
+            net::kCtrlErr);
   // MAC table: well-formed, truncated, trailing garbage.
   std::vector<uint8_t> table = Bytes<uint32_t>(1);
   table.insert(table.end(), {2, 0, 0, 0, 0, 1});
   auto multi = Bytes<uint32_t>(0);
   table.insert(table.end(), multi.begin(), multi.end());
-  EXPECT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacTableSet, table), net::kCtrlOk);
+  EXPECT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacTableSet, table),
+            net::kCtrlOk);
   auto bad = table;
   bad.pop_back();
   EXPECT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacTableSet, bad), net::kCtrlErr);
@@ -729,7 +741,8 @@ TYPED_TEST(NetDeviceTest, ControlCommandsAndAcks) {
   bad.push_back(0);
   EXPECT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacTableSet, bad), net::kCtrlErr);
   auto huge = Bytes<uint32_t>(0xffffffff);
-  EXPECT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacTableSet, huge), net::kCtrlErr);
+  EXPECT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacTableSet, huge),
+            net::kCtrlErr);
   // VLAN.
   EXPECT_EQ(rig.Ctrl(net::kCtrlVlan, net::kCtrlVlanAdd, Bytes<uint16_t>(100)),
             net::kCtrlOk);
@@ -815,7 +828,8 @@ TYPED_TEST(NetDeviceTest, ReceiveFilter) {
   table.insert(table.end(), other.begin(), other.end());
   auto zero = Bytes<uint32_t>(0);
   table.insert(table.end(), zero.begin(), zero.end());
-  ASSERT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacTableSet, table), net::kCtrlOk);
+  ASSERT_EQ(rig.Ctrl(net::kCtrlMac, net::kCtrlMacTableSet, table),
+            net::kCtrlOk);
   EXPECT_TRUE(deliver(Frame(60, 0, other)));
   ASSERT_EQ(rig.Ctrl(net::kCtrlRx, net::kCtrlRxNoUni, {1}), net::kCtrlOk);
   EXPECT_FALSE(deliver(Frame(60, 0, kDevMac)));
@@ -845,8 +859,9 @@ TYPED_TEST(NetDeviceTest, MultiqueueSteering) {
   for (uint16_t p = 0; p < 4; ++p) rig.Post(p, 8, 2048);
   for (uint16_t p = 0; p < 4; ++p) {
     for (int k = 0; k < 3; ++k) {
-      ASSERT_TRUE(rig.Send(p, {}, Frame(100 + p, static_cast<uint8_t>(10 * p + k)))
-                      .has_value());
+      ASSERT_TRUE(
+          rig.Send(p, {}, Frame(100 + p, static_cast<uint8_t>(10 * p + k)))
+              .has_value());
     }
   }
   for (uint16_t p = 0; p < 4; ++p) rig.dev().ServiceBackend(p);
@@ -894,13 +909,14 @@ TYPED_TEST(NetDeviceTest, CreateValidatesOptions) {
   EXPECT_FALSE(Dev::Create(mem.map(), irq, **lo, {.queue_size = 1}).ok());
   EXPECT_FALSE(Dev::Create(mem.map(), irq, **lo, {.mtu = 10}).ok());
   EXPECT_FALSE(
-      Dev::Create(mem.map(), irq, **lo, {.max_pairs = 2, .ctrl_vq = false}).ok());
+      Dev::Create(mem.map(), irq, **lo, {.max_pairs = 2, .ctrl_vq = false})
+          .ok());
   EXPECT_TRUE(Dev::Create(mem.map(), irq, **lo, {.max_pairs = 2}).ok());
   EXPECT_FALSE(LoopbackNet::Create({.ring_bytes = 1000}).ok());
 }
 
-
-// --- Through the transports ---------------------------------------------------
+// --- Through the transports
+// ---------------------------------------------------
 
 struct MmioTraits {
   using Memory = GuestMemoryMap;
@@ -995,7 +1011,8 @@ TYPED_TEST(NetTransportTest, Mmio) {
   // Wanted() takes every offered feature, IN_ORDER included.
   const testing::DriverOptions dopt{
       .event_idx = true, .indirect = true, .in_order = true};
-  typename TestFixture::Ring r0(mem, 64, dopt), r1(mem, 64, dopt), r2(mem, 16, dopt);
+  typename TestFixture::Ring r0(mem, 64, dopt), r1(mem, 64, dopt),
+      r2(mem, 16, dopt);
   typename TestFixture::Q rx(mem, r0), tx(mem, r1), ctrl(mem, r2);
   ASSERT_TRUE(driver.SetUpQueue(0, r0.config()).ok());
   ASSERT_TRUE(driver.SetUpQueue(1, r1.config()).ok());
@@ -1008,8 +1025,9 @@ TYPED_TEST(NetTransportTest, Mmio) {
   }
   EXPECT_EQ(driver.HandleInterrupt() & kMmioInterruptUsedBuffer,
             kMmioInterruptUsedBuffer);
-  EXPECT_EQ(this->Ctrl(mem, ctrl, 2, kick, net::kCtrlRx, net::kCtrlRxPromisc, {0}),
-            net::kCtrlOk);
+  EXPECT_EQ(
+      this->Ctrl(mem, ctrl, 2, kick, net::kCtrlRx, net::kCtrlRxPromisc, {0}),
+      net::kCtrlOk);
   EXPECT_FALSE((*dev)->promisc());
   // Link down: a configuration-change interrupt and a new generation.
   driver.HandleInterrupt();
@@ -1048,27 +1066,30 @@ TYPED_TEST(NetTransportTest, PciMultiqueue) {
   std::vector<std::unique_ptr<typename TestFixture::Ring>> rings;
   std::vector<std::unique_ptr<typename TestFixture::Q>> qs;
   for (uint16_t q = 0; q < 5; ++q) {
-    rings.push_back(std::make_unique<typename TestFixture::Ring>(mem, 64, dopt));
+    rings.push_back(
+        std::make_unique<typename TestFixture::Ring>(mem, 64, dopt));
     qs.push_back(std::make_unique<typename TestFixture::Q>(mem, *rings.back()));
-    ASSERT_TRUE(driver.SetUpQueue(q, rings.back()->config()) && driver.EnableQueue(q))
+    ASSERT_TRUE(driver.SetUpQueue(q, rings.back()->config()) &&
+                driver.EnableQueue(q))
         << driver.error();
   }
   ASSERT_TRUE(driver.DriverOk()) << driver.error();
   auto kick = [&](uint16_t q) { driver.Kick(q); };
-  EXPECT_EQ(this->Ctrl(mem, *qs[4], 4, kick, net::kCtrlMq, net::kCtrlMqVqPairsSet,
-                       Bytes<uint16_t>(2)),
+  EXPECT_EQ(this->Ctrl(mem, *qs[4], 4, kick, net::kCtrlMq,
+                       net::kCtrlMqVqPairsSet, Bytes<uint16_t>(2)),
             net::kCtrlOk);
   EXPECT_EQ((*lo)->active_pairs(), 2);
   // Pair 1 (queues 2, 3): its interrupts go to vectors 3 and 4.
   sink.Clear();
-  this->Echo(mem, *qs[3], 3, *qs[2], 2, kick, [&] { (*dev)->ServiceBackend(1); },
-             3000);
+  this->Echo(
+      mem, *qs[3], 3, *qs[2], 2, kick, [&] { (*dev)->ServiceBackend(1); },
+      3000);
   EXPECT_GE(sink.Count(testing::MsiAddress(3), testing::MsiData(3)), 1u);
   EXPECT_GE(sink.Count(testing::MsiAddress(4), testing::MsiData(4)), 1u);
   EXPECT_EQ(sink.Count(testing::MsiAddress(1), testing::MsiData(1)), 0u);
   EXPECT_EQ((*dev)->stats(0).tx_packets, 0u);
-  this->Echo(mem, *qs[1], 1, *qs[0], 0, kick, [&] { (*dev)->ServiceBackend(0); },
-             100);
+  this->Echo(
+      mem, *qs[1], 1, *qs[0], 0, kick, [&] { (*dev)->ServiceBackend(0); }, 100);
   EXPECT_GE(sink.Count(testing::MsiAddress(1), testing::MsiData(1)), 1u);
   // Link change → the config vector (0).
   sink.Clear();

@@ -20,6 +20,7 @@
 #include "device_spec.h"
 #include "frontend.h"
 #include "gtest/gtest.h"
+#include "session.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/connection.h"
 #include "vhost_user/interrupt.h"
@@ -403,40 +404,6 @@ std::unique_ptr<VhostDevice> Make(const std::string& text) {
   EXPECT_TRUE(d.ok()) << d.status();
   return d.ok() ? *std::move(d) : nullptr;
 }
-
-class Session {
- public:
-  explicit Session(VhostDevice& dev) {
-    int sv[2];
-    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    front_ = std::make_unique<Frontend>(UniqueFd(sv[0]));
-    result_ =
-        std::async(std::launch::async, [&dev, b = UniqueFd(sv[1])]() mutable {
-          ServeOptions o;
-          o.message_timeout_ms = 2000;
-          return ServeConnection(dev, std::move(b), o);
-        });
-  }
-  ~Session() {
-    if (front_) front_->Close();
-    if (result_.valid()) result_.wait();
-  }
-  Frontend& f() { return *front_; }
-  absl::Status Finish() {
-    front_->Close();
-    return result_.get();
-  }
-  absl::Status WaitClosed() {
-    EXPECT_TRUE(front_->PeerClosed());
-    auto s = result_.get();
-    front_->Close();
-    return s;
-  }
-
- private:
-  std::unique_ptr<Frontend> front_;
-  std::future<absl::Status> result_;
-};
 
 constexpr uint64_t kProtocol =
     Bit(kProtocolReplyAck) | Bit(kProtocolConfig) | Bit(kProtocolLogShmfd);

@@ -13,12 +13,12 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
-#include <string_view>
 #include <optional>
 #include <random>
-#include <future>
+#include <string_view>
 #include <thread>
 
 #include "absl/strings/str_format.h"
@@ -26,6 +26,7 @@
 #include "device_spec.h"
 #include "frontend.h"
 #include "gtest/gtest.h"
+#include "session.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/connection.h"
 #include "vhost_user/device_adapter.h"
@@ -54,50 +55,10 @@ std::unique_ptr<VhostDevice> Make(const std::string& text) {
   return d.ok() ? *std::move(d) : nullptr;
 }
 
-// One connection served on a thread.
-class Session {
- public:
-  explicit Session(VhostDevice& dev, bool busy_poll = false,
-                   int dump_fd = -1) {
-    int sv[2];
-    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    front_ = std::make_unique<Frontend>(UniqueFd(sv[0]));
-    UniqueFd back(sv[1]);
-    result_ = std::async(std::launch::async, [&dev, busy_poll, dump_fd,
-                                              b = std::move(back)]() mutable {
-      ServeOptions o;
-      o.message_timeout_ms = 2000;
-      o.busy_poll = busy_poll;
-      o.dump_fd = dump_fd;
-      return ServeConnection(dev, std::move(b), o);
-    });
-  }
-  ~Session() {
-    if (front_) front_->Close();
-    if (result_.valid()) result_.wait();
-  }
-  Frontend& f() { return *front_; }
-  // Closes our end and returns how the back-end finished.
-  absl::Status Finish() {
-    front_->Close();
-    return result_.get();
-  }
-  // Waits for the back-end to give up on its own.
-  absl::Status WaitClosed() {
-    EXPECT_TRUE(front_->PeerClosed());
-    auto s = result_.get();
-    front_->Close();
-    return s;
-  }
-
- private:
-  std::unique_ptr<Frontend> front_;
-  std::future<absl::Status> result_;
-};
-
 // Feature and protocol negotiation as QEMU does it.
 void Negotiate(Frontend& f, uint64_t extra_features = 0,
-               uint64_t protocol = Bit(kProtocolReplyAck) | Bit(kProtocolConfig)) {
+               uint64_t protocol = Bit(kProtocolReplyAck) |
+                                   Bit(kProtocolConfig)) {
   auto features = f.GetU64(kGetFeatures);
   ASSERT_TRUE(features);
   ASSERT_TRUE(*features & Bit(kFeatureProtocolFeatures));
@@ -106,9 +67,9 @@ void Negotiate(Frontend& f, uint64_t extra_features = 0,
   ASSERT_EQ(*pf & protocol, protocol);
   ASSERT_TRUE(f.Send(kSetProtocolFeatures, protocol));
   ASSERT_TRUE(f.Send(kSetOwner));
-  ASSERT_TRUE(f.Send(kSetFeatures,
-                     uint64_t{kVersion1 | Bit(kFeatureProtocolFeatures) |
-                              (extra_features & *features)}));
+  ASSERT_TRUE(
+      f.Send(kSetFeatures, uint64_t{kVersion1 | Bit(kFeatureProtocolFeatures) |
+                                    (extra_features & *features)}));
 }
 
 // Reads 64 random bytes through a rng served over `s`, on a split ring
@@ -225,7 +186,8 @@ TEST(VhostUserBlk, WriteThenRead) {
 
     const uint64_t hdr = mem.Alloc(16), data = mem.Alloc(4096),
                    status = mem.Alloc(1);
-    for (int i = 0; i < 4096; ++i) mem.host(data)[i] = static_cast<uint8_t>(i * 7);
+    for (int i = 0; i < 4096; ++i)
+      mem.host(data)[i] = static_cast<uint8_t>(i * 7);
     BlkReq w{virtio::blk::kTypeOut, 0, 8};
     std::memcpy(mem.host(hdr), &w, sizeof w);
     ring.Add({{hdr, 16, false}, {data, 4096, false}, {status, 1, true}});
@@ -311,9 +273,11 @@ TEST_P(VhostUserBlkWorkers, QueuesRunInParallel) {
       std::memcpy(mem.host(b.hdr), &req, sizeof req);
       if (write) {
         std::memset(mem.host(b.data), q * 100 + i, 512);
-        ring.Add({{b.hdr, 16, false}, {b.data, 512, false}, {b.status, 1, true}});
+        ring.Add(
+            {{b.hdr, 16, false}, {b.data, 512, false}, {b.status, 1, true}});
       } else {
-        ring.Add({{b.hdr, 16, false}, {b.data, 512, true}, {b.status, 1, true}});
+        ring.Add(
+            {{b.hdr, 16, false}, {b.data, 512, true}, {b.status, 1, true}});
       }
       if (!GetParam()) {
         ASSERT_TRUE(SignalFd(k[q].get()));
@@ -346,8 +310,7 @@ TEST(VhostUserBlk, MemorySlotsAddAndRemove) {
   auto dev = Make("blk,backend=ram,size=1M");
   Session s(*dev);
   Frontend& f = s.f();
-  Negotiate(f, 0,
-            Bit(kProtocolReplyAck) | Bit(kProtocolConfigureMemSlots));
+  Negotiate(f, 0, Bit(kProtocolReplyAck) | Bit(kProtocolConfigureMemSlots));
   SharedMemory a(kGpa, kMemSize), b(kGpa + kMemSize, kMemSize);
   ASSERT_TRUE(f.Send(kAddMemReg, SingleMemoryRegion{0, a.region()}, {a.fd()}));
   ASSERT_TRUE(f.Send(kAddMemReg, SingleMemoryRegion{0, b.region()}, {b.fd()},
@@ -379,8 +342,9 @@ TEST(VhostUserRng, PackedVringBaseRoundTrip) {
   const uint32_t base = 3 | (1u << 15) | (3u << 16) | (1u << 31);
   ASSERT_TRUE(f.Send(kSetVringNum, VringState{0, 16}));
   ASSERT_TRUE(f.Send(kSetVringBase, VringState{0, base}));
-  ASSERT_TRUE(f.Send(kSetVringAddr, VringAddr{0, 0, mem.uaddr(ring),
-                                              mem.uaddr(devev), mem.uaddr(drv), 0}));
+  ASSERT_TRUE(f.Send(
+      kSetVringAddr,
+      VringAddr{0, 0, mem.uaddr(ring), mem.uaddr(devev), mem.uaddr(drv), 0}));
   ASSERT_TRUE(f.Send(kSetVringKick, uint64_t{0}, {kick.get()}));
   ASSERT_TRUE(f.Send(kSetVringEnable, VringState{0, 1}));
   ASSERT_TRUE(f.Send(kGetVringBase, VringState{0, 0}));
@@ -390,7 +354,8 @@ TEST(VhostUserRng, PackedVringBaseRoundTrip) {
   EXPECT_TRUE(s.Finish().ok());
 }
 
-// --- Hostile front-ends ---------------------------------------------------------
+// --- Hostile front-ends
+// ---------------------------------------------------------
 
 struct Hostile {
   const char* name;
@@ -472,7 +437,9 @@ const Hostile kHostile[] = {
        f.SendRaw(kSetFeatures, &v, 4, {}, kVersion, 8);  // 4 bytes missing
      }},
     {"BadVersion",
-     [](Frontend& f, SharedMemory&) { f.SendRaw(kSetOwner, nullptr, 0, {}, 2); }},
+     [](Frontend& f, SharedMemory&) {
+       f.SendRaw(kSetOwner, nullptr, 0, {}, 2);
+     }},
     {"UnknownRequest",
      [](Frontend& f, SharedMemory&) { f.SendRaw(99, nullptr, 0); }},
     {"UnexpectedFd",
@@ -594,7 +561,8 @@ const Hostile kHostile[] = {
 INSTANTIATE_TEST_SUITE_P(All, VhostUserHostile, ::testing::ValuesIn(kHostile),
                          [](const auto& info) { return info.param.name; });
 
-// --- The daemon loop ------------------------------------------------------------
+// --- The daemon loop
+// ------------------------------------------------------------
 
 TEST(VhostUserDaemon, SocketIs0600AndAcceptsNextConnection) {
   auto dev = Make("rng");
@@ -605,7 +573,8 @@ TEST(VhostUserDaemon, SocketIs0600AndAcceptsNextConnection) {
   o.socket_path = path;
   o.max_connections = 2;
   o.serve.stop_fd = stop.get();
-  auto daemon = std::async(std::launch::async, [&] { return RunDaemon(*dev, o); });
+  auto daemon =
+      std::async(std::launch::async, [&] { return RunDaemon(*dev, o); });
   struct stat st;
   for (int i = 0; i < 500 && stat(path.c_str(), &st) != 0; ++i) usleep(10000);
   ASSERT_EQ(stat(path.c_str(), &st), 0);
@@ -636,7 +605,8 @@ TEST(VhostUserDaemon, StopFdEndsServing) {
   DaemonOptions o;
   o.socket_path = path;
   o.serve.stop_fd = stop.get();
-  auto daemon = std::async(std::launch::async, [&] { return RunDaemon(*dev, o); });
+  auto daemon =
+      std::async(std::launch::async, [&] { return RunDaemon(*dev, o); });
   struct stat st;
   for (int i = 0; i < 500 && stat(path.c_str(), &st) != 0; ++i) usleep(10000);
   auto c = Connect(path);
@@ -649,23 +619,24 @@ TEST(VhostUserDaemon, StopFdEndsServing) {
   EXPECT_NE(stat(path.c_str(), &st), 0);
 }
 
-// --- inflight tracking ----------------------------------------------------------
+// --- inflight tracking
+// ----------------------------------------------------------
 
-using ScriptedBlk = virtio::BlkDevice<VhostTraits, virtio::blktest::ScriptedDisk>;
+using ScriptedBlk =
+    virtio::BlkDevice<VhostTraits, virtio::blktest::ScriptedDisk>;
 
 std::unique_ptr<DeviceAdapter<ScriptedBlk>> MakeScriptedBlk(
     virtio::blktest::ScriptedDisk& disk) {
-  auto a = DeviceAdapter<ScriptedBlk>::Create(
-      [&](const MemoryTable& m, CallInterrupt& i) {
-        return ScriptedBlk::Create(m, i, disk, {.name = "blk", .queue_size = 64});
-      });
+  auto a = DeviceAdapter<ScriptedBlk>::Create([&](const MemoryTable& m,
+                                                  CallInterrupt& i) {
+    return ScriptedBlk::Create(m, i, disk, {.name = "blk", .queue_size = 64});
+  });
   EXPECT_TRUE(a.ok()) << a.status();
   return a.ok() ? *std::move(a) : nullptr;
 }
 
-constexpr uint64_t kInflightProtocol = Bit(kProtocolReplyAck) |
-                                       Bit(kProtocolConfig) |
-                                       Bit(kProtocolInflightShmfd);
+constexpr uint64_t kInflightProtocol =
+    Bit(kProtocolReplyAck) | Bit(kProtocolConfig) | Bit(kProtocolInflightShmfd);
 
 // Driver side of one packed ring in SharedMemory (no event suppression:
 // the device is always asked to interrupt).
@@ -1036,7 +1007,7 @@ TEST_P(VhostUserInflight, RingLargerThanTheRegionIsServedUntracked) {
   ASSERT_TRUE(ring.Setup(f, 0, kick, call));
   std::vector<std::pair<uint16_t, uint64_t>> reqs;
   for (int round = 0; round < 4; ++round) {  // wraps the 64-entry ring
-    for (int i = 0; i < 20; ++i) {  // 60 descriptors
+    for (int i = 0; i < 20; ++i) {           // 60 descriptors
       reqs.push_back(QueueWrite(mem, ring, i, static_cast<uint8_t>(i + 1)));
     }
     ASSERT_TRUE(SignalFd(kick.get()));
@@ -1352,7 +1323,8 @@ void SendFrame(SharedMemory& mem, SplitRing& tx, int kick, uint32_t frame_len,
   const uint64_t buf = mem.Alloc(virtio::net::kHeaderSize + frame_len);
   std::memset(mem.host(buf), 0, virtio::net::kHeaderSize);
   uint8_t* f = mem.host(buf) + virtio::net::kHeaderSize;
-  for (uint32_t i = 0; i < frame_len; ++i) f[i] = static_cast<uint8_t>(seed + i);
+  for (uint32_t i = 0; i < frame_len; ++i)
+    f[i] = static_cast<uint8_t>(seed + i);
   f[12] = 0x08;
   f[13] = 0x00;
   tx.Add({{buf, virtio::net::kHeaderSize + frame_len, false}});
@@ -1423,7 +1395,8 @@ TEST(VhostUserNet, LoopbackAndHeldRxChainsAtGetVringBase) {
   EXPECT_EQ(CountOpenFds(), fds);
 }
 
-// --- console over vhost-user (socket backend) ---------------------------------
+// --- console over vhost-user (socket backend)
+// ---------------------------------
 
 TEST(VhostUserConsole, SocketBackendBothWays) {
   const std::string path =
@@ -1607,8 +1580,9 @@ TEST(VhostUserRingSizes, DefaultAcceptsEverySizeTheSpecAllows) {
     RngRoundTrip(s, size);
     EXPECT_TRUE(s.Finish().ok()) << size;
   }
-  for (const char* text : {"rng", "blk,backend=ram,size=1M",
-                           "net,backend=loopback", "console,backend=file=/dev/null"}) {
+  for (const char* text :
+       {"rng", "blk,backend=ram,size=1M", "net,backend=loopback",
+        "console,backend=file=/dev/null"}) {
     auto dev = Make(text);
     ASSERT_NE(dev, nullptr);
     for (bool packed : {false, true}) {
@@ -1653,7 +1627,8 @@ TEST(VhostUserRingSizes, QueueSizeIsALimit) {
   }
 }
 
-// --- a front-end that shrinks the memory it shared (SIGBUS) ---------------------
+// --- a front-end that shrinks the memory it shared (SIGBUS)
+// ---------------------
 
 // Guest memory truncated after SET_MEM_TABLE: the back-end's next ring
 // access would SIGBUS. The connection is closed with the reason; the
@@ -1754,7 +1729,7 @@ TEST(VhostUserGuestErrors, EachConnectionHasItsOwnLogBudget) {
   virtio::SetLogSink(&CaptureSink);
   {
     Session s(*dev);
-    ASSERT_TRUE(s.f().GetU64(kGetFeatures));  // served: the budget is set
+    ASSERT_TRUE(s.f().GetU64(kGetFeatures));        // served: the budget is set
     for (int i = 0; i < 100; ++i) dev->Kick(1000);  // no such queue
     EXPECT_TRUE(s.Finish().ok());
   }
@@ -1870,9 +1845,9 @@ TEST(VhostUserDeviceSpec, RejectsBadSpecs) {
     EXPECT_FALSE(ParseDeviceSpec(bad).ok()) << bad;
   }
   // These parse; opening the backend or building the device fails.
-  for (const char* bad : {"blk,path=/nonexistent/x",
-                          "console,backend=file=/nonexistent/dir/x",
-                          "blk,backend=ram,size=1M,serial=123456789012345678901"}) {
+  for (const char* bad :
+       {"blk,path=/nonexistent/x", "console,backend=file=/nonexistent/dir/x",
+        "blk,backend=ram,size=1M,serial=123456789012345678901"}) {
     auto s = ParseDeviceSpec(bad);
     ASSERT_TRUE(s.ok()) << bad << ": " << s.status();
     EXPECT_FALSE(MakeDevice(*s).ok()) << bad;

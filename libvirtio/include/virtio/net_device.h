@@ -5,6 +5,14 @@
 // between its virtqueues and a backend satisfying `NetBackend`
 // (virtio/net_backend.h): TapNet, LoopbackNet or your own.
 //
+// Parts, one header each: the options (virtio/net_device_options.h), the
+// feature rules (virtio/net_features.h), the receive buffers popped ahead
+// (virtio/net_rx_stash.h), the copy into them (virtio/net_rx_source.h),
+// the receive filter (virtio/net_rx_filter.h), the control queue
+// (virtio/net_control_queue.h) and the per-pair counters
+// (virtio/net_pair_stats.h). This file keeps the device that ties them
+// together: queue layout, transmit, receive, link and the DeviceCore hooks.
+//
 // Queues. 2 * max_pairs + 1: receiveq(i) = 2i, transmitq(i) = 2i + 1, then
 // the control queue. As the spec numbers them, the control queue is queue
 // 2 * max_pairs when MQ is negotiated and queue 2 otherwise (then only pair
@@ -83,8 +91,8 @@
 // mutex taken per received packet only when the filter is not promiscuous.
 // Reset must not race with any of them (as device_core.h says). Allocation
 // happens at construction only; per pair the device keeps one tx chain,
-// min(options.queue_size, kMaxRxStash) rx chains (options.rx_segments
-// segments each) and an iovec array.
+// min(options.queue_size, NetRxStash::kMaxChains) rx chains
+// (options.rx_segments segments each) and an iovec array.
 //
 // Example:
 //   auto tap = virtio::TapNet::Open({.name = "vm0", .num_pairs = 2});
@@ -107,6 +115,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -116,79 +125,19 @@
 #include "virtio/device_core.h"
 #include "virtio/hypervisor.h"
 #include "virtio/net_backend.h"
+#include "virtio/net_control_queue.h"
+#include "virtio/net_device_options.h"
+#include "virtio/net_features.h"
+#include "virtio/net_pair_stats.h"
 #include "virtio/net_rx_filter.h"
+#include "virtio/net_rx_source.h"
+#include "virtio/net_rx_stash.h"
 #include "virtio/net_spec.h"
 #include "virtio/queue.h"
 #include "virtio/ring_access.h"
 #include "virtio/spec.h"
 
 namespace virtio {
-
-struct NetDeviceOptions {
-  std::string name = "net";
-  std::array<uint8_t, 6> mac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
-  // Queue pairs (MQ is offered when > 1); at most the backend's num_pairs().
-  uint16_t max_pairs = 1;
-  // Maximum size of each rx / tx virtqueue.
-  uint32_t queue_size = 256;
-  uint32_t ctrl_queue_size = 64;
-  // Offer MTU with this value; 0: not offered.
-  uint16_t mtu = 0;
-  bool link_up = true;
-  // Offer CTRL_VQ and the features that need it.
-  bool ctrl_vq = true;
-  // Net feature bits not to offer (e.g. spec::Bit(net::kFeatureMrgRxbuf)).
-  uint64_t disable_features = 0;
-  // Accept control-queue features (CTRL_RX, CTRL_RX_EXTRA, CTRL_VLAN,
-  // GUEST_ANNOUNCE, MQ, CTRL_MAC_ADDR, CTRL_GUEST_OFFLOADS) negotiated
-  // without CTRL_VQ, and GUEST_ANNOUNCE without STATUS, instead of refusing
-  // FEATURES_OK. For glues whose "driver" is a front-end that keeps the
-  // control queue and the config space to itself and passes on only part
-  // of the guest's features: QEMU's vhost-user net sends GUEST_ANNOUNCE and
-  // MQ but never CTRL_VQ or STATUS. Such features then have no effect here
-  // (no VLAN filtering, no announce), except MQ: its queue pairs exist.
-  bool relaxed_ctrl_dependencies = false;
-  // Packets per batch (one Flush / Publish each).
-  uint32_t tx_batch = 256;
-  uint32_t rx_batch = 256;
-  // Host segments a tx chain may have (after the header is split off, plus
-  // one for it: a writev of at most 1024) and an rx chain may have.
-  uint32_t tx_segments = 1023;
-  uint32_t rx_segments = 64;
-  // Leave the virtio-net header of an rx buffer alone when the buffer
-  // already holds the same bytes (usual for recycled buffers): the device
-  // reads 12 bytes of a device-writable buffer, which VIRTIO 1.2 §2.7.4
-  // allows but discourages (SHOULD NOT), and the driver keeps the header's
-  // cache line instead of missing on it for every packet.
-  bool rx_keep_same_header = true;
-  // IN_ORDER on by default: every queue's buffers are used in ring order
-  // (see the file comment).
-  RingFeatureOptions ring = {.in_order = true};
-};
-
-// Per-pair counters, maintained by the pair's thread.
-struct NetPairStats {
-  uint64_t tx_packets = 0;
-  uint64_t tx_bytes = 0;  // frame bytes, headers excluded
-  // Chains not ok(), with writable parts, too short, or failing header /
-  // length validation: dropped, returned with length 0.
-  uint64_t tx_malformed = 0;
-  // Dropped by the backend, or while the link was down.
-  uint64_t tx_dropped = 0;
-  // Times transmit stalled on a busy backend.
-  uint64_t tx_busy = 0;
-  uint64_t rx_packets = 0;
-  uint64_t rx_bytes = 0;
-  // Too big for the guest's buffers, link down, bad length, or needing an
-  // offload the guest did not accept.
-  uint64_t rx_dropped = 0;
-  // Rejected by the MAC / VLAN filter.
-  uint64_t rx_filtered = 0;
-  // Unusable rx chains returned with length 0.
-  uint64_t rx_bad_buffers = 0;
-  // Times receive waited for the guest to post buffers.
-  uint64_t rx_stalls = 0;
-};
 
 template <HypervisorTraits T, NetBackend Backend>
 class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
@@ -238,8 +187,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
 
   ~NetDevice() = default;
 
-  // --- Queue layout
-  // -------------------------------------------------------------
+  // --- Queue layout ----------------------------------------------------------
   static constexpr uint16_t rx_queue(uint16_t pair) { return 2 * pair; }
   static constexpr uint16_t tx_queue(uint16_t pair) { return 2 * pair + 1; }
   uint16_t max_pairs() const { return options_.max_pairs; }
@@ -249,12 +197,9 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
                                                       : 2;
   }
   // Pairs in use (VQ_PAIRS_SET; 1 without MQ).
-  uint16_t active_pairs() const {
-    return active_pairs_.load(std::memory_order_relaxed);
-  }
+  uint16_t active_pairs() const { return ctrl_.active_pairs(); }
 
-  // --- For the glue
-  // -------------------------------------------------------------
+  // --- For the glue ----------------------------------------------------------
 
   // Link state (config status LINK_UP); a change interrupts the driver.
   void SetLinkUp(bool up) {
@@ -305,7 +250,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   }
   // rx chains popped and held for a packet not yet complete.
   uint32_t rx_held(uint16_t pair) const {
-    return pair < pairs_.size() ? pairs_[pair].rx_count : 0;
+    return pair < pairs_.size() ? pairs_[pair].rx.count() : 0;
   }
   const NetPairStats& stats(uint16_t pair) const { return pairs_[pair].stats; }
   NetPairStats total_stats() const {
@@ -326,12 +271,10 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     }
     return t;
   }
-  uint64_t ctrl_commands() const { return ctrl_commands_; }
-  uint64_t ctrl_errors() const { return ctrl_errors_; }
+  uint64_t ctrl_commands() const { return ctrl_.commands(); }
+  uint64_t ctrl_errors() const { return ctrl_.errors(); }
   // Guest offloads (GUEST_* feature bits) currently in force.
-  uint64_t guest_offloads() const {
-    return guest_offloads_.load(std::memory_order_relaxed);
-  }
+  uint64_t guest_offloads() const { return ctrl_.guest_offloads(); }
   std::array<uint8_t, 6> mac() const { return filter_.mac(); }
   bool promisc() const { return filter_.promisc(); }
   bool allmulti() const { return filter_.allmulti(); }
@@ -362,108 +305,42 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
         "config write of %u bytes at %u (read-only); ignored", len, offset));
   }
 
-  // The first dependency of §5.1.3.1 that `f` breaks, or nullptr.
-  static const char* BrokenDependency(uint64_t f) {
-    auto has = [&](unsigned bit) { return (f & spec::Bit(bit)) != 0; };
-    const char* broken = nullptr;
-    if ((has(net::kFeatureGuestTso4) || has(net::kFeatureGuestTso6) ||
-         has(net::kFeatureGuestUfo)) &&
-        !has(net::kFeatureGuestCsum)) {
-      broken = "GUEST_TSO4/6/UFO without GUEST_CSUM";
-    } else if (has(net::kFeatureGuestEcn) && !has(net::kFeatureGuestTso4) &&
-               !has(net::kFeatureGuestTso6)) {
-      broken = "GUEST_ECN without GUEST_TSO4/6";
-    } else if ((has(net::kFeatureHostTso4) || has(net::kFeatureHostTso6) ||
-                has(net::kFeatureHostUfo)) &&
-               !has(net::kFeatureCsum)) {
-      broken = "HOST_TSO4/6/UFO without CSUM";
-    } else if (has(net::kFeatureHostEcn) && !has(net::kFeatureHostTso4) &&
-               !has(net::kFeatureHostTso6)) {
-      broken = "HOST_ECN without HOST_TSO4/6";
-    } else if ((has(net::kFeatureCtrlRx) || has(net::kFeatureCtrlVlan) ||
-                has(net::kFeatureGuestAnnounce) || has(net::kFeatureMq) ||
-                has(net::kFeatureCtrlMacAddr) ||
-                has(net::kFeatureCtrlGuestOffloads)) &&
-               !has(net::kFeatureCtrlVq)) {
-      broken = "control-queue features without CTRL_VQ";
-    } else if (has(net::kFeatureCtrlRxExtra) && !has(net::kFeatureCtrlRx)) {
-      broken = "CTRL_RX_EXTRA without CTRL_RX";
-    } else if (has(net::kFeatureGuestAnnounce) && !has(net::kFeatureStatus)) {
-      broken = "GUEST_ANNOUNCE without STATUS";
-    }
-    return broken;
-  }
-
-  // True if `f` breaks no dependency once the bits in `forgiven` are
-  // treated as absent.
-  static bool AcceptableWithout(uint64_t f, uint64_t forgiven) {
-    return BrokenDependency(f & ~forgiven) == nullptr;
-  }
-
   bool AcceptFeatures(uint64_t f) {
-    auto has = [&](unsigned bit) { return (f & spec::Bit(bit)) != 0; };
-    const char* broken = BrokenDependency(f);
-    uint64_t effective = f;
-    if (broken != nullptr && options_.relaxed_ctrl_dependencies) {
-      const uint64_t ctrl_only = spec::Bit(net::kFeatureCtrlRx) |
-                                 spec::Bit(net::kFeatureCtrlRxExtra) |
-                                 spec::Bit(net::kFeatureCtrlVlan) |
-                                 spec::Bit(net::kFeatureGuestAnnounce) |
-                                 spec::Bit(net::kFeatureCtrlMacAddr) |
-                                 spec::Bit(net::kFeatureCtrlGuestOffloads);
-      const uint64_t unmet =
-          (has(net::kFeatureCtrlVq) ? 0 : ctrl_only) |
-          (has(net::kFeatureStatus) ? 0
-                                    : spec::Bit(net::kFeatureGuestAnnounce));
-      // Only dependencies on the control queue or STATUS are forgiven:
-      // the offload rules above still apply.
-      const uint64_t forgiven =
-          unmet | (has(net::kFeatureCtrlVq) ? 0 : spec::Bit(net::kFeatureMq));
-      if (AcceptableWithout(f, forgiven)) {
-        broken = nullptr;
-        effective = f & ~unmet;
-      }
-    }
-    if (broken != nullptr) {
+    const NetFeatureCheck check =
+        NetCheckFeatures(f, options_.relaxed_ctrl_dependencies);
+    if (check.broken != nullptr) {
       this->GuestError(
-          absl::StrFormat("feature dependency broken: %s", broken));
+          absl::StrFormat("feature dependency broken: %s", check.broken));
       return false;
     }
-    f = effective;
-    negotiated_ = f;
-    mrg_rxbuf_ = has(net::kFeatureMrgRxbuf);
+    negotiated_ = check.effective;
+    mrg_rxbuf_ = (negotiated_ & spec::Bit(net::kFeatureMrgRxbuf)) != 0;
+    in_order_ = (negotiated_ & spec::Bit(spec::kFeatureInOrder)) != 0;
     // Without CTRL_VLAN nothing is filtered by VLAN (QEMU's behaviour).
-    filter_.SetVlanFiltering(has(net::kFeatureCtrlVlan));
+    filter_.SetVlanFiltering(negotiated_ & spec::Bit(net::kFeatureCtrlVlan));
     return true;
   }
 
   void OnDriverOk() {
     const uint64_t guest = negotiated_ & net::kGuestOffloadFeatures;
-    if (!backend_->SetOffloads(guest)) {
+    if (!ctrl_.Start(guest)) {
       Logf(LogLevel::kWarning, "%s: backend refused guest offloads 0x%x",
            this->name(), guest);
     }
-    guest_offloads_.store(guest, std::memory_order_relaxed);
-    active_pairs_.store(1, std::memory_order_relaxed);
-    backend_->SetActivePairs(1);
   }
 
   void OnReset() {
     for (PairState& p : pairs_) {
       p.tx_held = false;
-      p.rx_head = p.rx_count = 0;
+      p.rx.Clear();
     }
     filter_.Reset(options_.mac);
     status_.fetch_and(static_cast<uint16_t>(~net::kStatusAnnounce),
                       std::memory_order_acq_rel);
-    if (guest_offloads_.exchange(0, std::memory_order_relaxed) != 0) {
-      backend_->SetOffloads(0);
-    }
-    if (active_pairs_.exchange(1, std::memory_order_relaxed) != 1) {
-      backend_->SetActivePairs(1);
-    }
+    ctrl_.Reset();
     negotiated_ = 0;
     mrg_rxbuf_ = false;
+    in_order_ = false;
   }
 
   // DisableQueue(): the ring is about to go away. Held chains are returned
@@ -482,11 +359,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
         ++ps.stats.tx_dropped;
         ring.Push(ps.tx_chain.token(), 0);
       } else {
-        if (ps.rx_count == 0) return;
-        for (uint32_t i = 0; i < ps.rx_count; ++i) {
-          ring.Push(ps.rx[(ps.rx_head + i) % ps.rx.size()].token(), 0);
-        }
-        ps.rx_head = ps.rx_count = 0;
+        if (!ps.rx.ReturnAll(ring)) return;
       }
       if (ring.Publish()) this->interrupt().SignalQueue(q);
       // Stalled, the queue left its notifications off: whoever resumes the
@@ -498,7 +371,9 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
   template <VirtQueue Q>
   void ProcessQueue(uint16_t index, Q& ring) {
     if (HasCtrl() && index == ctrl_queue()) {
-      RunCtrl(index, ring);
+      ctrl_.Run(
+          ring, negotiated_, [&] { this->interrupt().SignalQueue(index); },
+          [&](std::string_view why) { this->GuestError(why); });
       return;
     }
     const uint16_t pair = index / 2;
@@ -512,80 +387,42 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
 
  private:
   struct PairState {
-    PairState(uint32_t tx_segments, uint32_t rx_segments, uint32_t rx_chains)
-        : tx_chain(tx_segments), tx_iov(new iovec[tx_segments + 1]) {
-      rx.reserve(rx_chains);
-      for (uint32_t i = 0; i < rx_chains; ++i) rx.emplace_back(rx_segments);
-    }
+    PairState(uint32_t tx_segments, uint32_t rx_segments, uint32_t rx_chains,
+              bool rx_prefetch_header_for_write)
+        : tx_chain(tx_segments),
+          tx_iov(new iovec[tx_segments + 1]),
+          rx(rx_chains, rx_segments, rx_prefetch_header_for_write) {}
     PairState(PairState&&) noexcept = default;
 
     DescriptorChain tx_chain;
     std::unique_ptr<iovec[]> tx_iov;
     net::Header tx_hdr{};
     bool tx_held = false;
-    // rx chains popped and not yet used: rx[(rx_head + i) % rx.size()] for
-    // i < rx_count.
-    std::vector<DescriptorChain> rx;
-    uint32_t rx_head = 0;
-    uint32_t rx_count = 0;
-    // Times held chains were returned early (IN_ORDER, an unusable chain
-    // behind them): tells DeliverOne to assemble its packet again.
-    uint64_t rx_flushes = 0;
+    NetRxStash rx;
     NetPairStats stats;
   };
 
   enum class RxOutcome { kConsumed, kNoBuffers };
-  // rx chains popped ahead per batch (PopRxBatch).
-  static constexpr uint32_t kRxPrepop = 32;
-  // Most rx chains held popped per pair. The device holds only what the
-  // packet being assembled needs plus a few ahead (kRxAheadHigh), so the
-  // stash need not follow the ring: a queue_size that is only a limit
-  // (vhost-user, where the front-end picks any size up to 32768) would
-  // otherwise cost 32768 chains per pair. A mergeable packet of 64 KiB
-  // spans more than 256 buffers only if they are under 256 bytes each.
-  static constexpr uint32_t kMaxRxStash = 256;
-  static uint32_t RxStashSize(const NetDeviceOptions& o) {
-    return o.queue_size < kMaxRxStash ? o.queue_size : kMaxRxStash;
-  }
-  // Chains kept popped ahead of the packet being delivered (TopUpRx):
-  // measured against testpmd, 8..16 beat both shallower and deeper windows
-  // (deeper ones evict the lines they fetched before using them).
-  static constexpr uint32_t kRxAheadLow = 8;
-  static constexpr uint32_t kRxAheadHigh = 16;
 
   NetDevice(const typename Core::Memory& memory,
             typename Core::Interrupt& interrupt, Backend& backend,
             const NetDeviceOptions& options)
-      : Core(memory, interrupt, options.name, Offered(backend, options),
+      : Core(memory, interrupt, options.name,
+             NetOfferedFeatures(backend.offloads(), options),
              QueueSizes(options), options.ring),
         backend_(&backend),
         options_(options),
-        filter_(options.mac) {
+        filter_(options.mac),
+        ctrl_(backend, filter_, status_, options.max_pairs) {
     pairs_.reserve(options_.max_pairs);
     for (uint16_t i = 0; i < options_.max_pairs; ++i) {
+      // The header's line is prefetched only for reading where an
+      // unchanged header is left alone (rx_keep_same_header).
       pairs_.emplace_back(options_.tx_segments, options_.rx_segments,
-                          RxStashSize(options_));
+                          NetRxStash::Capacity(options_.queue_size),
+                          !options_.rx_keep_same_header);
     }
     status_.store(options_.link_up ? net::kStatusLinkUp : 0);
-  }
-
-  static uint64_t Offered(const Backend& backend, const NetDeviceOptions& o) {
-    uint64_t f = spec::Bit(net::kFeatureMac) | spec::Bit(net::kFeatureStatus) |
-                 spec::Bit(net::kFeatureMrgRxbuf) |
-                 (backend.offloads() & net::kOffloadFeatures);
-    if (o.mtu != 0) f |= spec::Bit(net::kFeatureMtu);
-    if (o.ctrl_vq) {
-      f |= spec::Bit(net::kFeatureCtrlVq) | spec::Bit(net::kFeatureCtrlRx) |
-           spec::Bit(net::kFeatureCtrlRxExtra) |
-           spec::Bit(net::kFeatureCtrlVlan) |
-           spec::Bit(net::kFeatureGuestAnnounce) |
-           spec::Bit(net::kFeatureCtrlMacAddr);
-      if (f & net::kGuestOffloadFeatures) {
-        f |= spec::Bit(net::kFeatureCtrlGuestOffloads);
-      }
-      if (o.max_pairs > 1) f |= spec::Bit(net::kFeatureMq);
-    }
-    return f & ~o.disable_features;
   }
 
   static std::vector<uint32_t> QueueSizes(const NetDeviceOptions& o) {
@@ -613,8 +450,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     }
   }
 
-  // --- Transmit
-  // -------------------------------------------------------------------
+  // --- Transmit --------------------------------------------------------------
 
   template <VirtQueue Q>
   void RunTx(uint16_t pair, uint16_t index, Q& ring) {
@@ -666,7 +502,8 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
       c.CopyFromReadable(0, &h, sizeof h);
     }
     if (frame_len < net::kEthHeaderLen || frame_len > net::kMaxFrameSize ||
-        !ValidTxHeader(h, static_cast<uint32_t>(frame_len))) {
+        !NetValidTxHeader(h, static_cast<uint32_t>(frame_len), negotiated_,
+                          options_.mtu)) {
       ++ps.stats.tx_malformed;
       return true;
     }
@@ -703,43 +540,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     return true;
   }
 
-  bool ValidTxHeader(const net::Header& h, uint32_t frame_len) const {
-    auto has = [&](unsigned bit) {
-      return (negotiated_ & spec::Bit(bit)) != 0;
-    };
-    if (h.flags & ~net::kHdrFlagNeedsCsum) return false;
-    if (h.flags & net::kHdrFlagNeedsCsum) {
-      if (!has(net::kFeatureCsum)) return false;
-      if (uint32_t{h.csum_start} + h.csum_offset + 2 > frame_len) return false;
-    }
-    const uint8_t gso = h.gso_type & ~net::kGsoEcn;
-    switch (gso) {
-      case net::kGsoNone:
-        if (h.gso_type & net::kGsoEcn) return false;
-        if ((negotiated_ & spec::Bit(net::kFeatureMtu)) &&
-            frame_len > uint32_t{options_.mtu} + net::kEthHeaderLen +
-                            net::kVlanHeaderLen) {
-          return false;
-        }
-        return true;
-      case net::kGsoTcpV4:
-        if (!has(net::kFeatureHostTso4)) return false;
-        break;
-      case net::kGsoTcpV6:
-        if (!has(net::kFeatureHostTso6)) return false;
-        break;
-      case net::kGsoUdp:
-        if (!has(net::kFeatureHostUfo)) return false;
-        break;
-      default:
-        return false;
-    }
-    if ((h.gso_type & net::kGsoEcn) && !has(net::kFeatureHostEcn)) return false;
-    return h.gso_size != 0 && h.hdr_len <= frame_len;
-  }
-
-  // --- Receive
-  // ----------------------------------------------------------------------
+  // --- Receive ---------------------------------------------------------------
 
   template <VirtQueue Q>
   void RunRx(uint16_t pair, uint16_t index, Q& ring) {
@@ -784,12 +585,13 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     }
     if (p.header == nullptr) {
       h = net::Header{};  // nothing to check against the offloads
-    } else if (!OffloadsAllow(ps, *p.header, h)) {
+    } else if (!NetRxHeaderAllowed(*p.header, ctrl_.guest_offloads(), h)) {
+      ++ps.stats.rx_dropped;
       return false;
     }
     if (!filter_.promisc()) {
       uint8_t eth[net::kEthHeaderLen + net::kVlanHeaderLen] = {};
-      Gather(p, eth, std::min<uint32_t>(sizeof eth, p.frame_len));
+      NetRxGather(p, eth, std::min<uint32_t>(sizeof eth, p.frame_len));
       if (!filter_.Accept(eth, p.frame_len)) {
         ++ps.stats.rx_filtered;
         return false;
@@ -798,189 +600,47 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     return true;
   }
 
-  // Copies the backend's header into `h` if the guest offloads in force
-  // allow it (else counts a drop), masking flags the driver cannot take.
-  bool OffloadsAllow(PairState& ps, const net::Header& in, net::Header& h) {
-    h = in;
-    const uint64_t g = guest_offloads_.load(std::memory_order_relaxed);
-    auto on = [&](unsigned bit) { return (g & spec::Bit(bit)) != 0; };
-    bool ok = true;
-    if ((h.flags & net::kHdrFlagNeedsCsum) && !on(net::kFeatureGuestCsum)) {
-      ok = false;
-    }
-    switch (h.gso_type & ~net::kGsoEcn) {
-      case net::kGsoNone:
-        if (h.gso_type & net::kGsoEcn) ok = false;
-        break;
-      case net::kGsoTcpV4:
-        ok = ok && on(net::kFeatureGuestTso4);
-        break;
-      case net::kGsoTcpV6:
-        ok = ok && on(net::kFeatureGuestTso6);
-        break;
-      case net::kGsoUdp:
-        ok = ok && on(net::kFeatureGuestUfo);
-        break;
-      default:
-        ok = false;
-    }
-    if ((h.gso_type & net::kGsoEcn) && !on(net::kFeatureGuestEcn)) ok = false;
-    if (!ok) {
-      ++ps.stats.rx_dropped;
-      return false;
-    }
-    // DATA_VALID only means something to a driver that accepted GUEST_CSUM.
-    h.flags &= on(net::kFeatureGuestCsum)
-                   ? (net::kHdrFlagNeedsCsum | net::kHdrFlagDataValid)
-                   : 0;
-    return true;
-  }
-
-  static void Gather(const NetRxPacket& p, uint8_t* out, uint32_t n) {
-    for (uint32_t i = 0; i < p.iovcnt && n > 0; ++i) {
-      const uint32_t take =
-          static_cast<uint32_t>(std::min<size_t>(p.iov[i].iov_len, n));
-      std::memcpy(out, p.iov[i].iov_base, take);
-      out += take;
-      n -= take;
-    }
-  }
-
-  // Pops the next rx chain into the stash. kChain: stashed; kEmpty / kBroken
-  // as Pop(). Unusable chains are returned at once and skipped.
-  template <VirtQueue Q>
-  PopStatus PopRx(PairState& ps, Q& ring) {
-    for (;;) {
-      if (ps.rx_count == ps.rx.size()) return PopStatus::kEmpty;
-      DescriptorChain& c = Stashed(ps, ps.rx_count);
-      const PopStatus st = ring.Pop(c);
-      if (st != PopStatus::kChain) return st;
-      if (!c.ok() || c.readable_bytes() != 0 ||
-          c.writable_bytes() < net::kHeaderSize) {
-        ++ps.stats.rx_bad_buffers;
-        if (ps.rx_count != 0 && this->Negotiated(spec::kFeatureInOrder)) {
-          // Returning it now would overtake the chains held for the packet
-          // being assembled: under IN_ORDER those go back first, empty (the
-          // packet is assembled again from the chains that follow).
-          for (uint32_t i = 0; i < ps.rx_count; ++i) {
-            ring.Push(Stashed(ps, i).token(), 0);
-          }
-          ps.rx_count = 0;
-          ps.rx_head = 0;
-          ++ps.rx_flushes;
-        }
-        ring.Push(c.token(), 0);
-        continue;
-      }
-      ++ps.rx_count;
-      return PopStatus::kChain;
-    }
-  }
-
-  // Pops up to kRxPrepop chains into the stash (kChain if at least one),
-  // then starts fetching the start of each one's buffer (PopAhead). The
-  // descriptor reads of the batch overlap one another, and the copies find
-  // their lines arriving, instead of each packet's stores waiting for
-  // ownership of lines the driver touched last, with the next descriptor
-  // read queued behind them (that serialisation halved 64-byte rates).
-  // Chains popped ahead of packets stay stashed for the next ones.
-  template <VirtQueue Q>
-  PopStatus PopRxBatch(PairState& ps, Q& ring) {
-    return PopAhead(ps, ring, ps.rx_count + kRxPrepop);
-  }
-
-  // The rolling window every packet keeps: once fewer than kRxAheadLow
-  // chains wait in the stash, pops up to kRxAheadHigh, so that each
-  // packet's lines were requested some packets earlier instead of all of a
-  // batch at once.
-  template <VirtQueue Q>
-  void TopUpRx(PairState& ps, Q& ring) {
-    if (ps.rx_count < kRxAheadLow) PopAhead(ps, ring, kRxAheadHigh);
-  }
-
-  // Pops until the stash holds `target` chains or the ring has none, then
-  // prefetches the new ones (all of them if an IN_ORDER flush emptied the
-  // stash meanwhile). kChain if at least one was popped, else the status
-  // of the failed pop.
-  template <VirtQueue Q>
-  PopStatus PopAhead(PairState& ps, Q& ring, uint32_t target) {
-    uint32_t from = ps.rx_count;
-    PopStatus st = PopStatus::kEmpty;
-    bool popped = false;
-    while (ps.rx_count < target) {
-      const uint64_t flushes = ps.rx_flushes;
-      st = PopRx(ps, ring);
-      if (st != PopStatus::kChain) break;
-      popped = true;
-      if (ps.rx_flushes != flushes) from = 0;
-    }
-    PrefetchStashed(ps, from);
-    return popped ? PopStatus::kChain : st;
-  }
-
-  void PrefetchStashed(PairState& ps, uint32_t from) {
-    for (uint32_t i = from; i < ps.rx_count; ++i) {
-      const absl::Span<const iovec> w = Stashed(ps, i).writable();
-      if (w.empty()) continue;
-      const auto* base = static_cast<const uint8_t*>(w[0].iov_base);
-      // The header's line only for reading where an unchanged header is
-      // left alone: owning it would take it from the driver anyway.
-      Prefetch(base, /*for_write=*/!options_.rx_keep_same_header);
-      if (w[0].iov_len > net::kHeaderSize) {
-        Prefetch(base + net::kHeaderSize, /*for_write=*/true);
-      }
-      if (w[0].iov_len > 64 + net::kHeaderSize) {
-        Prefetch(base + 64 + net::kHeaderSize, /*for_write=*/true);
-      }
-    }
-  }
-
-  DescriptorChain& Stashed(PairState& ps, uint32_t i) {
-    // i <= rx_count <= rx.size(): one wrap at most, so no division (there
-    // were four per packet).
-    uint32_t at = ps.rx_head + i;
-    if (at >= ps.rx.size()) at -= static_cast<uint32_t>(ps.rx.size());
-    return ps.rx[at];
-  }
-
   template <VirtQueue Q>
   RxOutcome DeliverOne(PairState& ps, Q& ring, const NetRxPacket& p) {
     net::Header h;
     if (!Deliverable(ps, p, h)) return RxOutcome::kConsumed;
     const uint64_t need = uint64_t{net::kHeaderSize} + p.frame_len;
+    NetRxStash& stash = ps.rx;
+    uint64_t& bad_buffers = ps.stats.rx_bad_buffers;
     uint32_t used = 0;  // chains this packet takes
     if (mrg_rxbuf_) {
-      TopUpRx(ps, ring);
+      stash.TopUp(ring, in_order_, bad_buffers);
       uint64_t have = 0;
       uint64_t slots = 0;
       while (have < need) {
-        if (used == ps.rx_count) {
+        if (used == stash.count()) {
           // Every descriptor of the ring, or as many chains as the stash
           // holds, already waits here: the packet can never fit.
-          if (slots >= ring.size() || ps.rx_count == ps.rx.size()) {
+          if (slots >= ring.size() || stash.full()) {
             ++ps.stats.rx_dropped;
             return RxOutcome::kConsumed;
           }
-          const uint64_t flushes = ps.rx_flushes;
-          if (PopRxBatch(ps, ring) != PopStatus::kChain) {
+          const uint64_t flushes = stash.flushes();
+          if (stash.PopBatch(ring, in_order_, bad_buffers) !=
+              PopStatus::kChain) {
             return RxOutcome::kNoBuffers;
           }
-          if (ps.rx_flushes != flushes) {  // the held chains were returned
+          if (stash.flushes() != flushes) {  // the held chains were returned
             have = slots = 0;
             used = 0;
             continue;
           }
         }
-        const DescriptorChain& c = Stashed(ps, used);
+        const DescriptorChain& c = stash.at(used);
         have += c.writable_bytes();
         slots += c.token().ring_slots != 0 ? c.token().ring_slots
                                            : std::max(1u, c.descriptor_count());
         ++used;
       }
     } else {
-      TopUpRx(ps, ring);
-      if (ps.rx_count == 0) return RxOutcome::kNoBuffers;
-      if (Stashed(ps, 0).writable_bytes() < need) {
+      stash.TopUp(ring, in_order_, bad_buffers);
+      if (stash.count() == 0) return RxOutcome::kNoBuffers;
+      if (stash.at(0).writable_bytes() < need) {
         ++ps.stats.rx_dropped;  // the chain stays for the next packet
         return RxOutcome::kConsumed;
       }
@@ -988,12 +648,12 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     }
     h.num_buffers = static_cast<uint16_t>(used);
     // Copy header + frame across the chains, returning each as it fills.
-    Source src(h, p, options_.rx_keep_same_header);
+    NetRxSource src(h, p, options_.rx_keep_same_header);
     bool copied = false;
     if (used == 1 && p.iovcnt == 1 && p.iov[0].iov_len >= p.frame_len) {
       // The usual case, one buffer's first segment taking the whole
       // packet: header and frame land without the segment walk.
-      DescriptorChain& c = Stashed(ps, 0);
+      DescriptorChain& c = stash.at(0);
       const absl::Span<const iovec> w = c.writable();
       if (!w.empty() && w[0].iov_len >= need) [[likely]] {
         src.CopyWhole(static_cast<uint8_t*>(w[0].iov_base));
@@ -1004,7 +664,7 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
     if (!copied) {
       uint64_t left = need;
       for (uint32_t i = 0; i < used; ++i) {
-        DescriptorChain& c = Stashed(ps, i);
+        DescriptorChain& c = stash.at(i);
         const uint64_t n = std::min<uint64_t>(c.writable_bytes(), left);
         uint64_t todo = n;
         for (const iovec& seg : c.writable()) {
@@ -1018,184 +678,25 @@ class NetDevice : public DeviceCore<T, NetDevice<T, Backend>> {
         left -= n;
       }
     }
-    ps.rx_count -= used;
-    // An empty stash restarts at its first chain, so a pair that delivers
-    // whole packets keeps reusing one hot chain rather than walking all
-    // of them (and their segment arrays) through the cache.
-    if (ps.rx_count == 0) {
-      ps.rx_head = 0;
-    } else {
-      ps.rx_head += used;
-      if (ps.rx_head >= ps.rx.size()) {
-        ps.rx_head -= static_cast<uint32_t>(ps.rx.size());
-      }
-    }
+    stash.Consume(used);
     ++ps.stats.rx_packets;
     ps.stats.rx_bytes += p.frame_len;
     return RxOutcome::kConsumed;
   }
 
-  // Reads the 12-byte header, then the packet's segments, in order.
-  class Source {
-   public:
-    Source(const net::Header& h, const NetRxPacket& p, bool keep_same_header)
-        : hdr_(h), p_(p), keep_same_header_(keep_same_header) {}
-    // Header and frame to `dst` at once, for a packet of one segment
-    // holding frame_len bytes and a destination with room for both.
-    void CopyWhole(uint8_t* dst) {
-      if (keep_same_header_) {
-        StoreHeaderUnlessSame(dst);
-      } else {
-        std::memcpy(dst, &hdr_, sizeof hdr_);
-      }
-      std::memcpy(dst + sizeof hdr_, p_.iov[0].iov_base, p_.frame_len);
-    }
-    void Copy(uint8_t* dst, size_t n) {
-      if (idx_ == 0 && off_ == 0 && n >= sizeof hdr_ && keep_same_header_) {
-        StoreHeaderUnlessSame(dst);
-        dst += sizeof hdr_;
-        n -= sizeof hdr_;
-        idx_ = 1;
-      }
-      while (n > 0) {
-        const uint8_t* base;
-        size_t len;
-        if (idx_ == 0) {
-          base = reinterpret_cast<const uint8_t*>(&hdr_);
-          len = sizeof hdr_;
-        } else {
-          if (idx_ > p_.iovcnt) return;  // backend's iovecs shorter than said
-          base = static_cast<const uint8_t*>(p_.iov[idx_ - 1].iov_base);
-          len = p_.iov[idx_ - 1].iov_len;
-        }
-        const size_t take = std::min(len - off_, n);
-        std::memcpy(dst, base + off_, take);
-        dst += take;
-        n -= take;
-        off_ += take;
-        if (off_ == len) {
-          ++idx_;
-          off_ = 0;
-        }
-      }
-    }
-
-   private:
-    // A recycled rx buffer usually holds this very header already (same
-    // flags, num_buffers 1). Storing it anyway would take the line out of
-    // the driver's cache, and the driver's read of the header would become
-    // a cross-core miss on every packet; reading it first leaves the line
-    // shared (DPDK's vhost skips unchanged header fields likewise).
-    void StoreHeaderUnlessSame(uint8_t* dst) {
-      uint64_t have_lo;
-      uint32_t have_hi;
-      uint64_t want_lo;
-      uint32_t want_hi;
-      std::memcpy(&have_lo, dst, 8);
-      std::memcpy(&have_hi, dst + 8, 4);
-      std::memcpy(&want_lo, &hdr_, 8);
-      std::memcpy(&want_hi, reinterpret_cast<const uint8_t*>(&hdr_) + 8, 4);
-      if (have_lo != want_lo || have_hi != want_hi) {
-        std::memcpy(dst, &hdr_, sizeof hdr_);
-      }
-    }
-
-    const net::Header& hdr_;
-    const NetRxPacket& p_;
-    const bool keep_same_header_;
-    uint32_t idx_ = 0;
-    size_t off_ = 0;
-  };
-
-  // --- Control queue
-  // ------------------------------------------------------------------
-
-  template <VirtQueue Q>
-  void RunCtrl(uint16_t index, Q& ring) {
-    do {
-      ring.DisableNotification();
-      while (ring.Pop(ctrl_chain_) == PopStatus::kChain) {
-        const uint8_t ack = HandleCtrl(ctrl_chain_);
-        ++ctrl_commands_;
-        if (ack != net::kCtrlOk) ++ctrl_errors_;
-        uint32_t len = 0;
-        if (ctrl_chain_.ok() && ctrl_chain_.writable_bytes() >= 1) {
-          len = static_cast<uint32_t>(ctrl_chain_.CopyToWritable(0, &ack, 1));
-        }
-        ring.Push(ctrl_chain_.token(), len);
-      }
-      if (ring.Publish()) this->interrupt().SignalQueue(index);
-    } while (ring.error() == RingError::kNone && ring.EnableNotification());
-  }
-
-  uint8_t HandleCtrl(const DescriptorChain& c) {
-    net::CtrlHeader h;
-    if (!c.ok() || c.writable_bytes() < 1 ||
-        c.CopyFromReadable(0, &h, sizeof h) != sizeof h) {
-      this->GuestError("malformed control command");
-      return net::kCtrlErr;
-    }
-    const uint64_t data_len = c.readable_bytes() - sizeof h;
-    auto has = [&](unsigned bit) {
-      return (negotiated_ & spec::Bit(bit)) != 0;
-    };
-    // Reads a fixed-size command argument; false unless exactly that long.
-    auto arg = [&](void* out, size_t n) {
-      return data_len == n && c.CopyFromReadable(sizeof h, out, n) == n;
-    };
-    if (NetRxFilter::IsFilterCommand(h.cls)) {
-      return filter_.HandleCtrl(h, c, negotiated_);
-    }
-    switch (h.cls) {
-      case net::kCtrlAnnounce:
-        if (!has(net::kFeatureGuestAnnounce) ||
-            h.command != net::kCtrlAnnounceAck || data_len != 0) {
-          break;
-        }
-        status_.fetch_and(static_cast<uint16_t>(~net::kStatusAnnounce),
-                          std::memory_order_acq_rel);
-        return net::kCtrlOk;
-      case net::kCtrlMq: {
-        uint16_t n;
-        if (!has(net::kFeatureMq) || h.command != net::kCtrlMqVqPairsSet ||
-            !arg(&n, 2) || n < net::kMinVqPairs || n > options_.max_pairs) {
-          break;
-        }
-        if (!backend_->SetActivePairs(n)) break;
-        active_pairs_.store(n, std::memory_order_relaxed);
-        return net::kCtrlOk;
-      }
-      case net::kCtrlGuestOffloads: {
-        uint64_t g;
-        if (!has(net::kFeatureCtrlGuestOffloads) ||
-            h.command != net::kCtrlGuestOffloadsSet || !arg(&g, 8) ||
-            (g & ~(negotiated_ & net::kGuestOffloadFeatures)) != 0) {
-          break;
-        }
-        if (!backend_->SetOffloads(g)) break;
-        guest_offloads_.store(g, std::memory_order_relaxed);
-        return net::kCtrlOk;
-      }
-      default:
-        break;
-    }
-    return net::kCtrlErr;
-  }
-
   Backend* backend_;
   NetDeviceOptions options_;
   std::vector<PairState> pairs_;
-  DescriptorChain ctrl_chain_{64};
   // Negotiated features (set at FEATURES_OK, cleared at reset).
   uint64_t negotiated_ = 0;
   bool mrg_rxbuf_ = false;
+  // IN_ORDER negotiated: the rx stash returns held chains in ring order.
+  bool in_order_ = false;
+  // Config status (LINK_UP, ANNOUNCE); the control queue clears ANNOUNCE.
   std::atomic<uint16_t> status_{0};
-  std::atomic<uint16_t> active_pairs_{1};
-  std::atomic<uint64_t> guest_offloads_{0};
   // MAC / VLAN filter, updated by the control queue (its own mutex).
   NetRxFilter filter_;
-  uint64_t ctrl_commands_ = 0;
-  uint64_t ctrl_errors_ = 0;
+  NetControlQueue<Backend> ctrl_;
 };
 
 }  // namespace virtio

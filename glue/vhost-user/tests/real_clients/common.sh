@@ -110,6 +110,22 @@ rc_watch() {
   return 124
 }
 
+# rc_guest_result QRC SECS: the verdict on a QEMU guest that ran under
+# rc_watch (QRC its status, SECS its limit) and reports RC-RESULT on its
+# console: fails unless QEMU exited 0 and the guest said OK, calling the
+# script's own show() first so the logs are in the failure. Prints the
+# guest's "guest:" lines (everything with RC_VERBOSE).
+rc_guest_result() {
+  local qrc=$1 secs=$2
+  log "QEMU exited with $qrc"
+  [[ $qrc == 124 ]] && { show; fail "guest did not power off within $secs s"; }
+  [[ $qrc == 125 ]] && { show; fail "stopped the guest early: $RC_WATCH_HIT"; }
+  [[ $qrc == 0 ]] || { show; fail "QEMU exited with $qrc"; }
+  grep "guest:" "$RC_TMP/console.log"; [[ -n ${RC_VERBOSE:-} ]] && show
+  grep -q '^RC-RESULT: OK' "$RC_TMP/console.log" ||
+    { show; fail "guest: $(grep RC-RESULT "$RC_TMP/console.log" || echo 'no result')"; }
+}
+
 # Lines after which a guest never finishes: front-end gave up on the
 # back-end, or the daemon dropped/broke the device.
 RC_FATAL_RE='vhost.*(start )?failed|Failed to (get|set|read|write)|protocol error|device needs reset|closed after an error|Unexpected|assertion'

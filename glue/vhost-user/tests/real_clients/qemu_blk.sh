@@ -85,19 +85,13 @@ rc_bg qemu "$QEMU" -machine q35,accel=tcg -cpu qemu64 -smp 1 -m 512M \
   -device vhost-user-blk-pci,chardev=cb,num-queues=2,packed=on
 rc_watch "$RC_LAST_PID" 120 "$RC_FATAL_RE" "$RC_TMP/qemu.log" "$RC_TMP/daemon_a.log" "$RC_TMP/daemon_b.log"
 qrc=$?
-log "QEMU exited with $qrc"
 show() {
   echo "--- QEMU"; cat "$RC_TMP/qemu.log"
   echo "--- guest console"; tail -60 "$RC_TMP/console.log"
   echo "--- daemon a"; cat "$RC_TMP/daemon_a.log"
   echo "--- daemon b"; cat "$RC_TMP/daemon_b.log"
 }
-[[ $qrc == 124 ]] && { show; fail "guest did not power off within 120 s"; }
-[[ $qrc == 125 ]] && { show; fail "stopped the guest early: $RC_WATCH_HIT"; }
-[[ $qrc == 0 ]] || { show; fail "QEMU exited with $qrc"; }
-grep "guest:" "$RC_TMP/console.log"; [[ -n ${RC_VERBOSE:-} ]] && show
-grep -q '^RC-RESULT: OK' "$RC_TMP/console.log" ||
-  { show; fail "guest: $(grep RC-RESULT "$RC_TMP/console.log" || echo 'no result')"; }
+rc_guest_result "$qrc" 120
 
 rc_stop_daemon "$PID_A" "$RC_TMP/daemon_a.log"
 rc_stop_daemon "$PID_B" "$RC_TMP/daemon_b.log"

@@ -181,13 +181,7 @@ log "$KILLED kills; resubmitted after restarts: split $RESUB_A (in $HIT_A kills)
 
 rc_watch "$QPID" 600 'ssertion|device needs reset' "$RC_TMP/qemu.log" "$RC_TMP"/daemon_*.log
 qrc=$?
-log "QEMU exited with $qrc"
-[[ $qrc == 124 ]] && { show; fail "guest did not power off within 600 s"; }
-[[ $qrc == 125 ]] && { show; fail "stopped the guest early: $RC_WATCH_HIT"; }
-[[ $qrc == 0 ]] || { show; fail "QEMU exited with $qrc"; }
-grep "guest:" "$RC_TMP/console.log"; [[ -n ${RC_VERBOSE:-} ]] && show
-grep -q '^RC-RESULT: OK' "$RC_TMP/console.log" ||
-  { show; fail "guest: $(grep RC-RESULT "$RC_TMP/console.log" || echo 'no result')"; }
+rc_guest_result "$qrc" 600
 if grep -Ei 'I/O error|blk_update_request|critical|virtio_blk.*(error|fail)' "$RC_TMP/console.log"; then
   show; fail "the guest kernel logged an I/O error"
 fi
