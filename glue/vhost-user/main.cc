@@ -22,8 +22,8 @@
 // file it created removed. SIGUSR1 logs every queue's state (ring indexes,
 // event indexes, requests in flight, last kick, interrupt and completion):
 // for a guest that seems stuck. A blk queue with requests in flight and no
-// completion for 5 s logs the same on its own. Log lines carry the
-// connection number ([#N]).
+// completion for 5 s logs the same on its own. Log lines (--log,
+// --log-level; daemon_log.h) carry the connection number ([#N]).
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -44,7 +44,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "backend_conventions.h"
+#include "daemon_log.h"
 #include "device_spec.h"
+#include "device_summary.h"
 #include "service_manager.h"
 #include "vhost_user/server.h"
 #include "virtio/log.h"
@@ -88,6 +90,12 @@ ABSL_FLAG(uint32_t, poll_us, 50,
           "the CPU; 0: sleep at once, which can do better when requests "
           "come further apart than this and the cores are busy, e.g. a "
           "guest under TCG)");
+ABSL_FLAG(std::string, log, "stderr",
+          "where log lines go: stderr (with timestamps; under systemd the "
+          "journal's priorities instead), syslog, or journald (the "
+          "journal's native socket)");
+ABSL_FLAG(std::string, log_level, "info",
+          "the least severe lines logged: error, warning, info or debug");
 ABSL_FLAG(bool, no_packed, false,
           "never offer packed rings (same as packed=off in --device)");
 
@@ -135,17 +143,6 @@ int PrintHelp() {
                 flag->Help().c_str(), flag->DefaultValue().c_str());
   }
   return 0;
-}
-
-// Every line says which connection it belongs to: the device's own lines
-// name the device only, and one daemon serves guest after guest.
-void ConnectionSink(virtio::LogLevel level, std::string_view message) {
-  static constexpr const char* kNames[] = {"I", "W", "E"};
-  const int c = vhost_user::CurrentConnection();
-  std::string prefix = c > 0 ? absl::StrCat("[#", c, "] ") : std::string();
-  std::fprintf(stderr, "libvirtio %s: %s%.*s\n",
-               kNames[static_cast<int>(level)], prefix.c_str(),
-               static_cast<int>(message.size()), message.data());
 }
 
 bool IsFlag(const std::string& arg, const std::string& name) {
@@ -375,13 +372,19 @@ int main(int argc, char** argv) {
       vhost_user::ParseSocketAccess(absl::GetFlag(FLAGS_socket_mode),
                                     absl::GetFlag(FLAGS_socket_group));
   if (!access.ok()) return Fail(StdView(access.status().message()));
+  absl::StatusOr<vhost_user::DaemonLogOptions> log_options =
+      vhost_user::ParseDaemonLogOptions(absl::GetFlag(FLAGS_log),
+                                        absl::GetFlag(FLAGS_log_level));
+  if (!log_options.ok()) return Fail(StdView(log_options.status().message()));
+  // Before the device is built: its own lines (a pty's path) go there too.
+  absl::Status log_installed = vhost_user::InstallDaemonLog(*log_options);
+  if (!log_installed.ok()) return Fail(StdView(log_installed.message()));
   auto spec = vhost_user::ParseDeviceSpec(*device);
   if (!spec.ok()) return Fail(StdView(spec.status().message()));
   if (absl::GetFlag(FLAGS_no_packed)) spec->packed = false;
   auto dev = vhost_user::MakeDevice(*spec);
   if (!dev.ok()) return Fail(StdView(dev.status().message()));
 
-  virtio::SetLogSink(&ConnectionSink);
   g_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (g_stop_fd < 0) return Fail("eventfd failed");
   struct sigaction sa {};
@@ -405,6 +408,9 @@ int main(int argc, char** argv) {
   o.serve.name = absl::StrCat(
       "vhost-user-device[",
       std::string(virtio::catalog::DeviceTypeName(spec->type)), "]");
+  // The protocol's own lines (features negotiated, dirty logging) name the
+  // device like the daemon's.
+  o.serve.backend.name = o.serve.name;
   // Created here rather than by RunDaemon(): with the permissions asked
   // for, and before READY=1, so that a front-end started on readiness
   // finds it.
@@ -420,6 +426,8 @@ int main(int argc, char** argv) {
   } else {
     o.socket_path = endpoint->socket_path;
   }
+  virtio::Logf(virtio::LogLevel::kInfo, "%s: serving %s", o.serve.name,
+               vhost_user::DeviceSummary(*spec, **dev));
   if (!o.client) {
     virtio::Logf(virtio::LogLevel::kInfo, "%s: listening on %s", o.serve.name,
                  endpoint->description);

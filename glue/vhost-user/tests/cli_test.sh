@@ -102,6 +102,16 @@ expect 2 "--print-capabilities: 'scsi' names no device type" \
 expect 0 '{"type": "rng", "features": []}' --print-capabilities --device rng
 expect 0 '"type": "block"' --print-capabilities --blk-file "$img"
 
+# --- logging ---
+expect 2 "--log=file: not stderr, syslog or journald" --socket-path "$sock" \
+  --log file --device rng
+expect 2 "--log-level=verbose: not error, warning, info or debug" \
+  --socket-path "$sock" --log-level verbose --device rng
+if [[ ! -S /run/systemd/journal/socket ]]; then
+  expect 2 "--log=journald: cannot reach the journal" --socket-path "$sock" \
+    --log journald --device rng
+fi
+
 # --- parsing a spec ---
 bad "" "--device SPEC is required"
 bad ",a=b" "empty device type"

@@ -429,6 +429,61 @@ TEST(ServiceTest, ForeignGroupIsRefusedWithTheReason) {
   EXPECT_NE(access(socket.c_str(), F_OK), 0) << "left behind after the error";
 }
 
+// The operator's view: a startup summary per device, a line per
+// connection with the negotiated features, timestamps and levels; and
+// --log-level dropping what is below it.
+TEST(ServiceTest, LogsSummaryAndNegotiatedFeatures) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string socket = dir / "log.sock";
+  const std::string log = dir / "stderr";
+  {
+    Daemon d(
+        {.args = {"--socket-path", socket, "--device",
+                  "blk,backend=ram,size=4M,readonly=on", "--log-level=debug"},
+         .stderr_path = log});
+    auto client = ConnectBlk(socket);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client->reset();
+    EXPECT_EQ(d.Stop(), 0);
+  }
+  const std::string text = ReadFile(log);
+  EXPECT_TRUE(absl::StrContains(
+      text,
+      " vhost-user-device I: vhost-user-device[blk]: serving "
+      "blk,backend=ram,size=4M,readonly=on: 8192 sectors of 512 bytes (4 "
+      "MiB), read-only, 1 queue of up to 32768 entries, rings offered: "
+      "split packed, features offered 0x"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "I: [#1] vhost-user-device[blk]: features negotiated: 0x"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(text, "VERSION_1")) << text;
+  // Every line starts with a UTC timestamp.
+  std::istringstream lines(text);
+  std::string line;
+  int count = 0;
+  while (std::getline(lines, line)) {
+    ++count;
+    EXPECT_TRUE(line.size() > 24 && line[4] == '-' && line[10] == 'T' &&
+                line[23] == 'Z')
+        << line;
+  }
+  EXPECT_GE(count, 4);
+
+  const std::string quiet_log = dir / "quiet";
+  {
+    Daemon d({.args = {"--socket-path", socket, "--device",
+                       "blk,backend=ram,size=4M", "--log-level", "warning"},
+              .stderr_path = quiet_log});
+    auto client = ConnectBlk(socket);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client->reset();
+    EXPECT_EQ(d.Stop(), 0);
+  }
+  EXPECT_EQ(ReadFile(quiet_log), "");
+}
+
 TEST(ServiceTest, ParseSocketAccess) {
   auto a = ParseSocketAccess("", "");
   ASSERT_TRUE(a.ok());

@@ -78,6 +78,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -87,12 +88,14 @@
 #include "virtio/descriptor_chain.h"
 #include "virtio/device_core.h"
 #include "virtio/hypervisor.h"
+#include "virtio/log.h"
 #include "virtio/queue.h"
+#include "virtio/ring_error.h"
 #include "virtio/spec.h"
 
 namespace virtio {
 
-// --- Options and statistics ---------------------------------------------------
+// --- Options and statistics ------------------------------------------------
 
 struct BlkDeviceOptions {
   std::string name = "blk";
@@ -143,7 +146,7 @@ struct BlkQueueStats {
   uint64_t stalls = 0;
 };
 
-// --- The device ---------------------------------------------------------------
+// --- The device ------------------------------------------------------------
 
 template <HypervisorTraits T, BlockBackend Backend>
 class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
@@ -165,19 +168,19 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
           options.num_queues, backend.num_queues()));
     }
     if (options.queue_size < 2 || options.queue_size > spec::kMaxQueueSize) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: queue_size %u not in 2..%u", options.name, options.queue_size,
-          spec::kMaxQueueSize));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: queue_size %u not in 2..%u", options.name,
+                          options.queue_size, spec::kMaxQueueSize));
     }
     if (options.seg_max > kMaxChainSegments - 2) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: seg_max %u above %u", options.name, options.seg_max,
-          kMaxChainSegments - 2));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: seg_max %u above %u", options.name,
+                          options.seg_max, kMaxChainSegments - 2));
     }
     if (options.serial.size() > blk::kIdBytes) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: serial '%s' longer than %u bytes", options.name, options.serial,
-          blk::kIdBytes));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: serial '%s' longer than %u bytes", options.name,
+                          options.serial, blk::kIdBytes));
     }
     if (backend.capacity() < blk::kSectorSize ||
         backend.block_size() < blk::kSectorSize ||
@@ -276,7 +279,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     Pump(index, ring, /*pop=*/true);
   }
 
-  // --- For the glue -------------------------------------------------------------
+  // --- For the glue
+  // -------------------------------------------------------------
 
   // Reaps backend completions for queue `q`, returns them to the driver
   // (interrupting it if it asked) and resumes popping if the queue had
@@ -285,9 +289,9 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   void CompleteRequests(uint16_t q) {
     if (q >= queues_.size()) return;
     const uint8_t s = this->status();
-    const bool live = (s & spec::kStatusDriverOk) &&
-                      !(s & (spec::kStatusDeviceNeedsReset |
-                             spec::kStatusFailed));
+    const bool live =
+        (s & spec::kStatusDriverOk) &&
+        !(s & (spec::kStatusDeviceNeedsReset | spec::kStatusFailed));
     this->WithQueue(q, [&](uint16_t index, auto& ring) {
       Pump(index, ring, live);
       if (ring.error() != RingError::kNone) {
@@ -301,7 +305,9 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   uint32_t in_flight(uint16_t q) const {
     return q < queues_.size() ? queues_[q].busy() : 0;
   }
-  const BlkQueueStats& queue_stats(uint16_t q) const { return queues_[q].stats; }
+  const BlkQueueStats& queue_stats(uint16_t q) const {
+    return queues_[q].stats;
+  }
   bool writeback() const { return writeback_.load(std::memory_order_relaxed); }
   const blk::Config& config() const { return config_; }
   Backend& backend() { return *backend_; }
@@ -386,7 +392,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     return std::vector<uint32_t>(s.num_queues, s.queue_size);
   }
   static uint32_t SlotsPerQueue(const Backend& b, const BlkDeviceOptions& o) {
-    uint32_t n = o.queue_size < b.queue_depth() ? o.queue_size : b.queue_depth();
+    uint32_t n =
+        o.queue_size < b.queue_depth() ? o.queue_size : b.queue_depth();
     return n == 0 ? 1 : n;
   }
   // Header + data + status, plus room for buffers split across regions.
@@ -470,16 +477,17 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
       const blk::DiscardWriteZeroes& seg = s.segs[s.seg_next];
       const uint64_t off = seg.sector << blk::kSectorShift;
       const uint64_t len = uint64_t{seg.num_sectors} << blk::kSectorShift;
-      queued = s.type == blk::kTypeDiscard
-                   ? bq.Discard(off, len, index)
-                   : bq.WriteZeroes(off, len,
-                                    seg.flags & blk::kWriteZeroesFlagUnmap,
-                                    index);
+      queued =
+          s.type == blk::kTypeDiscard
+              ? bq.Discard(off, len, index)
+              : bq.WriteZeroes(off, len, seg.flags & blk::kWriteZeroesFlagUnmap,
+                               index);
     }
     if (queued) {
       qd.issued = true;
     } else {
       ++qd.stats.backend_errors;
+      LogDiskError(qd, s, 0);
       FinishSlot(qd, ring, index, blk::kStatusIoErr);
     }
   }
@@ -493,6 +501,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     Slot& s = qd.table[index];
     if (result < 0) {
       ++qd.stats.backend_errors;
+      LogDiskError(qd, s, -result);
       FinishSlot(qd, ring, index, blk::kStatusIoErr);
       return;
     }
@@ -523,6 +532,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
       // No status byte (also a zero-length one): nothing can be reported.
       ++qd.stats.malformed;
       ++qd.stats.no_status;
+      LogMalformed(qd, c, "returned unanswered (no status byte)");
       ring.Push(c.token(), 0);
       return;
     }
@@ -530,6 +540,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     uint8_t* status = static_cast<uint8_t*>(last.iov_base) + last.iov_len - 1;
     if (!c.ok()) {
       ++qd.stats.malformed;
+      LogMalformed(qd, c, "failed with IOERR");
       Finish(qd, ring, c.token(), status, blk::kStatusIoErr, 1);
       return;
     }
@@ -557,8 +568,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
           reject = blk::kStatusIoErr;
           break;
         }
-        const uint64_t len = in ? c.writable_bytes() - 1
-                                : c.readable_bytes() - sizeof h;
+        const uint64_t len =
+            in ? c.writable_bytes() - 1 : c.readable_bytes() - sizeof h;
         if (len % blk::kSectorSize != 0 ||
             !InRange(h.sector, len >> blk::kSectorShift)) {
           reject = blk::kStatusIoErr;
@@ -574,8 +585,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
         break;
       case blk::kTypeGetId: {
         const uint64_t room = c.writable_bytes() - 1;
-        const uint32_t n = room < blk::kIdBytes ? static_cast<uint32_t>(room)
-                                                : blk::kIdBytes;
+        const uint32_t n =
+            room < blk::kIdBytes ? static_cast<uint32_t>(room) : blk::kIdBytes;
         c.CopyToWritable(0, id_, n);
         Finish(qd, ring, c.token(), status, blk::kStatusOk, n + 1);
         return;
@@ -635,8 +646,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     const uint64_t payload = c.readable_bytes() - sizeof(blk::RequestHeader);
     constexpr uint64_t kSeg = sizeof(blk::DiscardWriteZeroes);
     if (payload == 0 || payload % kSeg != 0) return blk::kStatusIoErr;
-    const uint32_t max_seg = discard ? config_.max_discard_seg
-                                     : config_.max_write_zeroes_seg;
+    const uint32_t max_seg =
+        discard ? config_.max_discard_seg : config_.max_write_zeroes_seg;
     const uint32_t max_sectors = discard ? config_.max_discard_sectors
                                          : config_.max_write_zeroes_sectors;
     if (payload / kSeg > max_seg) return blk::kStatusUnsupp;
@@ -705,6 +716,55 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     return popped;
   }
 
+  uint16_t QueueIndex(const QueueData& qd) const {
+    return static_cast<uint16_t>(&qd - queues_.data());
+  }
+
+  // A request whose chain could not be used (a buffer outside guest
+  // memory, a readable descriptor after a writable one, ...): the guest's
+  // mistake, rate limited with the device's other guest errors.
+  void LogMalformed(const QueueData& qd, const DescriptorChain& c,
+                    std::string_view outcome) {
+    if (c.ok()) {
+      this->GuestError(
+          absl::StrFormat("queue %u: a request without room "
+                          "for its status byte %s",
+                          QueueIndex(qd), outcome));
+      return;
+    }
+    this->GuestError(absl::StrFormat("queue %u: request %s: %s", QueueIndex(qd),
+                                     outcome, RingErrorName(c.error())));
+  }
+
+  // The host's disk failed a request (`error`: its errno; 0: it could not
+  // even be queued). Rate limited: a dying disk fails every request.
+  void LogDiskError(const QueueData& qd, const Slot& s, int error) {
+    const auto verdict = disk_errors_.Allow();
+    if (!verdict) return;
+    const char* op = "request";
+    uint64_t sector = s.offset >> blk::kSectorShift;
+    uint64_t bytes = 0;
+    if (s.stage == Stage::kFlushAfterWrite || s.type == blk::kTypeFlush) {
+      op = s.stage == Stage::kFlushAfterWrite ? "flush after a write" : "flush";
+    } else if (s.type == blk::kTypeIn || s.type == blk::kTypeOut) {
+      op = s.type == blk::kTypeIn ? "read" : "write";
+      for (uint32_t i = 0; i < s.iovcnt; ++i) bytes += s.iov[i].iov_len;
+    } else if (s.seg_next < s.seg_count) {
+      op = s.type == blk::kTypeDiscard ? "discard" : "write-zeroes";
+      sector = s.segs[s.seg_next].sector;
+      bytes = uint64_t{s.segs[s.seg_next].num_sectors} << blk::kSectorShift;
+    }
+    const std::string cause =
+        error == 0
+            ? std::string("the backend could not queue it")
+            : absl::StrFormat("%s (errno %d)", std::strerror(error), error);
+    Logf(LogLevel::kError,
+         "%s: queue %u: disk error: %s of %u bytes at sector %u: %s; the "
+         "guest gets IOERR%s",
+         options_.name, QueueIndex(qd), op, bytes, sector, cause,
+         verdict.Suffix());
+  }
+
   Backend* backend_;
   BlkDeviceOptions options_;
   uint64_t capacity_sectors_;
@@ -714,6 +774,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   bool discard_ok_ = false;
   bool write_zeroes_ok_ = false;
   std::vector<QueueData> queues_;
+  // Host disk errors: at most 20 lines per 10 s.
+  GuestErrorLimiter disk_errors_;
 };
 
 }  // namespace virtio
