@@ -182,7 +182,7 @@ absl::Status Backend::GetInflightFd(const Message& m,
   // room for the largest ring accepted, so that every ring is tracked.
   // Pages never touched cost nothing (memfd).
   uint32_t entries = info.queue_size;
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     entries = std::max(entries, dev_.queue_max_size(q));
   }
   entries = std::min(entries, spec::kMaxQueueSize);
@@ -302,7 +302,7 @@ absl::Status Backend::StartInflight(
 }
 
 void Backend::StopAll() {
-  for (uint16_t q = 0; q < vrings_.size(); ++q) Stop(q);
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) Stop(q);
 }
 
 absl::Status Backend::Sync(uint16_t q) {
@@ -404,7 +404,7 @@ absl::Status Backend::Sync(uint16_t q) {
 }
 
 absl::Status Backend::SyncAll() {
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     absl::Status s = Sync(q);
     if (!s.ok()) return s;
   }
@@ -432,7 +432,7 @@ std::string Ago(std::chrono::steady_clock::time_point t,
 
 bool Backend::WatchStalls(std::chrono::steady_clock::time_point now) {
   bool report = false;
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     Watch& w = watch_[q];
     const QueueActivity& a = observers_[q].activity;
     const uint64_t kicks = a.kicks.load(std::memory_order_relaxed);
@@ -532,7 +532,7 @@ void Backend::LogQueues(const char* why,
   virtio::Logf(virtio::LogLevel::kWarning,
                "%s: %s: device status 0x%x, features 0x%x", options_.name, why,
                dev_.status(), acked_features_);
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     if (vrings_[q].num == 0 && !dev_.queue_running(q)) continue;
     virtio::Logf(virtio::LogLevel::kWarning, "%s:   %s", options_.name,
                  DescribeQueue(q, now));
@@ -617,7 +617,7 @@ absl::Status Backend::SendBackendRequest(const Message& m,
 }
 
 void Backend::ResetRings() {
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     dev_.SetCallFd(q, -1);
     dev_.SetErrFd(q, -1);
     vrings_[q] = Vring{};
@@ -726,7 +726,7 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
           Bit(kFeatureProtocolFeatures) | Bit(kFeatureLogAll);
       const uint64_t virtio_bits = f & ~vhost_bits;
       bool running = false;
-      for (uint16_t q = 0; q < vrings_.size(); ++q) {
+      for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
         running |= dev_.queue_running(q);
       }
       const uint64_t old_bits = acked_features_ & ~vhost_bits;
@@ -971,7 +971,7 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       if (auto s = NeedProtocol(kProtocolResetDevice, m); !s.ok()) return s;
       StopAll();
       dev_.Reset();
-      for (uint16_t q = 0; q < vrings_.size(); ++q) {
+      for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
         Vring& v = vrings_[q];
         v.started = v.enabled = false;
         v.kick.reset();
