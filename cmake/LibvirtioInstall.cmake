@@ -1,4 +1,6 @@
-# Installation: headers, libvirtio.a, libvirtio_backends.a,
+# Installation (the glue binaries, vhost-user-device, virtio-kvm and
+# xen-virtio-backend, are installed by their glue/*/CMakeLists.txt; their
+# manuals here): headers, libvirtio.a, libvirtio_backends.a,
 # libvirtio_testing.a, the vhost-user libraries (libvirtio_vhost_user.a,
 # libvirtio_vhost_user_frontend.a), the CMake package (find_package(libvirtio)
 # -> libvirtio::virtio, libvirtio::backends, libvirtio::catalog,
@@ -96,3 +98,26 @@ endif()
 install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" "${PROJECT_SOURCE_DIR}/README.md"
               "${PROJECT_SOURCE_DIR}/CHANGELOG.md"
         DESTINATION "${CMAKE_INSTALL_DOCDIR}")
+
+# The glue binaries' manuals (each glue installs its own binary): a README
+# per program, in a folder named after it, and the --device syntax they
+# share (docs/devices.md), which every one of them refers to.
+set(_libvirtio_glue_docs
+  "vhost-user-device=glue/vhost-user/README.md"
+  "virtio-kvm=glue/kvm/README.md"
+  "xen-virtio-backend=glue/xen/README.md")
+set(_libvirtio_any_glue OFF)
+foreach(_entry IN LISTS _libvirtio_glue_docs)
+  string(REPLACE "=" ";" _entry "${_entry}")
+  list(GET _entry 0 _program)
+  list(GET _entry 1 _readme)
+  if(TARGET ${_program})
+    install(FILES "${PROJECT_SOURCE_DIR}/${_readme}"
+      DESTINATION "${CMAKE_INSTALL_DOCDIR}/${_program}")
+    set(_libvirtio_any_glue ON)
+  endif()
+endforeach()
+if(_libvirtio_any_glue)
+  install(FILES "${PROJECT_SOURCE_DIR}/docs/devices.md"
+    DESTINATION "${CMAKE_INSTALL_DOCDIR}")
+endif()

@@ -31,10 +31,42 @@ absl::Status Protocol(const Message& m, absl::string_view what) {
 
 void SetNonBlocking(int fd) {
   const int flags = fcntl(fd, F_GETFL);
-  if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  if (flags >= 0 && !(flags & O_NONBLOCK))
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
 constexpr uint64_t kDescSize = 16;
+
+// `features` for a log line: "0x...: VERSION_1 RING_PACKED ..." naming the
+// device-independent virtio bits and vhost's own; the device type's bits
+// are left in the number.
+std::string DescribeFeatures(uint64_t features) {
+  static constexpr struct {
+    unsigned bit;
+    const char* name;
+  } kNames[] = {
+      {kFeatureLogAll, "LOG_ALL"},
+      {virtio::spec::kFeatureIndirectDesc, "INDIRECT_DESC"},
+      {virtio::spec::kFeatureEventIdx, "EVENT_IDX"},
+      {kFeatureProtocolFeatures, "PROTOCOL_FEATURES"},
+      {virtio::spec::kFeatureVersion1, "VERSION_1"},
+      {virtio::spec::kFeatureAccessPlatform, "ACCESS_PLATFORM"},
+      {virtio::spec::kFeatureRingPacked, "RING_PACKED"},
+      {virtio::spec::kFeatureInOrder, "IN_ORDER"},
+      {virtio::spec::kFeatureNotificationData, "NOTIFICATION_DATA"},
+      {virtio::spec::kFeatureRingReset, "RING_RESET"},
+  };
+  std::string out = absl::StrFormat("0x%x", features);
+  const char* separator = " (";
+  for (const auto& n : kNames) {
+    if (features & (uint64_t{1} << n.bit)) {
+      absl::StrAppend(&out, separator, n.name);
+      separator = " ";
+    }
+  }
+  if (separator[0] == ' ' && separator[1] == '\0') out += ")";
+  return out;
+}
 
 }  // namespace
 
@@ -88,7 +120,8 @@ bool Backend::ShouldRun(const Vring& v) const {
 
 absl::Status Backend::NeedProtocol(unsigned bit, const Message& m) const {
   if (protocol_features_ & Bit(bit)) return absl::OkStatus();
-  return Protocol(m, absl::StrFormat("protocol feature %u not negotiated", bit));
+  return Protocol(m,
+                  absl::StrFormat("protocol feature %u not negotiated", bit));
 }
 
 absl::StatusOr<uint16_t> Backend::QueueIndex(uint64_t index,
@@ -149,7 +182,7 @@ absl::Status Backend::GetInflightFd(const Message& m,
   // room for the largest ring accepted, so that every ring is tracked.
   // Pages never touched cost nothing (memfd).
   uint32_t entries = info.queue_size;
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     entries = std::max(entries, dev_.queue_max_size(q));
   }
   entries = std::min(entries, spec::kMaxQueueSize);
@@ -185,8 +218,8 @@ absl::Status Backend::SetInflightFd(Message& m) {
       info.mmap_offset % 4096 != 0 || fstat(fd.get(), &st) != 0 ||
       info.mmap_offset > static_cast<uint64_t>(st.st_size) ||
       info.mmap_size > static_cast<uint64_t>(st.st_size) - info.mmap_offset) {
-    return Protocol(m, absl::StrFormat(
-                           "region of %u bytes at offset %u (%u needed) does "
+    return Protocol(
+        m, absl::StrFormat("region of %u bytes at offset %u (%u needed) does "
                            "not fit the fd",
                            info.mmap_size, info.mmap_offset, need));
   }
@@ -243,10 +276,10 @@ absl::Status Backend::StartInflight(
       .in_order = (acked_features_ & spec::Bit(spec::kFeatureInOrder)) != 0};
   // Split: recovery reads the used ring. Packed: pops save descriptors
   // from the descriptor ring.
-  ring.ring = packed() ? dev_.memory().TranslateContiguous(cfg.desc_addr,
-                                                           kDescSize * n)
-                       : dev_.memory().TranslateContiguous(
-                             cfg.device_addr, spec::SplitUsedRingSize(n));
+  ring.ring =
+      packed() ? dev_.memory().TranslateContiguous(cfg.desc_addr, kDescSize * n)
+               : dev_.memory().TranslateContiguous(cfg.device_addr,
+                                                   spec::SplitUsedRingSize(n));
   if (ring.ring == nullptr || reinterpret_cast<uintptr_t>(ring.ring) % 4 != 0) {
     return absl::InvalidArgumentError("inflight: rings not mapped");
   }
@@ -269,7 +302,7 @@ absl::Status Backend::StartInflight(
 }
 
 void Backend::StopAll() {
-  for (uint16_t q = 0; q < vrings_.size(); ++q) Stop(q);
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) Stop(q);
 }
 
 absl::Status Backend::Sync(uint16_t q) {
@@ -288,8 +321,8 @@ absl::Status Backend::Sync(uint16_t q) {
   if (v.num == 0) return fail("SET_VRING_NUM was not sent");
   if (!v.addr) return fail("SET_VRING_ADDR was not sent");
   if (!dev_.Negotiate()) {
-    return fail(absl::StrFormat("the device refused features 0x%x",
-                                acked_features_));
+    return fail(
+        absl::StrFormat("the device refused features 0x%x", acked_features_));
   }
   const uint64_t n = v.num;
   uint64_t desc_len, avail_len, used_len;
@@ -349,10 +382,11 @@ absl::Status Backend::Sync(uint16_t q) {
     const uint16_t lost =
         static_cast<uint16_t>(state.next_avail - state.next_used);
     if (lost != 0 && lost <= n) {
-      virtio::Logf(virtio::LogLevel::kWarning,
-                   "%s: queue %u resumes with %u requests the previous back-end "
-                   "took but never completed",
-                   options_.name, q, lost);
+      virtio::Logf(
+          virtio::LogLevel::kWarning,
+          "%s: queue %u resumes with %u requests the previous back-end "
+          "took but never completed",
+          options_.name, q, lost);
     }
   }
   // In flight = popped - pushed since this start (workers are parked).
@@ -370,7 +404,7 @@ absl::Status Backend::Sync(uint16_t q) {
 }
 
 absl::Status Backend::SyncAll() {
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     absl::Status s = Sync(q);
     if (!s.ok()) return s;
   }
@@ -398,7 +432,7 @@ std::string Ago(std::chrono::steady_clock::time_point t,
 
 bool Backend::WatchStalls(std::chrono::steady_clock::time_point now) {
   bool report = false;
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     Watch& w = watch_[q];
     const QueueActivity& a = observers_[q].activity;
     const uint64_t kicks = a.kicks.load(std::memory_order_relaxed);
@@ -498,7 +532,7 @@ void Backend::LogQueues(const char* why,
   virtio::Logf(virtio::LogLevel::kWarning,
                "%s: %s: device status 0x%x, features 0x%x", options_.name, why,
                dev_.status(), acked_features_);
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     if (vrings_[q].num == 0 && !dev_.queue_running(q)) continue;
     virtio::Logf(virtio::LogLevel::kWarning, "%s:   %s", options_.name,
                  DescribeQueue(q, now));
@@ -522,8 +556,8 @@ absl::Status Backend::SetLogBase(Message& m, std::optional<Message>* reply) {
   // address 0 to the end of the highest region).
   const uint64_t end = dev_.memory().guest_end();
   if (!log->Covers(0, end)) {
-    return Protocol(m, absl::StrFormat(
-                           "a log of %u bytes covers guest-physical memory "
+    return Protocol(
+        m, absl::StrFormat("a log of %u bytes covers guest-physical memory "
                            "below 0x%x, the memory table reaches 0x%x",
                            log->size(), log->covered_end(), end));
   }
@@ -583,7 +617,7 @@ absl::Status Backend::SendBackendRequest(const Message& m,
 }
 
 void Backend::ResetRings() {
-  for (uint16_t q = 0; q < vrings_.size(); ++q) {
+  for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
     dev_.SetCallFd(q, -1);
     dev_.SetErrFd(q, -1);
     vrings_[q] = Vring{};
@@ -638,7 +672,8 @@ absl::Status Backend::ChangeMemory(Message& m) {
 absl::Status Backend::Handle(Message m, std::optional<Message>* reply) {
   reply->reset();
   const uint32_t request = m.request();
-  const bool ack = m.need_reply() && (protocol_features_ & Bit(kProtocolReplyAck));
+  const bool ack =
+      m.need_reply() && (protocol_features_ & Bit(kProtocolReplyAck));
   uint64_t ack_value = 0;
   absl::Status s;
   std::string bad = ValidateShape(m);
@@ -691,7 +726,7 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
           Bit(kFeatureProtocolFeatures) | Bit(kFeatureLogAll);
       const uint64_t virtio_bits = f & ~vhost_bits;
       bool running = false;
-      for (uint16_t q = 0; q < vrings_.size(); ++q) {
+      for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
         running |= dev_.queue_running(q);
       }
       const uint64_t old_bits = acked_features_ & ~vhost_bits;
@@ -709,6 +744,13 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
         StopAll();
         virtio::Logf(virtio::LogLevel::kInfo, "%s: dirty logging %s",
                      options_.name, (f & Bit(kFeatureLogAll)) ? "on" : "off");
+      }
+      // Once per negotiation (QEMU repeats SET_FEATURES, e.g. around
+      // LOG_ALL): what the operator needs to know what the guest uses.
+      if (!features_set_ || virtio_bits != old_bits) {
+        virtio::Logf(virtio::LogLevel::kInfo,
+                     "%s: features negotiated: %s; protocol features 0x%x",
+                     options_.name, DescribeFeatures(f), protocol_features_);
       }
       acked_features_ = f;
       features_set_ = true;
@@ -729,12 +771,14 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
     case kSetMemTable:
       return ChangeMemory(m);
     case kGetMaxMemSlots:
-      if (auto s = NeedProtocol(kProtocolConfigureMemSlots, m); !s.ok()) return s;
+      if (auto s = NeedProtocol(kProtocolConfigureMemSlots, m); !s.ok())
+        return s;
       *reply = MakeReply(m.request(), uint64_t{MemoryTable::kMaxRegions});
       return absl::OkStatus();
     case kAddMemReg:
     case kRemMemReg:
-      if (auto s = NeedProtocol(kProtocolConfigureMemSlots, m); !s.ok()) return s;
+      if (auto s = NeedProtocol(kProtocolConfigureMemSlots, m); !s.ok())
+        return s;
       return ChangeMemory(m);
     case kGetProtocolFeatures:
       *reply = MakeReply(m.request(), options_.protocol_features);
@@ -742,8 +786,8 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
     case kSetProtocolFeatures: {
       const uint64_t f = m.As<uint64_t>();
       if (f & ~options_.protocol_features) {
-        return Protocol(m, absl::StrFormat(
-                               "protocol features 0x%x were not offered",
+        return Protocol(
+            m, absl::StrFormat("protocol features 0x%x were not offered",
                                f & ~options_.protocol_features));
       }
       protocol_features_ = f;
@@ -759,11 +803,12 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       if (dev_.queue_running(*q)) return Protocol(m, "queue is running");
       const uint32_t max = dev_.queue_max_size(*q);
       if (st.num == 0 || st.num > max) {
-        return Protocol(m, absl::StrFormat("size %u not in 1..%u", st.num, max));
+        return Protocol(m,
+                        absl::StrFormat("size %u not in 1..%u", st.num, max));
       }
       if (!packed() && (st.num & (st.num - 1)) != 0) {
-        return Protocol(m, absl::StrFormat(
-                               "split ring size %u is not a power of two",
+        return Protocol(
+            m, absl::StrFormat("split ring size %u is not a power of two",
                                st.num));
       }
       vrings_[*q].num = st.num;
@@ -801,8 +846,8 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       if (!q.ok()) return q.status();
       if (dev_.queue_running(*q)) return Protocol(m, "queue is running");
       if (!packed() && st.num > 0xffff) {
-        return Protocol(m, absl::StrFormat("split ring base 0x%x above 0xffff",
-                                           st.num));
+        return Protocol(
+            m, absl::StrFormat("split ring base 0x%x above 0xffff", st.num));
       }
       vrings_[*q].base = st.num;
       return absl::OkStatus();
@@ -863,7 +908,8 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       auto q = QueueIndex(st.index, m);
       if (!q.ok()) return q.status();
       if (st.num > 1) {
-        return Protocol(m, absl::StrFormat("enable value %u not 0 or 1", st.num));
+        return Protocol(m,
+                        absl::StrFormat("enable value %u not 0 or 1", st.num));
       }
       vrings_[*q].enabled = st.num == 1;
       return Sync(*q);
@@ -925,7 +971,7 @@ absl::Status Backend::Dispatch(Message& m, std::optional<Message>* reply) {
       if (auto s = NeedProtocol(kProtocolResetDevice, m); !s.ok()) return s;
       StopAll();
       dev_.Reset();
-      for (uint16_t q = 0; q < vrings_.size(); ++q) {
+      for (uint16_t q = 0; q < dev_.num_queues(); ++q) {
         Vring& v = vrings_[q];
         v.started = v.enabled = false;
         v.kick.reset();

@@ -542,7 +542,8 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
 
 absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
   UniqueFd listener;
-  if (!o.client) {
+  const bool owns_socket = !o.client && o.listen_fd < 0;
+  if (owns_socket) {
     auto l = Listen(o.socket_path);
     if (!l.ok()) return l.status();
     listener = *std::move(l);
@@ -555,7 +556,8 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
   for (;;) {
     if (o.max_connections > 0 && connections >= o.max_connections) break;
     // Wait for a connection (server) or retry (client), watching stop_fd.
-    pollfd p[3] = {{listener.get(), POLLIN, 0},
+    const int listen_fd = o.listen_fd >= 0 ? o.listen_fd : listener.get();
+    pollfd p[3] = {{o.client ? -1 : listen_fd, POLLIN, 0},
                    {o.serve.stop_fd, POLLIN, 0},
                    {o.serve.dump_fd, POLLIN, 0}};
     const int rc = poll(p, 3, o.client ? (warned ? 1000 : 0) : -1);
@@ -587,7 +589,7 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
       fd = *std::move(c);
     } else {
       if (!(p[0].revents & POLLIN)) continue;
-      auto a = Accept(listener.get());
+      auto a = Accept(listen_fd);
       if (!a.ok()) {
         virtio::Logf(virtio::LogLevel::kError, "%s: %s", o.serve.name,
                      a.status().message());
@@ -606,7 +608,7 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
                  "%s: connection #%d closed%s; waiting for the next one",
                  o.serve.name, connections, s.ok() ? "" : " after an error");
   }
-  if (!o.client) unlink(o.socket_path.c_str());
+  if (owns_socket) unlink(o.socket_path.c_str());
   return result;
 }
 

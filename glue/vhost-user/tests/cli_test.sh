@@ -43,13 +43,74 @@ bad() { expect 2 "$2" --socket "$sock" --device "$1"; }
 # --- the command line itself ---
 expect 0 "--device" --help
 expect 0 "--socket" -h
-expect 2 "--socket PATH is required" --device rng
+expect 2 "--socket-path PATH (or --fd N, or socket activation) is required" --device rng
 expect 2 "--device SPEC is required" --socket "$sock"
 expect 2 "unexpected argument 'extra'" --socket "$sock" --device rng extra
 expect 2 "--device given more than once" --socket "$sock" --device rng \
   --device "blk,path=$img"
 expect 2 "--device given more than once" --socket "$sock" --device=rng \
   --device="blk,path=$img"
+
+# --- where the front-end comes from (QEMU's backend program conventions,
+# systemd socket activation) and the socket's permissions ---
+expect 2 "--socket is another name for --socket-path" --socket "$sock" \
+  --socket-path "$tmp/other.sock" --device rng
+expect 2 "--fd and --socket-path are incompatible" --fd 0 \
+  --socket-path "$sock" --device rng
+expect 2 "--fd=-2: not a file descriptor number" --fd=-2 --device rng
+expect 2 "--fd=99: not an open file descriptor" --fd=99 --device rng
+expect 2 "--fd=0: not a socket" --fd=0 --device rng
+expect 2 "--client connects to --socket-path" --client --fd=0 --device rng
+expect 2 "apply to a socket the daemon creates; with --client" --client \
+  --socket-path "$sock" --socket-mode 0660 --device rng
+expect 2 "apply to a socket the daemon creates; an inherited one" --fd=0 \
+  --socket-group 0 --device rng
+expect 2 "--socket-mode=0x1 is not an octal permission mode" \
+  --socket-path "$sock" --socket-mode 0x1 --device rng
+expect 2 "--socket-mode=0066: the owner needs read and write" \
+  --socket-path "$sock" --socket-mode 0066 --device rng
+expect 2 "--socket-mode=0600 gives group 0 no read and write" \
+  --socket-path "$sock" --socket-mode 0600 --socket-group 0 --device rng
+expect 2 "--socket-group=no-such-group-here: no such group" \
+  --socket-path "$sock" --socket-group no-such-group-here --device rng
+# LISTEN_FDS meant for another process (LISTEN_PID) is not ours...
+LISTEN_FDS=1 LISTEN_PID=1 expect 2 "--socket-path PATH (or --fd N" --device rng
+# ... but when ours (the daemon's pid: a shell that execs it) it must be
+# usable.
+activated() {
+  local want=$1 fds=$2
+  shift 2
+  local rc=0
+  LISTEN_FDS=$fds timeout 10 bash -c 'export LISTEN_PID=$$; exec "$@"' \
+    activated "$daemon" "$@" >"$tmp/out" 2>"$tmp/err" 3</dev/null || rc=$?
+  checks=$((checks + 1))
+  if [[ $rc != 2 ]] || ! grep -qF -- "$want" "$tmp/err"; then
+    echo "FAIL: LISTEN_FDS=$fds $*: exit $rc, want 2 and '$want'"
+    sed 's/^/    /' "$tmp/err"
+    fail=1
+  fi
+}
+activated "LISTEN_FDS=x is not a number of sockets" x --device rng
+activated "socket activation (LISTEN_FDS) fd 3: not a socket" 1 --device rng
+expect 2 "--blk-file and --device both name the device" \
+  --socket-path "$sock" --blk-file "$img" --device rng
+expect 2 "--read-only goes with --blk-file" --socket-path "$sock" \
+  --read-only --device rng
+expect 2 "--print-capabilities needs a device type" --print-capabilities
+expect 2 "--print-capabilities: 'scsi' names no device type" \
+  --print-capabilities --device scsi
+expect 0 '{"type": "rng", "features": []}' --print-capabilities --device rng
+expect 0 '"type": "block"' --print-capabilities --blk-file "$img"
+
+# --- logging ---
+expect 2 "--log=file: not stderr, syslog or journald" --socket-path "$sock" \
+  --log file --device rng
+expect 2 "--log-level=verbose: not error, warning, info or debug" \
+  --socket-path "$sock" --log-level verbose --device rng
+if [[ ! -S /run/systemd/journal/socket ]]; then
+  expect 2 "--log=journald: cannot reach the journal" --socket-path "$sock" \
+    --log journald --device rng
+fi
 
 # --- parsing a spec ---
 bad "" "--device SPEC is required"

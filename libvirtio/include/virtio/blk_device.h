@@ -78,6 +78,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -87,13 +88,14 @@
 #include "virtio/descriptor_chain.h"
 #include "virtio/device_core.h"
 #include "virtio/hypervisor.h"
+#include "virtio/log.h"
 #include "virtio/queue.h"
+#include "virtio/ring_error.h"
 #include "virtio/spec.h"
 
 namespace virtio {
 
-// --- Options and statistics
-// ---------------------------------------------------
+// --- Options and statistics ------------------------------------------------
 
 struct BlkDeviceOptions {
   std::string name = "blk";
@@ -144,8 +146,7 @@ struct BlkQueueStats {
   uint64_t stalls = 0;
 };
 
-// --- The device
-// ---------------------------------------------------------------
+// --- The device ------------------------------------------------------------
 
 template <HypervisorTraits T, BlockBackend Backend>
 class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
@@ -223,8 +224,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   }
 
   ~BlkDevice() {
-    const auto n = static_cast<uint16_t>(queues_.size());
-    for (uint16_t q = 0; q < n; ++q) backend_->queue(q).Drain();
+    for (uint16_t q = 0; q < queues_.size(); ++q) backend_->queue(q).Drain();
   }
 
   // --- Used by DeviceCore ---------------------------------------------------
@@ -265,8 +265,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   void OnDriverOk() {}
 
   void OnReset() {
-    const auto n = static_cast<uint16_t>(queues_.size());
-    for (uint16_t q = 0; q < n; ++q) {
+    for (uint16_t q = 0; q < queues_.size(); ++q) {
       backend_->queue(q).Drain();
       queues_[q].ResetSlots();
     }
@@ -488,6 +487,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
       qd.issued = true;
     } else {
       ++qd.stats.backend_errors;
+      LogDiskError(qd, s, 0);
       FinishSlot(qd, ring, index, blk::kStatusIoErr);
     }
   }
@@ -501,6 +501,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     Slot& s = qd.table[index];
     if (result < 0) {
       ++qd.stats.backend_errors;
+      LogDiskError(qd, s, -result);
       FinishSlot(qd, ring, index, blk::kStatusIoErr);
       return;
     }
@@ -531,6 +532,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
       // No status byte (also a zero-length one): nothing can be reported.
       ++qd.stats.malformed;
       ++qd.stats.no_status;
+      LogMalformed(qd, c, "returned unanswered (no status byte)");
       ring.Push(c.token(), 0);
       return;
     }
@@ -538,6 +540,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     uint8_t* status = static_cast<uint8_t*>(last.iov_base) + last.iov_len - 1;
     if (!c.ok()) {
       ++qd.stats.malformed;
+      LogMalformed(qd, c, "failed with IOERR");
       Finish(qd, ring, c.token(), status, blk::kStatusIoErr, 1);
       return;
     }
@@ -713,6 +716,55 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     return popped;
   }
 
+  uint16_t QueueIndex(const QueueData& qd) const {
+    return static_cast<uint16_t>(&qd - queues_.data());
+  }
+
+  // A request whose chain could not be used (a buffer outside guest
+  // memory, a readable descriptor after a writable one, ...): the guest's
+  // mistake, rate limited with the device's other guest errors.
+  void LogMalformed(const QueueData& qd, const DescriptorChain& c,
+                    std::string_view outcome) {
+    if (c.ok()) {
+      this->GuestError(
+          absl::StrFormat("queue %u: a request without room "
+                          "for its status byte %s",
+                          QueueIndex(qd), outcome));
+      return;
+    }
+    this->GuestError(absl::StrFormat("queue %u: request %s: %s", QueueIndex(qd),
+                                     outcome, RingErrorName(c.error())));
+  }
+
+  // The host's disk failed a request (`error`: its errno; 0: it could not
+  // even be queued). Rate limited: a dying disk fails every request.
+  void LogDiskError(const QueueData& qd, const Slot& s, int error) {
+    const auto verdict = disk_errors_.Allow();
+    if (!verdict) return;
+    const char* op = "request";
+    uint64_t sector = s.offset >> blk::kSectorShift;
+    uint64_t bytes = 0;
+    if (s.stage == Stage::kFlushAfterWrite || s.type == blk::kTypeFlush) {
+      op = s.stage == Stage::kFlushAfterWrite ? "flush after a write" : "flush";
+    } else if (s.type == blk::kTypeIn || s.type == blk::kTypeOut) {
+      op = s.type == blk::kTypeIn ? "read" : "write";
+      for (uint32_t i = 0; i < s.iovcnt; ++i) bytes += s.iov[i].iov_len;
+    } else if (s.seg_next < s.seg_count) {
+      op = s.type == blk::kTypeDiscard ? "discard" : "write-zeroes";
+      sector = s.segs[s.seg_next].sector;
+      bytes = uint64_t{s.segs[s.seg_next].num_sectors} << blk::kSectorShift;
+    }
+    const std::string cause =
+        error == 0
+            ? std::string("the backend could not queue it")
+            : absl::StrFormat("%s (errno %d)", std::strerror(error), error);
+    Logf(LogLevel::kError,
+         "%s: queue %u: disk error: %s of %u bytes at sector %u: %s; the "
+         "guest gets IOERR%s",
+         options_.name, QueueIndex(qd), op, bytes, sector, cause,
+         verdict.Suffix());
+  }
+
   Backend* backend_;
   BlkDeviceOptions options_;
   uint64_t capacity_sectors_;
@@ -722,6 +774,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   bool discard_ok_ = false;
   bool write_zeroes_ok_ = false;
   std::vector<QueueData> queues_;
+  // Host disk errors: at most 20 lines per 10 s.
+  GuestErrorLimiter disk_errors_;
 };
 
 }  // namespace virtio

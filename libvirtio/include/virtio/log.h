@@ -24,7 +24,8 @@
 
 namespace virtio {
 
-enum class LogLevel : uint8_t { kInfo, kWarning, kError };
+// In increasing severity (a threshold keeps its level and the ones above).
+enum class LogLevel : uint8_t { kDebug, kInfo, kWarning, kError };
 
 using LogSink = void (*)(LogLevel level, std::string_view message);
 
@@ -32,13 +33,19 @@ using LogSink = void (*)(LogLevel level, std::string_view message);
 // with concurrent logging: call at startup.
 void SetLogSink(LogSink sink);
 
-// Sends one message to the current sink.
+// Messages below `threshold` are dropped before they are formatted (the
+// default, kInfo, drops debug messages). Thread-safe.
+void SetLogThreshold(LogLevel threshold);
+// Whether a message at `level` would reach the sink.
+bool LogEnabled(LogLevel level);
+
+// Sends one message to the current sink (if LogEnabled(level)).
 void Log(LogLevel level, std::string_view message);
 
 template <typename... Args>
 void Logf(LogLevel level, const absl::FormatSpec<Args...>& format,
           const Args&... args) {
-  Log(level, absl::StrFormat(format, args...));
+  if (LogEnabled(level)) Log(level, absl::StrFormat(format, args...));
 }
 
 // Rate limit for guest-triggered messages: at most `burst` per `period`,

@@ -168,7 +168,7 @@ class InflightQueue {
         inflight_layout::kPackedHeaderSize +
         uint64_t{inflight_layout::kEntrySize + inflight_layout::kPoolDescSize} *
             size_ +
-        2u * i);
+        size_t{2} * i);
   }
   static uint16_t Encode(uint16_t off, bool wrap) {
     return static_cast<uint16_t>(off | (wrap ? 0x8000u : 0u));
@@ -279,7 +279,7 @@ inline absl::Status InflightQueue::SplitStart(const virtio::QueueState& base,
   }
   for (uint16_t p = from; p != used; ++p) {
     uint32_t id;
-    std::memcpy(&id, ring_ + 4 + 8u * (p % size_), 4);
+    std::memcpy(&id, ring_ + 4 + size_t{8} * (p % size_), 4);
     if (id < size_) Put(SplitDesc(static_cast<uint16_t>(id)), uint8_t{0});
   }
   Put(At<uint16_t>(L::kUsedIdxOff), used);
@@ -313,7 +313,7 @@ inline void InflightQueue::PackedPop(virtio::UsedToken token, uint16_t first) {
     uint16_t pos = first;
     for (uint16_t i = 0; i < slots; ++i) {
       const uint16_t p = free_[--free_n_];
-      std::memcpy(Pool(p), ring_ + 16u * pos, 16);
+      std::memcpy(Pool(p), ring_ + size_t{16} * pos, 16);
       if (i == 0) {
         head = p;
       } else {
@@ -432,7 +432,7 @@ inline absl::Status InflightQueue::PackedStart(const virtio::QueueState& base,
   // The published rest of a batch whose entries may not all be cleared.
   while (span > 0) {
     spec::PackedDesc d;
-    std::memcpy(&d, ring_ + 16u * u_off, 16);
+    std::memcpy(&d, ring_ + size_t{16} * u_off, 16);
     const bool av = (d.flags & spec::kDescFlagAvail) != 0;
     const bool us = (d.flags & spec::kDescFlagUsed) != 0;
     if (av != u_wrap || us != u_wrap) break;

@@ -68,6 +68,11 @@ struct DaemonOptions {
   // Server mode: listen here. Client mode: connect here (retrying until
   // the front-end listens).
   std::string socket_path;
+  // Server mode: accept on this listening socket instead of creating
+  // `socket_path` (one inherited from a service manager, or created by the
+  // caller with its own permissions). RunDaemon() neither closes it nor
+  // unlinks anything; `socket_path` then only names it in log lines.
+  int listen_fd = -1;
   bool client = false;
   // Stop after this many connections (0: never); for tests.
   int max_connections = 0;
@@ -79,7 +84,7 @@ struct DaemonOptions {
 int CurrentConnection();
 
 // Serves connection after connection until `stop_fd` fires. Server mode
-// creates the socket (0600) and unlinks it on return.
+// without `listen_fd` creates the socket (0600) and unlinks it on return.
 absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& options);
 
 }  // namespace vhost_user

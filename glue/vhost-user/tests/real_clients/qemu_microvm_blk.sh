@@ -113,7 +113,7 @@ for d in a b; do
   if grep "does not fit the inflight region" "$RC_TMP/daemon_$d.log"; then
     show; fail "daemon $d serves a queue without inflight tracking"
   fi
-  if grep -E "libvirtio E:|guest error" "$RC_TMP/daemon_$d.log"; then
+  if grep -E "vhost-user-device E:|guest error" "$RC_TMP/daemon_$d.log"; then
     show; fail "daemon $d logged errors"
   fi
 done
