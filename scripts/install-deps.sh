@@ -11,6 +11,7 @@ packages=(
   libxen-dev                          # glue/xen: xendevicemodel, xenforeignmemory, xenevtchn, xengnttab
   clang-format clang-tidy
   acpica-tools                        # iasl: kvm_acpi_test disassembles virtio-kvm's DSDT
+  qemu-utils                          # qemu-img/qemu-io: image_lock_test checks QEMU sees our image locks
 )
 
 missing=()

@@ -6,7 +6,6 @@
 #include <linux/fs.h>
 #include <linux/magic.h>
 #include <sys/eventfd.h>
-#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -18,6 +17,8 @@
 
 #include "absl/strings/str_format.h"
 #include "block_common.h"
+#include "virtio/backends/image_lock.h"
+#include "virtio/log.h"
 
 namespace virtio {
 namespace {
@@ -126,15 +127,15 @@ absl::StatusOr<std::unique_ptr<UringDisk>> UringDisk::Open(
         "UringDisk: %s is smaller than one %u-byte block (%u bytes)",
         options.path, disk->block_size_, size));
   }
-  if (options.lock && flock(disk->fd_, (options.read_only ? LOCK_SH : LOCK_EX) |
-                                           LOCK_NB) != 0) {
-    const int err = errno;
-    if (err == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "UringDisk: %s is locked by another process", options.path));
+  if (options.lock) {
+    absl::Status locked =
+        LockImageLikeQemu(disk->fd_, options.path, !options.read_only);
+    if (absl::IsUnimplemented(locked)) {
+      Logf(LogLevel::kWarning, "UringDisk: %s; serving it unlocked",
+           locked.message());
+    } else if (!locked.ok()) {
+      return locked;
     }
-    return absl::InternalError(absl::StrFormat("UringDisk: flock(%s): %s",
-                                               options.path, ErrnoString(err)));
   }
   disk->inline_ = ResolveInline(disk->fd_, options, disk->block_device_);
   disk->queues_.reserve(options.num_queues);

@@ -224,7 +224,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   }
 
   ~BlkDevice() {
-    for (uint16_t q = 0; q < queues_.size(); ++q) backend_->queue(q).Drain();
+    const auto n = static_cast<uint16_t>(queues_.size());
+    for (uint16_t q = 0; q < n; ++q) backend_->queue(q).Drain();
   }
 
   // --- Used by DeviceCore ---------------------------------------------------
@@ -265,7 +266,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   void OnDriverOk() {}
 
   void OnReset() {
-    for (uint16_t q = 0; q < queues_.size(); ++q) {
+    const auto n = static_cast<uint16_t>(queues_.size());
+    for (uint16_t q = 0; q < n; ++q) {
       backend_->queue(q).Drain();
       queues_[q].ResetSlots();
     }

@@ -92,8 +92,9 @@ struct UringDiskOptions {
   // Offer discard / write-zeroes.
   bool discard = true;
   bool write_zeroes = true;
-  // Take an advisory flock() (shared if read-only, else exclusive) so two
-  // processes do not serve the same image.
+  // Lock the image the way QEMU does (image_lock.h): QEMU, qemu-img and a
+  // second daemon see it in use, and an image they write is refused. On a
+  // file system without OFD locks the disk opens unlocked, with a warning.
   bool lock = true;
   // Try buffered I/O synchronously before io_uring (see the file comment).
   enum class Inline : uint8_t { kAuto, kOff, kNoWait, kSync };
