@@ -181,7 +181,7 @@ TEST(ImageLockWithQemu, ADiskQemuWritesIsRefused) {
     GTEST_SKIP() << "qemu-io not installed (apt-get install qemu-utils)";
   TempImage img(1 << 20);
   // qemu-io keeps the image open read-write while it sleeps.
-  const std::string path = img.path();
+  const std::string& path = img.path();
   const char* argv[] = {"qemu-io",     "-f",         "raw",  "-c",
                         "sleep 20000", path.c_str(), nullptr};
   pid_t pid = -1;

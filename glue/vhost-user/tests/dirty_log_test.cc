@@ -87,7 +87,7 @@ TEST(DirtyLog, MarksExactlyThePagesARangeTouches) {
   UniqueFd fd = MakeMemfd("dirty-log-math", 64);
   auto log = DirtyLog::Map(fd.get(), 64, 0);
   ASSERT_TRUE(log.ok()) << log.status();
-  EXPECT_EQ(log->covered_end(), 64 * 8 * kPage);
+  EXPECT_EQ(log->covered_end(), uint64_t{64} * 8 * kPage);
   std::set<uint64_t> want;
   EXPECT_TRUE(log->Mark(0x0fff, 1));  // last byte of page 0
   want.insert(0);
@@ -383,7 +383,7 @@ TEST_F(RingFixture, PackedLogsDescriptorSlotsAndDeviceArea) {
   ClearLog(logfd_.get(), kLogBytes);
   dl.MarkRing();
   std::set<uint64_t> ring;
-  AddPages(ring, driver.desc_gpa(0), 16 * 8);
+  AddPages(ring, driver.desc_gpa(0), uint64_t{16} * 8);
   AddPages(ring, driver.device_event_gpa(), 4);
   EXPECT_EQ(Dirty(), ring);
 }

@@ -335,7 +335,7 @@ TEST(VhostUserRng, PackedVringBaseRoundTrip) {
   Negotiate(f, uint64_t{1} << spec::kFeatureRingPacked);
   SharedMemory mem(kGpa, kMemSize);
   ASSERT_TRUE(f.SetMemTable(mem));
-  const uint64_t ring = mem.Alloc(16 * 16, 16), drv = mem.Alloc(4, 4),
+  const uint64_t ring = mem.Alloc(uint64_t{16} * 16, 16), drv = mem.Alloc(4, 4),
                  devev = mem.Alloc(4, 4);
   UniqueFd kick(eventfd(0, EFD_CLOEXEC)), call(eventfd(0, EFD_CLOEXEC));
   // Resume at avail 3 (wrap 1), used 3 (wrap 1).
@@ -659,8 +659,8 @@ class PackedRing {
       d.flags = avail_wrap_ ? spec::kDescFlagAvail : spec::kDescFlagUsed;
       if (bufs[i].writable) d.flags |= spec::kDescFlagWrite;
       if (i + 1 < bufs.size()) d.flags |= spec::kDescFlagNext;
-      auto* slot =
-          reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + 16u * avail_);
+      auto* slot = reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) +
+                                                       size_t{16} * avail_);
       if (i == 0) {
         head_flags = d.flags;
         d.flags = 0;  // published last
@@ -672,14 +672,14 @@ class PackedRing {
       }
     }
     auto* head =
-        reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + 16u * id);
+        reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + size_t{16} * id);
     __atomic_store_n(&head->flags, head_flags, __ATOMIC_RELEASE);
     return id;
   }
   // The next used element: (buffer ID, length).
   std::optional<std::pair<uint32_t, uint32_t>> Reap() {
-    auto* d =
-        reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) + 16u * used_);
+    auto* d = reinterpret_cast<spec::PackedDesc*>(mem_.host(ring_) +
+                                                  size_t{16} * used_);
     const uint16_t flags = __atomic_load_n(&d->flags, __ATOMIC_ACQUIRE);
     const bool a = flags & spec::kDescFlagAvail,
                u = flags & spec::kDescFlagUsed;
@@ -856,7 +856,7 @@ TEST_P(VhostUserInflight, RestartedBackendResubmitsInFlightRequestsOnce) {
     };
     ASSERT_EQ(writes(), 5);
     for (int i = 0; i < 5; ++i) {
-      EXPECT_EQ(disk2.image[(10 + i) * 512], 0x50 + i);
+      EXPECT_EQ(disk2.image[static_cast<size_t>(10 + i) * 512], 0x50 + i);
     }
     // New requests follow at the right ring positions. Drain any call
     // signal left over from the resubmitted completions first, so the wait
@@ -903,8 +903,8 @@ TEST_P(VhostUserInflight, RestartedBackendResubmitsInFlightRequestsOnce) {
     EXPECT_EQ(completed[head], 1) << "head " << head;
     EXPECT_EQ(*mem.host(status), virtio::blk::kStatusOk);
   }
-  EXPECT_EQ(disk3.image[30 * 512], 0x90);
-  EXPECT_EQ(disk3.image[31 * 512], 0x91);
+  EXPECT_EQ(disk3.image[size_t{30} * 512], 0x90);
+  EXPECT_EQ(disk3.image[size_t{31} * 512], 0x91);
   // Nothing else was redone.
   EXPECT_EQ(std::count_if(disk3.log.begin(), disk3.log.end(),
                           [](const auto& r) {
@@ -979,7 +979,8 @@ TEST_P(VhostUserInflight, RegionAskedForSmallerRingsStillTracksTheRing) {
     EXPECT_EQ(completed[head], 1) << "head " << head;
     EXPECT_EQ(*mem.host(status), virtio::blk::kStatusOk);
   }
-  for (int i = 0; i < 20; ++i) EXPECT_EQ(disk2.image[i * 512], i + 1);
+  for (int i = 0; i < 20; ++i)
+    EXPECT_EQ(disk2.image[static_cast<size_t>(i) * 512], i + 1);
   EXPECT_TRUE(s.Finish().ok());
 }
 
@@ -1112,7 +1113,7 @@ TYPED_TEST(InflightCrashTest,
            EveryChainCompletesExactlyOnceAfterACrashAnywhere) {
   using Driver = typename TypeParam::Driver;
   using Queue = typename TypeParam::Queue;
-  constexpr uint64_t kBase = 0x10000, kBytes = 64 * 1024;
+  constexpr uint64_t kBase = 0x10000, kBytes = uint64_t{64} * 1024;
   constexpr uint16_t kSize = 8;
   virtio::testing::TestGuestMemory mem({{kBase, kBytes}});
   Driver driver(mem, kSize, {.in_order = TypeParam::kInOrder});
@@ -1127,6 +1128,7 @@ TYPED_TEST(InflightCrashTest,
   std::vector<uint64_t> region(region_bytes / 8, 0);
   auto* region_p = reinterpret_cast<uint8_t*>(region.data());
   std::vector<uint64_t> bufs;
+  bufs.reserve(size_t{3} * kSize);
   for (int i = 0; i < 3 * kSize; ++i) bufs.push_back(mem.Alloc(64, 16));
 
   // Recovers from the current memory and a copy of the region; restores
@@ -1211,6 +1213,7 @@ TYPED_TEST(InflightCrashTest,
         for (int i = 0; i < n; ++i) {
           std::vector<virtio::testing::Buffer> b;
           const int len = 1 + static_cast<int>(rng() % 3);
+          b.reserve(len);
           for (int j = 0; j < len; ++j) {
             b.push_back({bufs[(step + j) % bufs.size()], 64, j == len - 1});
           }
@@ -1263,7 +1266,7 @@ TYPED_TEST(InflightCrashTest, GarbageRegionIsRefusedOrHarmless) {
   using Driver = typename TypeParam::Driver;
   using Queue = typename TypeParam::Queue;
   constexpr uint16_t kSize = 8;
-  virtio::testing::TestGuestMemory mem({{0x10000, 64 * 1024}});
+  virtio::testing::TestGuestMemory mem({{0x10000, uint64_t{64} * 1024}});
   Driver driver(mem, kSize, {.in_order = TypeParam::kInOrder});
   const virtio::QueueConfig cfg = driver.config();
   InflightRing ring{.packed = TypeParam::kPacked,
@@ -1285,8 +1288,8 @@ TYPED_TEST(InflightCrashTest, GarbageRegionIsRefusedOrHarmless) {
     }
     auto* r = reinterpret_cast<uint8_t*>(region.data());
     const uint16_t version = TypeParam::kPacked ? 2 : 1;
-    std::memcpy(r + 8, &version, 2);
-    std::memcpy(r + 10, &kSize, 2);
+    std::copy_n(reinterpret_cast<const uint8_t*>(&version), 2, r + 8);
+    std::copy_n(reinterpret_cast<const uint8_t*>(&kSize), 2, r + 10);
     // Random ring contents too (used elements, descriptors).
     for (uint64_t i = 0; i < spec::PackedDescRingSize(kSize); ++i) {
       mem.Host(cfg.desc_addr)[i] = static_cast<uint8_t>(rng());

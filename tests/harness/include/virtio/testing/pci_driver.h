@@ -120,8 +120,8 @@ constexpr uint32_t MsiData(uint16_t v) { return 0x4000u | v; }
 
 // The register interface PciDriver talks to.
 template <typename B>
-concept PciBus = requires(B& bus, uint32_t off32, uint64_t off64,
-                          uint32_t size, uint32_t v32, uint64_t v64) {
+concept PciBus = requires(B& bus, uint32_t off32, uint64_t off64, uint32_t size,
+                          uint32_t v32, uint64_t v64) {
   { bus.ConfigRead(off32, size) } -> std::same_as<uint32_t>;
   { bus.ConfigWrite(off32, size, v32) } -> std::same_as<void>;
   { bus.BarRead(off64, size) } -> std::same_as<uint64_t>;
@@ -170,9 +170,10 @@ class PciDriver {
     bar_index_ = common_.bar;
     if (!SizeAndAssignBar()) return false;
     for (const auto* c : {&common_, &isr_, &notify_, &device_}) {
-      if (c->cfg_type != 0 &&
-          (c->bar != bar_index_ || uint64_t{c->offset} + c->length > bar_size_)) {
-        return Fail("capability type %u outside BAR %u", c->cfg_type, bar_index_);
+      if (c->cfg_type != 0 && (c->bar != bar_index_ ||
+                               uint64_t{c->offset} + c->length > bar_size_)) {
+        return Fail("capability type %u outside BAR %u", c->cfg_type,
+                    bar_index_);
       }
     }
     uint32_t cmd = Cfg(pci::kCfgCommand, 2);
@@ -237,12 +238,14 @@ class PciDriver {
   bool SetUpQueue(uint16_t q, const QueueConfig& ring,
                   std::optional<uint16_t> vector = std::nullopt) {
     WriteCommon(pci::kCommonQueueSelect, 2, q);
-    const uint32_t max = static_cast<uint32_t>(ReadCommon(pci::kCommonQueueSize, 2));
+    const uint32_t max =
+        static_cast<uint32_t>(ReadCommon(pci::kCommonQueueSize, 2));
     if (max == 0) return Fail("queue %u does not exist", q);
     if (ReadCommon(pci::kCommonQueueEnable, 2) != 0) {
       return Fail("queue %u already enabled", q);
     }
-    if (ring.size > max) return Fail("queue %u: ring %u > max %u", q, ring.size, max);
+    if (ring.size > max)
+      return Fail("queue %u: ring %u > max %u", q, ring.size, max);
     WriteCommon(pci::kCommonQueueSize, 2, ring.size);
     if (options_.msix) {
       const uint16_t v = vector.value_or(static_cast<uint16_t>(q + 1));
@@ -258,7 +261,8 @@ class PciDriver {
         static_cast<uint32_t>(ReadCommon(pci::kCommonQueueNotifyOff, 2));
     const uint64_t off = uint64_t{notify_off} * notify_multiplier_;
     if (off + 2 > notify_.length) {
-      return Fail("queue %u notify offset 0x%x outside the notify region", q, off);
+      return Fail("queue %u notify offset 0x%x outside the notify region", q,
+                  off);
     }
     if (notify_offsets_.size() <= q) notify_offsets_.resize(q + 1u, 0);
     notify_offsets_[q] = notify_.offset + off;
@@ -286,31 +290,35 @@ class PciDriver {
   // Probe + Negotiate + every ring in `rings` (queue i) + DRIVER_OK.
   bool BringUp(uint64_t wanted, const std::vector<QueueConfig>& rings) {
     if (!Probe() || !Negotiate(wanted)) return false;
-    for (uint16_t q = 0; q < rings.size(); ++q) {
+    const auto n = static_cast<uint16_t>(rings.size());
+    for (uint16_t q = 0; q < n; ++q) {
       if (!SetUpQueue(q, rings[q])) return false;
     }
-    for (uint16_t q = 0; q < rings.size(); ++q) {
+    for (uint16_t q = 0; q < n; ++q) {
       if (!EnableQueue(q)) return false;
     }
     return DriverOk();
   }
 
   // ---- run time ----
-  void Kick(uint16_t q) {
-    bus_.BarWrite(NotifyOffset(q), 2, q);
-  }
+  void Kick(uint16_t q) { bus_.BarWrite(NotifyOffset(q), 2, q); }
   // BAR offset of queue q's notify register (after SetUpQueue(q)).
   uint64_t NotifyOffset(uint16_t q) const {
     return q < notify_offsets_.size() ? notify_offsets_[q] : notify_.offset;
   }
   // Guest-physical notify address.
-  uint64_t NotifyAddress(uint16_t q) const { return bar_address_ + NotifyOffset(q); }
-  uint8_t ReadIsr() { return static_cast<uint8_t>(bus_.BarRead(isr_.offset, 1)); }
+  uint64_t NotifyAddress(uint16_t q) const {
+    return bar_address_ + NotifyOffset(q);
+  }
+  uint8_t ReadIsr() {
+    return static_cast<uint8_t>(bus_.BarRead(isr_.offset, 1));
+  }
 
   // Reads device configuration, retrying while config_generation changes.
   bool ReadDeviceConfig(uint32_t offset, void* out, uint32_t len) {
     if (device_.cfg_type == 0 || uint64_t{offset} + len > device_.length) {
-      return Fail("device config read [%u, +%u) outside the region", offset, len);
+      return Fail("device config read [%u, +%u) outside the region", offset,
+                  len);
     }
     auto* bytes = static_cast<uint8_t*>(out);
     for (int attempt = 0; attempt < 100; ++attempt) {
@@ -337,7 +345,9 @@ class PciDriver {
   }
 
   // ---- raw register access ----
-  uint32_t Cfg(uint32_t offset, uint32_t size) { return bus_.ConfigRead(offset, size); }
+  uint32_t Cfg(uint32_t offset, uint32_t size) {
+    return bus_.ConfigRead(offset, size);
+  }
   uint64_t ReadCommon(uint32_t field, uint32_t size) {
     return bus_.BarRead(common_.offset + field, size);
   }
@@ -354,7 +364,8 @@ class PciDriver {
     return msix_table_offset_ + uint64_t{v} * pci::kMsixEntrySize;
   }
   void MaskVector(uint16_t v, bool masked) {
-    bus_.BarWrite(MsixTableOffset(v) + pci::kMsixEntryControl, 4, masked ? 1 : 0);
+    bus_.BarWrite(MsixTableOffset(v) + pci::kMsixEntryControl, 4,
+                  masked ? 1 : 0);
   }
   void SetFunctionMask(bool masked) {
     uint32_t ctl = Cfg(msix_at_ + pci::kMsixControl, 2);
@@ -369,7 +380,8 @@ class PciDriver {
     bus_.ConfigWrite(msix_at_ + pci::kMsixControl, 2, ctl);
   }
   bool PbaBit(uint16_t v) {
-    const uint64_t word = bus_.BarRead(msix_pba_offset_ + 8u * (v / 64), 8);
+    const uint64_t word =
+        bus_.BarRead(msix_pba_offset_ + uint64_t{8} * (v / 64), 8);
     return (word >> (v % 64)) & 1;
   }
 
@@ -453,12 +465,23 @@ class PciDriver {
         // Like virtio_pci_find_capability: the first of each type wins.
         PciVirtioCap* slot = nullptr;
         switch (c.cfg_type) {
-          case pci::kCapCommonCfg: slot = &common_; break;
-          case pci::kCapIsrCfg: slot = &isr_; break;
-          case pci::kCapNotifyCfg: slot = &notify_; break;
-          case pci::kCapDeviceCfg: slot = &device_; break;
-          case pci::kCapPciCfg: slot = &pci_cfg_; break;
-          default: break;
+          case pci::kCapCommonCfg:
+            slot = &common_;
+            break;
+          case pci::kCapIsrCfg:
+            slot = &isr_;
+            break;
+          case pci::kCapNotifyCfg:
+            slot = &notify_;
+            break;
+          case pci::kCapDeviceCfg:
+            slot = &device_;
+            break;
+          case pci::kCapPciCfg:
+            slot = &pci_cfg_;
+            break;
+          default:
+            break;
         }
         if (slot != nullptr && slot->cfg_type == 0 && c.bar < 6) {
           *slot = c;
@@ -484,7 +507,8 @@ class PciDriver {
     const uint32_t cmd = Cfg(pci::kCfgCommand, 2);
     // Linux turns decoding off while sizing so the all-ones address never
     // claims anything.
-    bus_.ConfigWrite(pci::kCfgCommand, 2, cmd & ~uint32_t{pci::kCommandMemorySpace});
+    bus_.ConfigWrite(pci::kCfgCommand, 2,
+                     cmd & ~uint32_t{pci::kCommandMemorySpace});
     const uint32_t orig_lo = Cfg(reg, 4);
     if (orig_lo & 1) return Fail("BAR %u is an I/O BAR", bar_index_);
     const bool is64 = ((orig_lo >> 1) & 3) == 2;
@@ -500,10 +524,12 @@ class PciDriver {
     }
     if (mask == 0) return Fail("BAR %u is not implemented", bar_index_);
     bar_size_ = ~mask + 1;
-    if ((bar_size_ & (bar_size_ - 1)) != 0) return Fail("BAR size not a power of 2");
+    if ((bar_size_ & (bar_size_ - 1)) != 0)
+      return Fail("BAR size not a power of 2");
     bar_address_ = (options_.bar_address + bar_size_ - 1) & ~(bar_size_ - 1);
     bus_.ConfigWrite(reg, 4, static_cast<uint32_t>(bar_address_));
-    if (is64) bus_.ConfigWrite(reg + 4, 4, static_cast<uint32_t>(bar_address_ >> 32));
+    if (is64)
+      bus_.ConfigWrite(reg + 4, 4, static_cast<uint32_t>(bar_address_ >> 32));
     bus_.ConfigWrite(pci::kCfgCommand, 2, cmd);
     return true;
   }
@@ -522,8 +548,9 @@ class PciDriver {
     msix_pba_offset_ = pba & ~7u;
     // As pci_msix_enable: enable with the function masked, program each
     // entry while masked, then unmask the function and the entries.
-    bus_.ConfigWrite(msix_at_ + pci::kMsixControl, 2,
-                     ctl | pci::kMsixControlEnable | pci::kMsixControlFunctionMask);
+    bus_.ConfigWrite(
+        msix_at_ + pci::kMsixControl, 2,
+        ctl | pci::kMsixControlEnable | pci::kMsixControlFunctionMask);
     for (uint16_t v = 0; v < msix_table_size_; ++v) {
       const uint64_t e = MsixTableOffset(v);
       bus_.BarWrite(e + pci::kMsixEntryControl, 4, 1);
