@@ -6,12 +6,12 @@
 // (ASan catches strays), and the simulated domain must not be crashed.
 //
 // Self-contained (the fuzz preset may not build the glue): the simulator's
-// source is compiled into this translation unit.
+// sources are compiled into this fuzzer (fuzz_list.cmake).
 #include <cstdint>
 #include <cstring>
 #include <memory>
 
-#include "../glue/xen/sim/sim_xen.cc"  // NOLINT: one TU on purpose
+#include "sim/sim_xen.h"
 #include "xen_glue/foreign_memory.h"
 #include "xen_glue/ioreq_server.h"
 
@@ -42,7 +42,8 @@ class Window : public IoDevice {
 
  private:
   void Check(uint64_t offset, uint32_t size) const {
-    if (size == 0 || size > 8 || offset >= size_ || size > size_ - offset) __builtin_trap();
+    if (size == 0 || size > 8 || offset >= size_ || size > size_ - offset)
+      __builtin_trap();
   }
   uint64_t size_;
   uint8_t regs_[0x200] = {};
@@ -50,12 +51,15 @@ class Window : public IoDevice {
 
 struct Rig {
   Rig()
-      : xen(sim::SimOptions{.arch = sim::Arch::kX86, .vcpus = 1,
+      : xen(sim::SimOptions{.arch = sim::Arch::kX86,
+                            .vcpus = 1,
                             .ram = {{0x40000000, 1 << 20}}}),
-        dm(xen), fm(xen), ev(xen),
+        dm(xen),
+        fm(xen),
+        ev(xen),
         server(dm, fm, ev, {.domid = xen.domid()}) {
-    auto m = XenGuestMemory<sim::SimForeignMemory>::Create(fm, xen.domid(),
-                                                           {{0x40000000, 1 << 20}});
+    auto m = XenGuestMemory<sim::SimForeignMemory>::Create(
+        fm, xen.domid(), {{0x40000000, 1 << 20}});
     if (!m.ok()) __builtin_trap();
     mem = std::move(*m);
     server.set_guest_copier(mem.get());
@@ -69,7 +73,8 @@ struct Rig {
   sim::SimDeviceModel dm;
   sim::SimForeignMemory fm;
   sim::SimEvtchn ev;
-  IoreqServer<sim::SimDeviceModel, sim::SimForeignMemory, sim::SimEvtchn> server;
+  IoreqServer<sim::SimDeviceModel, sim::SimForeignMemory, sim::SimEvtchn>
+      server;
   std::unique_ptr<XenGuestMemory<sim::SimForeignMemory>> mem;
   Window a{0x200};
   Window b{0x100};
@@ -90,7 +95,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > sizeof img && (data[sizeof img] & 1)) img.count &= 0xff;
   if (!rig->xen.PostRaw(rig->server.id(), 0, img)) __builtin_trap();
   rig->server.PollOnce(0);
-  if (!rig->xen.TakeRawAnswer(rig->server.id(), 0).has_value()) __builtin_trap();
+  if (!rig->xen.TakeRawAnswer(rig->server.id(), 0).has_value())
+    __builtin_trap();
   if (rig->xen.crashed()) __builtin_trap();
   return 0;
 }
