@@ -106,7 +106,7 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> MakeNet(
   // queue goes with pair 0.
   const uint16_t pairs = opts.max_pairs;
   std::vector<uint16_t> group_of((*a)->num_queues());
-  for (uint16_t q = 0; q < group_of.size(); ++q) {
+  for (size_t q = 0; q < group_of.size(); ++q) {
     group_of[q] = q / 2 < pairs ? static_cast<uint16_t>(q / 2) : 0;
   }
   (*a)->SetGroups(pairs, std::move(group_of));
@@ -235,10 +235,38 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Console(const DeviceSpec& s) {
 
 }  // namespace
 
+absl::StatusOr<DaemonDeviceSpec> ParseDaemonDeviceSpec(std::string_view text) {
+  // Where the device sits and how it interrupts is the front-end's
+  // business; the daemon's only key is where the front-end connects.
+  std::string socket_path;
+  absl::StatusOr<DeviceSpec> spec = virtio::catalog::ParseDeviceSpec(
+      text,
+      [&](virtio::catalog::SpecReader& reader,
+          const DeviceSpec& shared) -> absl::Status {
+        if (shared.type != DeviceType::kConsole &&
+            reader.Has({.name = "socket"})) {
+          return reader.Error(
+              "socket= names a console's backend; the device's vhost-user "
+              "socket is socket-path=PATH");
+        }
+        absl::StatusOr<std::optional<std::string>> path =
+            reader.Text({.name = "socket-path"});
+        if (!path.ok()) return path.status();
+        if (*path) {
+          if ((*path)->empty()) return reader.Error("socket-path= is empty");
+          socket_path = **path;
+        }
+        return absl::OkStatus();
+      });
+  if (!spec.ok()) return spec.status();
+  return DaemonDeviceSpec{.device = *std::move(spec),
+                          .socket_path = std::move(socket_path)};
+}
+
 absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view text) {
-  // vhost-user has no keys of its own: where the device sits and how it
-  // interrupts is the front-end's business.
-  return virtio::catalog::ParseDeviceSpec(text);
+  absl::StatusOr<DaemonDeviceSpec> spec = ParseDaemonDeviceSpec(text);
+  if (!spec.ok()) return spec.status();
+  return std::move(spec->device);
 }
 
 absl::StatusOr<std::unique_ptr<VhostDevice>> MakeDevice(const DeviceSpec& s) {

@@ -2,9 +2,11 @@
 // vhost-user-device daemon, and building the device it names.
 //
 // The syntax is the device catalogue's (virtio/catalog/device_spec.h,
-// docs/devices.md), shared with virtio-kvm and xen-virtio-backend; the
-// daemon adds no keys of its own. Here queue-size= is a limit: the
-// front-end picks each ring's size (by default any size up to 32768).
+// docs/devices.md), shared with virtio-kvm and xen-virtio-backend. The
+// daemon adds one key of its own, socket-path=PATH: the device's vhost-user
+// socket, for a daemon serving several devices (like qemu-storage-daemon's
+// repeated --export). Here queue-size= is a limit: the front-end picks each
+// ring's size (by default any size up to 32768).
 #ifndef VHOST_USER_DEVICE_SPEC_H_
 #define VHOST_USER_DEVICE_SPEC_H_
 
@@ -17,6 +19,20 @@
 
 namespace vhost_user {
 
+// One --device of the daemon: the catalogue's spec and the daemon's key.
+struct DaemonDeviceSpec {
+  virtio::catalog::DeviceSpec device = {};
+  // socket-path=: where this device's front-end connects (empty: the
+  // daemon-wide --socket-path, --fd or socket activation).
+  std::string socket_path = {};
+};
+
+// Parses a --device with the daemon's key. socket= on a device type other
+// than console (whose backend it names) is refused with a pointer to
+// socket-path=, the likely intent.
+absl::StatusOr<DaemonDeviceSpec> ParseDaemonDeviceSpec(std::string_view text);
+
+// The catalogue's part alone (socket-path= accepted and dropped).
 absl::StatusOr<virtio::catalog::DeviceSpec> ParseDeviceSpec(
     std::string_view text);
 

@@ -1,4 +1,4 @@
-// vhost-user-device — serves one libvirtio device to a vhost-user front-end
+// vhost-user-device — serves libvirtio devices to vhost-user front-ends
 // (QEMU, Cloud Hypervisor, DPDK virtio-user, User-mode Linux).
 //
 //   vhost-user-device --socket-path /run/disk0.sock
@@ -6,24 +6,32 @@
 //   vhost-user-device --client --socket-path /tmp/qemu-rng.sock --device rng
 //   vhost-user-device --fd 3 --blk-file disk.img --read-only
 //   vhost-user-device --print-capabilities --device blk
+//   vhost-user-device --device blk,id=disk0,path=a.img,socket-path=/run/a.sock
+//       --device rng,socket-path=/run/rng.sock
 //
 // It follows QEMU's "Backend program conventions" (docs/interop/vhost-user.rst
 // in QEMU): --socket-path (alias --socket), --fd (an inherited listening
 // socket: no file is created or removed), --print-capabilities, and, run as
 // vhost-user-blk|net|console|rng (the installed links), the device type
-// from its name. Under systemd it takes its socket from socket activation
+// from its name. Under systemd it takes its sockets from socket activation
 // (LISTEN_FDS) and reports READY=1 / STOPPING=1 on NOTIFY_SOCKET.
 //
-// Server mode (default) creates the socket with mode 0600 (--socket-mode,
-// --socket-group widen it) and serves one front-end at a time, accepting
-// the next after a disconnect. Client mode connects to a front-end's
-// socket, reconnecting after a disconnect. SIGTERM / SIGINT stop it
-// cleanly: the device is reset (in-flight requests finished), the socket
-// file it created removed. SIGUSR1 logs every queue's state (ring indexes,
-// event indexes, requests in flight, last kick, interrupt and completion):
-// for a guest that seems stuck. A blk queue with requests in flight and no
-// completion for 5 s logs the same on its own. Log lines (--log,
-// --log-level; daemon_log.h) carry the connection number ([#N]).
+// --device may be repeated (like qemu-storage-daemon's --export): each
+// device has its own socket (socket-path= in its spec, or the activated
+// socket named like its id=), its own connection loop thread and workers;
+// daemon_plan.h has the rules that keep this unambiguous.
+//
+// Server mode (default) creates each socket with mode 0600 (--socket-mode,
+// --socket-group widen it) and serves one front-end at a time per device,
+// accepting the next after a disconnect. Client mode connects to a
+// front-end's socket, reconnecting after a disconnect. SIGTERM / SIGINT
+// stop it cleanly: every device is reset (in-flight requests finished), the
+// socket files it created removed. SIGUSR1 logs every queue's state (ring
+// indexes, event indexes, requests in flight, last kick, interrupt and
+// completion): for a guest that seems stuck. A blk queue with requests in
+// flight and no completion for 5 s logs the same on its own. Log lines
+// (--log, --log-level; daemon_log.h) carry the device's name and its
+// connection number ([#N]).
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -34,6 +42,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -45,6 +54,7 @@
 #include "absl/strings/str_cat.h"
 #include "backend_conventions.h"
 #include "daemon_log.h"
+#include "daemon_plan.h"
 #include "device_spec.h"
 #include "device_summary.h"
 #include "service_manager.h"
@@ -103,7 +113,9 @@ namespace {
 
 int g_stop_fd = -1;
 
-int g_dump_fd = -1;
+// One per device (written by the SIGUSR1 handler; sized before the handler
+// is installed and never resized after).
+std::vector<int> g_dump_fds;
 
 void OnSignal(int) {
   const uint64_t one = 1;
@@ -112,7 +124,9 @@ void OnSignal(int) {
 
 void OnDumpSignal(int) {
   const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = write(g_dump_fd, &one, sizeof one);
+  for (int fd : g_dump_fds) {
+    [[maybe_unused]] ssize_t n = write(fd, &one, sizeof one);
+  }
 }
 
 // Abseil's strings are not std's on Debian (ABSL_USES_STD_STRING_VIEW off).
@@ -193,119 +207,6 @@ int PrintCapabilities(const std::vector<std::string>& args) {
   return 0;
 }
 
-// The one --device spec: --device, --blk-file [--read-only], or the
-// program's name (vhost-user-rng serves rng). Empty with an error printed.
-absl::StatusOr<std::string> DeviceText(const std::string& argv0) {
-  std::string device = absl::GetFlag(FLAGS_device);
-  const std::string blk_file = absl::GetFlag(FLAGS_blk_file);
-  const bool read_only = absl::GetFlag(FLAGS_read_only);
-  if (!blk_file.empty()) {
-    if (!device.empty()) {
-      return absl::InvalidArgumentError(
-          "--blk-file and --device both name the device: give one");
-    }
-    device = absl::StrCat("blk,path=", blk_file);
-    if (read_only) absl::StrAppend(&device, ",readonly=on");
-  } else if (read_only) {
-    return absl::InvalidArgumentError(
-        "--read-only goes with --blk-file (with --device: readonly=on)");
-  }
-  if (device.empty()) {
-    if (auto type = vhost_user::DeviceTypeOfProgram(argv0)) {
-      device = std::string(virtio::catalog::DeviceTypeName(*type));
-    }
-  }
-  if (device.empty()) {
-    return absl::InvalidArgumentError("--device SPEC is required (see --help)");
-  }
-  return device;
-}
-
-// Where the front-end comes from: the socket path, or a listening socket
-// handed over (--fd, socket activation). Exactly one.
-struct Endpoint {
-  std::string socket_path;  // created (server) or connected to (--client)
-  int inherited_fd = -1;    // --fd or LISTEN_FDS: neither created nor removed
-  std::string description;  // for log lines
-};
-
-absl::StatusOr<Endpoint> ChooseEndpoint() {
-  std::string path = absl::GetFlag(FLAGS_socket_path);
-  const std::string alias = absl::GetFlag(FLAGS_socket);
-  if (!alias.empty()) {
-    if (!path.empty() && path != alias) {
-      return absl::InvalidArgumentError(
-          "--socket is another name for --socket-path: give one");
-    }
-    path = alias;
-  }
-  const int fd = absl::GetFlag(FLAGS_fd);
-  const bool client = absl::GetFlag(FLAGS_client);
-  absl::StatusOr<std::vector<vhost_user::ActivatedSocket>> activated =
-      vhost_user::TakeActivatedSockets();
-  if (!activated.ok()) return activated.status();
-  const bool has_fd = fd != -1;
-  const bool has_activation = !activated->empty();
-  if (has_fd && !path.empty()) {
-    return absl::InvalidArgumentError(
-        "--fd and --socket-path are incompatible: the socket is either "
-        "inherited or created");
-  }
-  if (has_activation && (has_fd || !path.empty())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the service manager passed ", activated->size(),
-        " socket(s) (LISTEN_FDS) and ", has_fd ? "--fd" : "--socket-path",
-        " names another: give one"));
-  }
-  if (client && (has_fd || has_activation)) {
-    return absl::InvalidArgumentError(
-        "--client connects to --socket-path: it takes no inherited listening "
-        "socket (--fd, LISTEN_FDS)");
-  }
-  if ((has_fd || has_activation) &&
-      (!absl::GetFlag(FLAGS_socket_mode).empty() ||
-       !absl::GetFlag(FLAGS_socket_group).empty())) {
-    return absl::InvalidArgumentError(
-        "--socket-mode and --socket-group apply to a socket the daemon "
-        "creates; an inherited one keeps the permissions its creator gave "
-        "it");
-  }
-  if (client && (!absl::GetFlag(FLAGS_socket_mode).empty() ||
-                 !absl::GetFlag(FLAGS_socket_group).empty())) {
-    return absl::InvalidArgumentError(
-        "--socket-mode and --socket-group apply to a socket the daemon "
-        "creates; with --client the front-end creates it");
-  }
-  Endpoint e;
-  if (has_fd) {
-    if (fd < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--fd=", fd, ": not a file descriptor number"));
-    }
-    absl::Status s =
-        vhost_user::CheckListeningSocket(fd, absl::StrCat("--fd=", fd));
-    if (!s.ok()) return s;
-    e.inherited_fd = fd;
-    e.description = absl::StrCat("inherited socket fd ", fd);
-  } else if (has_activation) {
-    if (activated->size() > 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the service manager passed ", activated->size(),
-                       " sockets (LISTEN_FDS) for one device"));
-    }
-    e.inherited_fd = activated->front().fd;
-    e.description = absl::StrCat("socket-activated fd ", e.inherited_fd);
-  } else if (path.empty()) {
-    return absl::InvalidArgumentError(
-        "--socket-path PATH (or --fd N, or socket activation) is required "
-        "(see --help)");
-  } else {
-    e.socket_path = path;
-    e.description = path;
-  }
-  return e;
-}
-
 void NotifyOrLog(std::string_view state) {
   absl::Status s = vhost_user::NotifyServiceManager(state);
   if (!s.ok()) virtio::Log(virtio::LogLevel::kWarning, StdView(s.message()));
@@ -315,13 +216,15 @@ void NotifyOrLog(std::string_view state) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(absl::StrCat(
-      "serves a libvirtio device over vhost-user.\n\n"
+      "serves libvirtio devices over vhost-user.\n\n"
       "usage: vhost-user-device (--socket-path PATH [--client] | --fd N)\n"
       "         [--socket-mode MODE] [--socket-group GROUP]\n"
       "         [--busy-poll | --poll-us=N]\n"
       "         (--device SPEC | --blk-file FILE [--read-only])\n"
+      "       vhost-user-device [--client] --device SPEC,socket-path=PATH\n"
+      "         --device SPEC,socket-path=PATH ...   (several devices)\n"
       "       vhost-user-device --print-capabilities [--device TYPE]\n\n"
-      "SPEC:\n",
+      "SPEC (plus socket-path=PATH, this device's own socket):\n",
       vhost_user::DeviceSpecHelp()));
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view file) {
@@ -330,30 +233,52 @@ int main(int argc, char** argv) {
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
   // Flag names may be spelled with dashes (--busy-poll, --no-packed) as
-  // well as with Abseil's underscores.
-  std::vector<std::string> normalized(argv, argv + argc);
-  int devices = 0;
+  // well as with Abseil's underscores. Every --device is taken out here:
+  // Abseil keeps only the last of a repeated flag.
+  std::vector<std::string> normalized;
+  std::vector<std::string> device_texts;
   bool print_capabilities = false;
-  for (size_t i = 1; i < normalized.size(); ++i) {
-    std::string& a = normalized[i];
-    if (a == "--") break;
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i == 0 || a == "--" || a.size() < 2 || a[0] != '-') {
+      normalized.push_back(std::move(a));
+      if (normalized.back() == "--") {
+        normalized.insert(normalized.end(), argv + i + 1, argv + argc);
+        break;
+      }
+      continue;
+    }
     if (a == "--help" || a == "-help" || a == "-h" || a == "--helpfull") {
       return PrintHelp();
     }
-    if (a.size() < 3 || a[0] != '-' || a[1] != '-') continue;
-    const size_t end = std::min(a.find('='), a.size());
-    std::replace(a.begin() + 2, a.begin() + static_cast<ptrdiff_t>(end), '-',
-                 '_');
-    if (IsFlag(a, "device")) ++devices;
+    if (a[1] == '-') {
+      const size_t end = std::min(a.find('='), a.size());
+      std::replace(a.begin() + 2, a.begin() + static_cast<ptrdiff_t>(end), '-',
+                   '_');
+    }
     print_capabilities |= IsFlag(a, "print_capabilities");
+    if (IsFlag(a, "device")) {
+      const size_t eq = a.find('=');
+      if (eq != std::string::npos) {
+        device_texts.push_back(a.substr(eq + 1));
+        continue;
+      }
+      if (i + 1 < argc) {
+        device_texts.emplace_back(argv[++i]);
+        continue;
+      }
+    }
+    normalized.push_back(std::move(a));
   }
-  if (print_capabilities) return PrintCapabilities(normalized);
-  // A flag given twice silently keeps the last one: a second device would
-  // be dropped without a word.
-  if (devices > 1) {
-    return Fail(
-        "--device given more than once: one daemon serves one device "
-        "(start one vhost-user-device per device)");
+  if (print_capabilities) {
+    // The type of the first device, else --blk-file, else the program's.
+    std::vector<std::string> for_capabilities = {normalized[0]};
+    if (!device_texts.empty()) {
+      for_capabilities.push_back("--device=" + device_texts.front());
+    }
+    for_capabilities.insert(for_capabilities.end(), normalized.begin() + 1,
+                            normalized.end());
+    return PrintCapabilities(for_capabilities);
   }
   std::vector<char*> args;
   args.reserve(normalized.size());
@@ -364,10 +289,24 @@ int main(int argc, char** argv) {
     return Fail(
         absl::StrCat("unexpected argument '", rest[1], "' (see --help)"));
   }
-  absl::StatusOr<std::string> device = DeviceText(normalized[0]);
-  if (!device.ok()) return Fail(StdView(device.status().message()));
-  absl::StatusOr<Endpoint> endpoint = ChooseEndpoint();
-  if (!endpoint.ok()) return Fail(StdView(endpoint.status().message()));
+  absl::StatusOr<std::vector<vhost_user::ActivatedSocket>> activated =
+      vhost_user::TakeActivatedSockets();
+  if (!activated.ok()) return Fail(StdView(activated.status().message()));
+  const vhost_user::DaemonFlags flags{
+      .argv0 = normalized[0],
+      .devices = device_texts,
+      .blk_file = absl::GetFlag(FLAGS_blk_file),
+      .read_only = absl::GetFlag(FLAGS_read_only),
+      .socket_path = absl::GetFlag(FLAGS_socket_path),
+      .socket_alias = absl::GetFlag(FLAGS_socket),
+      .fd = absl::GetFlag(FLAGS_fd),
+      .client = absl::GetFlag(FLAGS_client),
+      .socket_access_given = !absl::GetFlag(FLAGS_socket_mode).empty() ||
+                             !absl::GetFlag(FLAGS_socket_group).empty(),
+      .no_packed = absl::GetFlag(FLAGS_no_packed)};
+  absl::StatusOr<std::vector<vhost_user::PlannedDevice>> plan =
+      vhost_user::PlanDaemon(flags, *activated);
+  if (!plan.ok()) return Fail(StdView(plan.status().message()));
   absl::StatusOr<vhost_user::SocketAccess> access =
       vhost_user::ParseSocketAccess(absl::GetFlag(FLAGS_socket_mode),
                                     absl::GetFlag(FLAGS_socket_group));
@@ -376,25 +315,31 @@ int main(int argc, char** argv) {
       vhost_user::ParseDaemonLogOptions(absl::GetFlag(FLAGS_log),
                                         absl::GetFlag(FLAGS_log_level));
   if (!log_options.ok()) return Fail(StdView(log_options.status().message()));
-  // Before the device is built: its own lines (a pty's path) go there too.
+  // Before the devices are built: their own lines (a pty's path) go there
+  // too.
   absl::Status log_installed = vhost_user::InstallDaemonLog(*log_options);
   if (!log_installed.ok()) return Fail(StdView(log_installed.message()));
-  auto spec = vhost_user::ParseDeviceSpec(*device);
-  if (!spec.ok()) return Fail(StdView(spec.status().message()));
-  if (absl::GetFlag(FLAGS_no_packed)) spec->packed = false;
-  auto dev = vhost_user::MakeDevice(*spec);
-  if (!dev.ok()) return Fail(StdView(dev.status().message()));
+  std::vector<std::unique_ptr<vhost_user::VhostDevice>> devices;
+  for (const vhost_user::PlannedDevice& p : *plan) {
+    auto dev = vhost_user::MakeDevice(p.spec);
+    if (!dev.ok()) return Fail(StdView(dev.status().message()));
+    devices.push_back(*std::move(dev));
+  }
 
   g_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (g_stop_fd < 0) return Fail("eventfd failed");
+  // Each device's loop drains its own dump eventfd: one per device.
+  g_dump_fds.resize(devices.size(), -1);
+  for (int& fd : g_dump_fds) {
+    fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) return Fail("eventfd failed");
+  }
   struct sigaction sa {};
   sa.sa_handler = OnSignal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   // SIGUSR1: log every queue's state (a guest that seems stuck).
-  g_dump_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (g_dump_fd < 0) return Fail("eventfd failed");
   struct sigaction dump {};
   dump.sa_handler = OnDumpSignal;
   sigemptyset(&dump.sa_mask);
@@ -402,47 +347,77 @@ int main(int argc, char** argv) {
   sigaction(SIGUSR1, &dump, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  vhost_user::DaemonOptions o;
-  o.client = absl::GetFlag(FLAGS_client);
-  o.socket_path = endpoint->description;
-  o.serve.name = absl::StrCat(
-      "vhost-user-device[",
-      std::string(virtio::catalog::DeviceTypeName(spec->type)), "]");
-  // The protocol's own lines (features negotiated, dirty logging) name the
-  // device like the daemon's.
-  o.serve.backend.name = o.serve.name;
-  // Created here rather than by RunDaemon(): with the permissions asked
-  // for, and before READY=1, so that a front-end started on readiness
-  // finds it.
-  vhost_user::UniqueFd created;
-  if (!o.client && endpoint->inherited_fd < 0) {
-    absl::StatusOr<vhost_user::UniqueFd> l =
-        vhost_user::CreateListeningSocket(endpoint->socket_path, *access);
-    if (!l.ok()) return Fail(StdView(l.status().message()));
-    created = *std::move(l);
-    o.listen_fd = created.get();
-  } else if (!o.client) {
-    o.listen_fd = endpoint->inherited_fd;
-  } else {
-    o.socket_path = endpoint->socket_path;
+  // Sockets are created here rather than by RunDaemon(): with the
+  // permissions asked for, and all of them before READY=1, so that a
+  // front-end started on readiness finds its socket.
+  std::vector<vhost_user::DaemonOptions> options(plan->size());
+  std::vector<vhost_user::UniqueFd> created(plan->size());
+  auto remove_created = [&] {
+    for (size_t i = 0; i < created.size(); ++i) {
+      if (created[i]) unlink((*plan)[i].endpoint.socket_path.c_str());
+    }
+  };
+  for (size_t i = 0; i < plan->size(); ++i) {
+    const vhost_user::PlannedDevice& p = (*plan)[i];
+    vhost_user::DaemonOptions& o = options[i];
+    o.client = flags.client;
+    o.socket_path = p.endpoint.description;
+    o.serve.name = p.name;
+    // The protocol's own lines (features negotiated, dirty logging) name
+    // the device like the daemon's.
+    o.serve.backend.name = o.serve.name;
+    if (!o.client && p.endpoint.inherited_fd < 0) {
+      absl::StatusOr<vhost_user::UniqueFd> l =
+          vhost_user::CreateListeningSocket(p.endpoint.socket_path, *access);
+      if (!l.ok()) {
+        remove_created();
+        return Fail(StdView(l.status().message()));
+      }
+      created[i] = *std::move(l);
+      o.listen_fd = created[i].get();
+    } else if (!o.client) {
+      o.listen_fd = p.endpoint.inherited_fd;
+    } else {
+      o.socket_path = p.endpoint.socket_path;
+    }
+    virtio::Logf(virtio::LogLevel::kInfo, "%s: serving %s", o.serve.name,
+                 vhost_user::DeviceSummary(p.spec, *devices[i]));
+    if (!o.client) {
+      virtio::Logf(virtio::LogLevel::kInfo, "%s: listening on %s", o.serve.name,
+                   p.endpoint.description);
+    }
+    o.serve.stop_fd = g_stop_fd;
+    o.serve.dump_fd = g_dump_fds[i];
+    o.serve.busy_poll = absl::GetFlag(FLAGS_busy_poll);
+    o.serve.poll_us = absl::GetFlag(FLAGS_poll_us);
   }
-  virtio::Logf(virtio::LogLevel::kInfo, "%s: serving %s", o.serve.name,
-               vhost_user::DeviceSummary(*spec, **dev));
-  if (!o.client) {
-    virtio::Logf(virtio::LogLevel::kInfo, "%s: listening on %s", o.serve.name,
-                 endpoint->description);
+  NotifyOrLog(absl::StrCat("READY=1\nSTATUS=serving ",
+                           plan->size() == 1
+                               ? absl::StrCat((*plan)[0].spec.text, " on ",
+                                              (*plan)[0].endpoint.description)
+                               : absl::StrCat(plan->size(), " devices")));
+  // One loop per device, each on its own thread: a device's front-end
+  // coming and going never waits for another's. The first loop to end
+  // (stop signal, or an error) stops the others.
+  std::vector<absl::Status> results(plan->size());
+  std::vector<std::thread> loops;
+  for (size_t i = 0; i < plan->size(); ++i) {
+    loops.emplace_back([&, i] {
+      results[i] = vhost_user::RunDaemon(*devices[i], options[i]);
+      const uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = write(g_stop_fd, &one, sizeof one);
+    });
   }
-  o.serve.stop_fd = g_stop_fd;
-  o.serve.dump_fd = g_dump_fd;
-  o.serve.busy_poll = absl::GetFlag(FLAGS_busy_poll);
-  o.serve.poll_us = absl::GetFlag(FLAGS_poll_us);
-  NotifyOrLog(absl::StrCat("READY=1\nSTATUS=serving ", spec->text, " on ",
-                           endpoint->description));
-  absl::Status s = vhost_user::RunDaemon(**dev, o);
+  for (std::thread& t : loops) t.join();
   NotifyOrLog("STOPPING=1");
-  dev->reset();  // finishes in-flight requests, flushes nothing left behind
-  if (created) unlink(endpoint->socket_path.c_str());
-  if (!s.ok()) return Fail(StdView(s.message()));
+  // Finishes in-flight requests, flushes nothing left behind.
+  devices.clear();
+  remove_created();
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (!results[i].ok()) {
+      return Fail(absl::StrCat((*plan)[i].name, ": ", results[i].message()));
+    }
+  }
   virtio::Log(virtio::LogLevel::kInfo, "vhost-user-device: stopped");
   return 0;
 }

@@ -18,7 +18,7 @@ namespace vhost_user {
 // One socket a service manager passed (socket activation).
 struct ActivatedSocket {
   int fd = -1;
-  std::string name;  // from LISTEN_FDNAMES; empty when not given
+  std::string name = {};  // from LISTEN_FDNAMES; empty when not given
 };
 
 // The sockets passed to this process by socket activation: fds 3, 4, ...

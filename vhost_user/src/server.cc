@@ -25,6 +25,10 @@
 namespace vhost_user {
 namespace {
 
+// The connection this thread serves (RunDaemon's thread and the workers it
+// starts): one daemon may run several RunDaemon()s, one per device.
+thread_local int t_current_connection = 0;
+
 constexpr uint64_t kTagCtl = uint64_t{1} << 32;
 constexpr uint64_t kTagKick = uint64_t{3} << 32;
 constexpr uint64_t kTagDone = uint64_t{4} << 32;
@@ -224,7 +228,11 @@ class Worker {
     if (!ep_ || !ctl_ || !Watch(ep_.get(), ctl_.get(), kTagCtl)) {
       return absl::InternalError("worker: epoll / eventfd setup failed");
     }
-    thread_ = std::thread([this] { Run(); });
+    // Log lines from the worker carry its connection's number too.
+    thread_ = std::thread([this, connection = CurrentConnection()] {
+      t_current_connection = connection;
+      Run();
+    });
     return absl::OkStatus();
   }
 
@@ -397,13 +405,9 @@ class Worker {
   std::vector<QueueFds> queues_;
 };
 
-std::atomic<int> g_current_connection{0};
-
 }  // namespace
 
-int CurrentConnection() {
-  return g_current_connection.load(std::memory_order_relaxed);
-}
+int CurrentConnection() { return t_current_connection; }
 
 absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
                              const ServeOptions& o) {
@@ -598,11 +602,11 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
       fd = *std::move(a);
     }
     ++connections;
-    g_current_connection.store(connections, std::memory_order_relaxed);
+    t_current_connection = connections;
     virtio::Logf(virtio::LogLevel::kInfo, "%s: front-end connected (#%d)",
                  o.serve.name, connections);
     absl::Status s = ServeConnection(device, std::move(fd), o.serve);
-    g_current_connection.store(0, std::memory_order_relaxed);
+    t_current_connection = 0;
     if (absl::IsCancelled(s)) break;
     virtio::Logf(virtio::LogLevel::kInfo,
                  "%s: connection #%d closed%s; waiting for the next one",

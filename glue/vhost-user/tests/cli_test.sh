@@ -2,8 +2,8 @@
 # vhost-user-device's command line: every way building the device can fail
 # ends in one "vhost-user-device: ..." line naming the problem and exit
 # status 2, never a crash (a half-built device used to segfault while it was
-# destroyed: exit 139). --help succeeds; a second --device is refused rather
-# than silently replacing the first.
+# destroyed: exit 139). --help succeeds; a second --device without a socket
+# of its own is refused rather than silently replacing the first.
 #
 # usage: cli_test.sh PATH/TO/vhost-user-device
 set -u
@@ -46,10 +46,14 @@ expect 0 "--socket" -h
 expect 2 "--socket-path PATH (or --fd N, or socket activation) is required" --device rng
 expect 2 "--device SPEC is required" --socket "$sock"
 expect 2 "unexpected argument 'extra'" --socket "$sock" --device rng extra
-expect 2 "--device given more than once" --socket "$sock" --device rng \
-  --device "blk,path=$img"
-expect 2 "--device given more than once" --socket "$sock" --device=rng \
-  --device="blk,path=$img"
+expect 2 "2 devices and --socket-path, which names one socket" --socket "$sock" \
+  --device rng --device "blk,path=$img"
+expect 2 "--device rng: with 2 devices each names its own socket" \
+  --device=rng --device="blk,path=$img,socket-path=$sock"
+expect 2 "two devices on one socket" --device="rng,socket-path=$sock" \
+  --device="blk,path=$img,socket-path=$sock"
+expect 2 "socket= names a console's backend" --socket "$sock" \
+  --device "blk,path=$img,socket=$sock"
 
 # --- where the front-end comes from (QEMU's backend program conventions,
 # systemd socket activation) and the socket's permissions ---

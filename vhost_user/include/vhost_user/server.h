@@ -78,9 +78,13 @@ struct DaemonOptions {
   int max_connections = 0;
 };
 
-// The number of the connection RunDaemon() serves now (1, 2, ...; 0:
-// none), for log sinks to put on every line: the daemon's own lines, the
-// device's and the library's alike (they name the device, not the guest).
+// The number of the connection the calling thread's RunDaemon() serves now
+// (1, 2, ...; 0: none), for log sinks to put on every line: the daemon's own
+// lines, the device's and the library's alike (they name the device, not
+// the guest). Per thread, so that a process serving several devices (one
+// RunDaemon() thread each) numbers each device's connections on its own;
+// the data-path workers a connection starts inherit its number, other
+// threads read 0.
 int CurrentConnection();
 
 // Serves connection after connection until `stop_fd` fires. Server mode

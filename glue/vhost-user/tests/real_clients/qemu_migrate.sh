@@ -112,7 +112,10 @@ show() {
   echo "--- QEMU source"; cat "$RC_TMP/qemu_src.log"
   echo "--- QEMU destination"; cat "$RC_TMP/qemu_dst.log"
   echo "--- console source"; tail -20 "$RC_TMP/console_src.log"
-  echo "--- console destination"; tail -20 "$RC_TMP/console_dst.log"
+  # A guest that oopsed: the whole report (the first lines say where).
+  echo "--- console destination"; tail -120 "$RC_TMP/console_dst.log"
+  echo "--- readback mismatches (both sides)"
+  grep -h "readback differs" "$RC_TMP/console_src.log" "$RC_TMP/console_dst.log" || echo "(none)"
   echo "--- daemon source"; cat "$RC_TMP/daemon_src.log"
   echo "--- daemon destination"; cat "$RC_TMP/daemon_dst.log"
   [[ -f $RC_TMP/qmp.log ]] && { echo "--- QMP"; cat "$RC_TMP/qmp.log"; }
