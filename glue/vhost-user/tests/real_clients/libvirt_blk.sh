@@ -12,10 +12,9 @@
 #   2. `virsh start` again (a second front-end connection): the guest finds
 #      the pattern the first boot wrote, then keeps reading the disk until
 #      `virsh destroy` pulls the plug; then `virsh undefine`.
-# The host then checks the pattern in the image, that the daemon logged
-# both connections and their ends, that it still serves (a third
-# connection, from a plain QEMU, is not needed: it is checked to be
-# alive and listening) and that it stops cleanly on SIGTERM.
+# The host then checks that the daemon logged both connections and their
+# ends, that it still answers a new front-end (a GET_FEATURES probe), that
+# it stops cleanly on SIGTERM, and the pattern in the image.
 #
 # usage: libvirt_blk.sh PATH/TO/vhost-user-device CACHE_DIR
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -26,6 +25,7 @@ rc_init "$@"
 # fail in a postinst without systemd.
 rc_need_pkgs qemu-system-x86 busybox-static libvirt-daemon \
   libvirt-daemon-driver-qemu libvirt-clients
+command -v python3 >/dev/null || rc_need_pkgs python3
 rc_get_kernel
 LIBVIRTD=$(command -v libvirtd || echo /usr/sbin/libvirtd)
 [[ -x $LIBVIRTD ]] || skip "libvirtd missing after install"
@@ -111,8 +111,18 @@ LV_MADE=()
 for d in /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
   [[ -d $d ]] || { mkdir -p "$d" && LV_MADE+=("$d"); }
 done
-lv_rmdirs() { local d; for d in "${LV_MADE[@]}"; do rmdir "$d" 2>/dev/null; done; }
-trap 'rc=$?; lv_rmdirs; (exit $rc); rc_cleanup' EXIT
+# The mount points go once libvirtd (and with it its namespace) is gone;
+# rc_cleanup does the rest and takes the exit status from $?: keep it.
+lv_cleanup() {
+  local rc=$? d i
+  if [[ -n ${PID_LV:-} ]]; then
+    kill -TERM -- "-$PID_LV" 2>/dev/null
+    for ((i = 0; i < 40; i++)); do kill -0 "$PID_LV" 2>/dev/null || break; sleep 0.1; done
+  fi
+  for d in "${LV_MADE[@]}"; do rmdir "$d" 2>/dev/null; done
+  (exit "$rc"); rc_cleanup
+}
+trap lv_cleanup EXIT
 # libvirtd looks up its built-in QEMU user and group (Debian:
 # libvirt-qemu, made by libvirt-daemon-system) before it reads qemu.conf
 # and fails when they do not exist; it sees copies of passwd and group
@@ -202,9 +212,9 @@ EOF
 start_domain() {
   "${VIRSH[@]}" start "$NAME" >>"$RC_TMP/virsh.log" 2>&1 ||
     { cat "$RC_TMP/virsh.log"; show; fail "virsh start failed"; }
-  local qpid
-  qpid=$(cat "$LV/run/qemu/$NAME.pid" 2>/dev/null) && [[ -n $qpid ]] && RC_PIDS+=("$qpid")
-  QPID=$qpid
+  QPID=$(cat "$LV/run/qemu/$NAME.pid" 2>/dev/null)
+  [[ $QPID =~ ^[0-9]+$ ]] || { show; fail "no QEMU pid file from libvirt"; }
+  RC_PIDS+=("$QPID")
 }
 # wait_state STATE SECS
 wait_state() {
@@ -214,6 +224,7 @@ wait_state() {
     [[ $st == "$1" ]] && return 0
     RC_WATCH_HIT=$(grep -hE "$RC_FATAL_RE" "$QLOG" "$RC_TMP/daemon.log" 2>/dev/null | head -1)
     [[ -n $RC_WATCH_HIT ]] && return 125
+    kill -0 "$PID_LV" 2>/dev/null || { RC_WATCH_HIT="libvirtd exited"; return 125; }
     sleep 0.25
   done
   return 124
@@ -225,18 +236,20 @@ wait_state "shut off" 120; src=$?
 [[ $src == 124 ]] && { show; fail "phase 1: the domain did not shut off within 120 s"; }
 [[ $src == 125 ]] && { show; fail "phase 1: $RC_WATCH_HIT"; }
 log "phase 1: domain shut off"
-cp "$CONSOLE" "$RC_TMP/console1.log"
+# libvirt opens the console file for appending: phase 2 starts on an
+# empty one.
+cp "$CONSOLE" "$RC_TMP/console1.log"; : >"$CONSOLE"
 grep "guest:" "$RC_TMP/console1.log"
 grep -q '^RC-RESULT: OK' "$RC_TMP/console1.log" ||
   { show; fail "phase 1 guest: $(grep RC-RESULT "$RC_TMP/console1.log" || echo 'no result')"; }
 grep -q 'guest: phase 1' "$RC_TMP/console1.log" || { show; fail "phase 1: the guest did not run phase 1"; }
-[[ -n $QPID ]] && kill -0 "$QPID" 2>/dev/null && { show; fail "phase 1: QEMU $QPID still runs after shut off"; }
+kill -0 "$QPID" 2>/dev/null && { show; fail "phase 1: QEMU $QPID still runs after shut off"; }
 
 log "phase 2: virsh start again"
 start_domain
 for ((i = 0; i < 480; i++)); do
   [[ $(grep -c 'guest: read round' "$CONSOLE" 2>/dev/null) -ge 2 ]] && break
-  grep -q '^RC-RESULT: FAIL' "$CONSOLE" 2>/dev/null && break
+  grep -qE '^RC-RESULT: FAIL|guest: phase 1' "$CONSOLE" 2>/dev/null && break
   [[ $("${VIRSH[@]}" domstate "$NAME" 2>/dev/null) == running ]] || break
   sleep 0.25
 done
@@ -252,8 +265,11 @@ wait_state "shut off" 20 || { show; fail "phase 2: the domain is not shut off af
 "${VIRSH[@]}" undefine "$NAME" >>"$RC_TMP/virsh.log" 2>&1 ||
   { cat "$RC_TMP/virsh.log"; show; fail "virsh undefine failed"; }
 [[ -z $("${VIRSH[@]}" list --all --name 2>/dev/null) ]] || { show; fail "a domain is still defined after undefine"; }
-for ((i = 0; i < 40; i++)); do [[ -n $QPID ]] && kill -0 "$QPID" 2>/dev/null || break; sleep 0.25; done
-[[ -n $QPID ]] && kill -0 "$QPID" 2>/dev/null && { show; fail "QEMU $QPID still runs after virsh destroy"; }
+for ((i = 0; i < 40; i++)); do
+  kill -0 "$QPID" 2>/dev/null || break
+  sleep 0.25
+done
+kill -0 "$QPID" 2>/dev/null && { show; fail "QEMU $QPID still runs after virsh destroy"; }
 log "domain destroyed and undefined"
 [[ -n ${RC_VERBOSE:-} ]] && show
 
@@ -268,6 +284,33 @@ for n in 1 2; do
 done
 kill -0 "$PID_D" 2>/dev/null || { show; fail "daemon died with the domain"; }
 [[ -S $SOCK ]] || { show; fail "daemon no longer listens on $SOCK"; }
+# Still serving: a third front-end, reduced to the first message of the
+# protocol, gets its answer.
+timeout -k 5 10 python3 - "$SOCK" >"$RC_TMP/probe.log" 2>&1 <<'PY' ||
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(struct.pack("<III", 1, 1, 0))  # GET_FEATURES, version 1, no payload
+b = b""
+while len(b) < 20:
+    c = s.recv(20 - len(b))
+    if not c:
+        sys.exit("connection closed after %d bytes" % len(b))
+    b += c
+req, flags, size, feats = struct.unpack("<IIIQ", b)
+print("reply: request %d flags %#x size %d features %#x" % (req, flags, size, feats))
+# A reply to GET_FEATURES, with VIRTIO_F_VERSION_1 (32) and
+# VHOST_USER_F_PROTOCOL_FEATURES (30).
+ok = req == 1 and flags & 4 and size == 8 and feats >> 32 & 1 and feats >> 30 & 1
+sys.exit(0 if ok else "unexpected reply")
+PY
+  { cat "$RC_TMP/probe.log"; show; fail "the daemon does not answer a new front-end after the domain is gone"; }
+log "daemon answers a new front-end: $(cat "$RC_TMP/probe.log")"
+for ((i = 0; i < 40; i++)); do
+  grep -q 'connection #3 closed' "$RC_TMP/daemon.log" && break
+  sleep 0.25
+done
+grep -q 'connection #3 closed' "$RC_TMP/daemon.log" || { show; fail "daemon did not log the probe's connection closing"; }
 grep -E 'front-end (connected|disconnected)|connection #[0-9]+ closed' "$RC_TMP/daemon.log"
 rc_stop_daemon "$PID_D" "$RC_TMP/daemon.log"
 [[ -e $SOCK ]] && fail "daemon left its socket behind"
