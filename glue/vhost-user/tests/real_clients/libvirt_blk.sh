@@ -105,21 +105,33 @@ cgroup_controllers = [ ]
 namespaces = [ ]
 stdio_handler = "file"
 EOF
-# The bind mounts need mount points: empty dirs where libvirt-daemon-system
-# would have made them; removed again if this test made them.
-LV_MADE=()
+# The bind mounts need mount points: dirs where libvirt-daemon-system
+# would have made them. One this test makes holds a marker and is removed
+# when the last running instance of the test ends: the holder of a shared
+# lock (on the libvirtd binary, the same file for every build tree) is a
+# running instance, and removing a mount point on the host would unmount
+# it from under another instance's libvirtd.
+LV_MARK=.made-by-libvirtio-real-client-test
+exec {LV_LOCK}<"$LIBVIRTD"
+flock -w 60 -s "$LV_LOCK" || fail "another libvirt test holds $LIBVIRTD locked"
 for d in /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
-  [[ -d $d ]] || { mkdir -p "$d" && LV_MADE+=("$d"); }
+  [[ -d $d ]] || { mkdir -p "$d" && : >"$d/$LV_MARK"; }
 done
-# The mount points go once libvirtd (and with it its namespace) is gone;
-# rc_cleanup does the rest and takes the exit status from $?: keep it.
+# The mount points go once QEMU and libvirtd (and with them the namespace)
+# are gone; rc_cleanup does the rest and takes the exit status from $?:
+# keep it.
 lv_cleanup() {
   local rc=$? d i
+  [[ -n ${QPID:-} ]] && kill -KILL "$QPID" 2>/dev/null
   if [[ -n ${PID_LV:-} ]]; then
     kill -TERM -- "-$PID_LV" 2>/dev/null
     for ((i = 0; i < 40; i++)); do kill -0 "$PID_LV" 2>/dev/null || break; sleep 0.1; done
   fi
-  for d in "${LV_MADE[@]}"; do rmdir "$d" 2>/dev/null; done
+  if flock -n -x "$LV_LOCK"; then
+    for d in /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
+      [[ $(ls -A "$d" 2>/dev/null) == "$LV_MARK" ]] && rm -f "$d/$LV_MARK" && rmdir "$d"
+    done
+  fi
   (exit "$rc"); rc_cleanup
 }
 trap lv_cleanup EXIT
