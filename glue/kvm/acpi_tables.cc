@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "aml.h"
+#include "firmware_tables.h"
 
 namespace kvmglue {
 namespace {
@@ -35,23 +36,15 @@ constexpr uint16_t kBootLegacyDevices = 1u << 0;
 constexpr uint16_t kBootNoVga = 1u << 2;
 constexpr uint16_t kBootNoAspm = 1u << 4;
 
-// MADT structure types and MPS INTI flags (polarity bits 0..1, trigger
-// mode bits 2..3).
+// MADT structure types.
 constexpr uint8_t kMadtLocalApic = 0;
 constexpr uint8_t kMadtIoapic = 1;
 constexpr uint8_t kMadtOverride = 2;
 constexpr uint8_t kMadtLocalApicNmi = 4;
-constexpr uint16_t kLevelActiveHigh = 0x1 | (0x3 << 2);
 
 // ISA IRQs the SCI may take, in order of preference (9 is what PC chipsets
 // use; 0, 2, 4 and 8 are the PIT, the cascade, the UART and the RTC).
 constexpr uint8_t kSciCandidates[] = {9, 10, 11, 12, 14, 15, 3, 5, 6, 7};
-
-uint8_t Checksum(const uint8_t* p, size_t n) {
-  uint8_t sum = 0;
-  for (size_t i = 0; i < n; ++i) sum = static_cast<uint8_t>(sum + p[i]);
-  return static_cast<uint8_t>(0x100 - sum);
-}
 
 template <typename T>
 void Put(Bytes& b, size_t off, T v) {
@@ -92,7 +85,7 @@ Bytes Header(std::string_view signature, uint8_t revision) {
 Bytes Finish(Bytes b) {
   Put<uint32_t>(b, 4, static_cast<uint32_t>(b.size()));
   b[9] = 0;
-  b[9] = Checksum(b.data(), b.size());
+  b[9] = TableChecksum(b.data(), b.size());
   return b;
 }
 
@@ -168,7 +161,7 @@ Bytes BuildMadt(const AcpiPlatform& p, uint8_t sci_irq,
     b.push_back(0);  // ISA
     b.push_back(static_cast<uint8_t>(irq));
     Add<uint32_t>(b, irq);  // same GSI: only the trigger mode changes
-    Add<uint16_t>(b, kLevelActiveHigh);
+    Add<uint16_t>(b, kIntiLevelActiveHigh);
   }
   b.push_back(kMadtLocalApicNmi);
   b.push_back(6);
@@ -195,8 +188,8 @@ Bytes BuildRsdp(uint64_t xsdt) {
   Add<uint64_t>(b, xsdt);
   b.push_back(0);  // extended checksum
   b.resize(kRsdpSize, 0);
-  b[8] = Checksum(b.data(), 20);
-  b[32] = Checksum(b.data(), kRsdpSize);
+  b[8] = TableChecksum(b.data(), 20);
+  b[32] = TableChecksum(b.data(), kRsdpSize);
   return b;
 }
 

@@ -116,7 +116,8 @@ void Usage(FILE* f) {
       "  --no-acpi        Linux: no ACPI tables, only the MP table (the guest\n"
       "                   cannot power off then, and sees no virtio-mmio)\n"
       "  --mem MiB        guest RAM, 4..3072 (default 32; 512 for Linux)\n"
-      "  Linux finds virtio-pci devices on the PCI bus and virtio-mmio devices\n"
+      "  Linux finds virtio-pci devices on the PCI bus and virtio-mmio "
+      "devices\n"
       "  in the ACPI DSDT (driver virtio_mmio). A Linux guest ends the run\n"
       "  with 'poweroff -f' or 'reboot -f' (exit 0), or by writing its\n"
       "  failure count to port 0xf4 through /dev/port.\n"
@@ -126,7 +127,8 @@ void Usage(FILE* f) {
       "  (net: backend=loopback|tap, one queue pair; blk: up to 16 queues)\n"
       "  FLAG: packed no-event-idx hostile poll intx (passed to the test\n"
       "        guest)\n"
-      "Exit status: 0 pass (or the guest powered off or reset), 1 guest-reported\n"
+      "Exit status: 0 pass (or the guest powered off or reset), 1 "
+      "guest-reported\n"
       "failures, 2 timeout, 3 guest crash, 4 usage/setup error, 77 no KVM.\n",
       kDefaultCmdline, Vm::kMaxVcpus, virtio::catalog::DeviceSpecHelp());
 }
@@ -137,7 +139,8 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     const std::string a = argv[i];
     auto value = [&]() -> absl::StatusOr<std::string> {
       if (i + 1 >= argc) {
-        return absl::InvalidArgumentError(absl::StrFormat("%s needs a value", a));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s needs a value", a));
       }
       return std::string(argv[++i]);
     };
@@ -215,7 +218,8 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
         return absl::InvalidArgumentError("--timeout: seconds > 0");
       }
     } else {
-      return absl::InvalidArgumentError(absl::StrFormat("unknown option %s", a));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("unknown option %s", a));
     }
   }
   if (o.kernel.empty() && !o.print_placement) {
@@ -252,9 +256,9 @@ absl::StatusOr<uint32_t> LoadGuest(const std::string& path, Vm& vm) {
       if (ph.p_filesz > ph.p_memsz ||
           uint64_t{ph.p_offset} + ph.p_filesz > image.size() ||
           uint64_t{ph.p_paddr} + ph.p_memsz > ram_size) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: segment at 0x%x (+0x%x) does not fit in RAM", path, ph.p_paddr,
-            ph.p_memsz));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: segment at 0x%x (+0x%x) does not fit in RAM",
+                            path, ph.p_paddr, ph.p_memsz));
       }
       std::memcpy(ram + ph.p_paddr, image.data() + ph.p_offset, ph.p_filesz);
       std::memset(ram + ph.p_paddr + ph.p_filesz, 0, ph.p_memsz - ph.p_filesz);
@@ -298,15 +302,14 @@ bool IsAbsentLegacyPort(uint16_t port) {
          (port >= 0x378 && port <= 0x37f) ||  // LPT1
          (port >= 0x3b0 && port <= 0x3df) ||  // VGA
          (port >= 0x1f0 && port <= 0x1f7) ||  // IDE
-         (port >= 0x170 && port <= 0x177) ||
-         port == 0x3f6 || port == 0x376 ||
+         (port >= 0x170 && port <= 0x177) || port == 0x3f6 || port == 0x376 ||
          (port >= 0x510 && port <= 0x51b) ||  // QEMU fw_cfg
          port == 0x87 || port == 0x80 ||      // DMA page, POST
          (port >= 0x40 && port <= 0x43) ||    // PIT (when not in the kernel)
          port == 0x61 ||                      // speaker gate (idem)
          port == 0x20 || port == 0x21 || port == 0xa0 || port == 0xa1 ||
-         port == 0x4d0 || port == 0x4d1 ||    // ELCR
-         port == 0x2e || port == 0x2f ||      // Super I/O configuration
+         port == 0x4d0 || port == 0x4d1 ||  // ELCR
+         port == 0x2e || port == 0x2f ||    // Super I/O configuration
          port == 0x4e || port == 0x4f || port == 0x92;
 }
 
@@ -316,18 +319,19 @@ class Machine {
       : vm_(vm),
         devices_(devices),
         bus_(bus),
-        uart_(Uart16550::kCom1,
-              [&vm](bool level) {
-                vm.SetIrqLineLevel(Uart16550::kCom1Irq, level);
-              },
-              [this](std::string_view line) {
-                // A panicking Linux resets the machine (panic=-1): that
-                // reset must not read as a clean power-off.
-                if (line.find("Kernel panic") != std::string_view::npos) {
-                  panic_seen_.store(true);
-                }
-                WriteStdout(line);
-              }) {}
+        uart_(
+            Uart16550::kCom1,
+            [&vm](bool level) {
+              vm.SetIrqLineLevel(Uart16550::kCom1Irq, level);
+            },
+            [this](std::string_view line) {
+              // A panicking Linux resets the machine (panic=-1): that
+              // reset must not read as a clean power-off.
+              if (line.find("Kernel panic") != std::string_view::npos) {
+                panic_seen_.store(true);
+              }
+              WriteStdout(line);
+            }) {}
 
   // The loop of vCPU `cpu`. Returns the exit code; the first vCPU to end
   // the run stops the others.
@@ -399,9 +403,8 @@ class Machine {
           virtio::Logf(virtio::LogLevel::kInfo,
                        "vmm: guest system event %u: ending the run",
                        run->system_event.type);
-          return run->system_event.type == KVM_SYSTEM_EVENT_CRASH
-                     ? kExitCrash
-                     : kExitPass;
+          return run->system_event.type == KVM_SYSTEM_EVENT_CRASH ? kExitCrash
+                                                                  : kExitPass;
         default:
           virtio::Logf(virtio::LogLevel::kError,
                        "vmm: unexpected exit reason %u: %s", run->exit_reason,
@@ -431,8 +434,7 @@ class Machine {
         std::memcpy(&value, data, size);
         if (port == kExitPort) {
           uart_.Flush();
-          virtio::Logf(virtio::LogLevel::kInfo,
-                       "vmm: guest reported %s (0x%x)",
+          virtio::Logf(virtio::LogLevel::kInfo, "vmm: guest reported %s (0x%x)",
                        value == 0 ? "success" : "failure", value);
           return value == 0 ? kExitPass : kExitGuestFail;
         }
@@ -460,8 +462,10 @@ class Machine {
                           "vmm: the guest powered off: ending the run");
               return kExitPass;
             case AcpiPm::Event::kBadSleepType:
-              GuestError("PM1a_CNT: SLP_EN with a sleep type other than S5 "
-                         "(0x%x)", value);
+              GuestError(
+                  "PM1a_CNT: SLP_EN with a sleep type other than S5 "
+                  "(0x%x)",
+                  value);
               break;
             case AcpiPm::Event::kNone:
               break;
@@ -555,7 +559,8 @@ class Machine {
 void LogToStderr(virtio::LogLevel level, std::string_view msg) {
   const char* tag = level == virtio::LogLevel::kError     ? "E"
                     : level == virtio::LogLevel::kWarning ? "W"
-                                                          : "I";
+                    : level == virtio::LogLevel::kInfo    ? "I"
+                                                          : "D";
   std::fprintf(stderr, "[virtio-kvm %s] %.*s\n", tag,
                static_cast<int>(msg.size()), msg.data());
 }
@@ -573,7 +578,8 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   absl::StatusOr<Options> opts = ParseArgs(argc, argv);
   if (!opts.ok()) {
-    std::fprintf(stderr, "virtio-kvm: %s\n", std::string(opts.status().message()).c_str());
+    std::fprintf(stderr, "virtio-kvm: %s\n",
+                 std::string(opts.status().message()).c_str());
     Usage(stderr);
     return kExitSetup;
   }
@@ -612,8 +618,8 @@ int Main(int argc, char** argv) {
   }
 
   absl::StatusOr<std::vector<Placement>> placements = ResolvePlacement(
-      opts->devices, {.ram_size = ram_size,
-                      .default_transport = opts->default_transport});
+      opts->devices,
+      {.ram_size = ram_size, .default_transport = opts->default_transport});
   if (!placements.ok()) return SetupError(placements.status());
   // Disk images are checked before KVM is touched, so a wrong path reads as
   // such (exit 4) on any machine, not as "KVM unavailable".
@@ -623,8 +629,8 @@ int Main(int argc, char** argv) {
       continue;
     }
     const virtio::catalog::BlockSpec& blk = d.device.blk;
-    const int fd = open(blk.path.c_str(),
-                        (blk.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    const int fd =
+        open(blk.path.c_str(), (blk.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) {
       return SetupError(absl::ErrnoToStatus(
           errno, absl::StrFormat("%s: disk image %s", d.id, blk.path)));
@@ -650,8 +656,7 @@ int Main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<VmmDevice>> d =
         CreateDevice(opts->devices[i], (*placements)[i], vm, router);
     if (!d.ok()) {
-      std::fprintf(stderr, "virtio-kvm: %s: %s\n",
-                   opts->devices[i].id.c_str(),
+      std::fprintf(stderr, "virtio-kvm: %s: %s\n", opts->devices[i].id.c_str(),
                    std::string(d.status().message()).c_str());
       return kExitSetup;
     }
@@ -667,19 +672,20 @@ int Main(int argc, char** argv) {
     VmmDevice& d = *devices[i];
     if ((*placements)[i].transport != TransportKind::kPci) continue;
     d.SetBarAddress((*placements)[i].bar_addr);
-    bus.Attach(d.placement().pci.slot,
-               {.read = [&d](uint32_t off, uint32_t size) {
-                  return d.PciConfigRead(off, size);
-                },
-                .write = [&d](uint32_t off, uint32_t size, uint32_t v) {
-                  d.PciConfigWrite(off, size, v);
-                }});
-    pci_intx.push_back({.slot = d.placement().pci.slot, .gsi = d.placement().irq});
+    bus.Attach(
+        d.placement().pci.slot,
+        {.read = [&d](uint32_t off,
+                      uint32_t size) { return d.PciConfigRead(off, size); },
+         .write = [&d](uint32_t off, uint32_t size,
+                       uint32_t v) { d.PciConfigWrite(off, size, v); }});
+    pci_intx.push_back(
+        {.slot = d.placement().pci.slot, .gsi = d.placement().irq});
   }
   if (opts->print_placement) {
     for (size_t i = 0; i < devices.size(); ++i) {
-      std::printf("%s\n",
-                  FormatPlacement(devices[i]->placement(), opts->devices[i]).c_str());
+      std::printf(
+          "%s\n",
+          FormatPlacement(devices[i]->placement(), opts->devices[i]).c_str());
     }
     std::fflush(stdout);
     if (opts->kernel.empty()) return kExitPass;
@@ -741,9 +747,8 @@ int Main(int argc, char** argv) {
       BootDevice& b = info.devices[i];
       b.transport = p.transport == TransportKind::kMmio ? kBootMmio : kBootPci;
       b.device_id = devices[i]->device_id();
-      b.addr = static_cast<uint32_t>(p.transport == TransportKind::kMmio
-                                         ? p.mmio_addr
-                                         : p.bar_addr);
+      b.addr = static_cast<uint32_t>(
+          p.transport == TransportKind::kMmio ? p.mmio_addr : p.bar_addr);
       b.pci_bdf = p.transport == TransportKind::kPci ? p.pci.bdf() : 0;
       b.irq = p.irq;
       b.flags = opts->devices[i].device.blk.readonly ? kDeviceReadOnly : 0;
@@ -830,8 +835,7 @@ int Main(int argc, char** argv) {
                st.ioeventfd_kicks.load(), st.irqfd_line_raises.load(),
                st.irq_line_ioctls.load(), st.resamples.load(),
                st.msi_irqfd.load(), st.msi_signal.load(),
-               st.backend_completions.load(),
-               router.routing_state());
+               st.backend_completions.load(), router.routing_state());
   devices.clear();  // drains backends before the VM (and guest RAM) goes
   return code;
 }

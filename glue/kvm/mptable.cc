@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "boot_info.h"
+#include "firmware_tables.h"
 
 namespace kvmglue {
 namespace {
@@ -28,18 +29,11 @@ constexpr uint8_t kIntTypeExtInt = 3;
 constexpr uint8_t kPciBus = 0;
 constexpr uint8_t kIsaBus = 1;
 
-// Interrupt entry flags: polarity in bits 0..1, trigger mode in bits 2..3.
+// Interrupt entry flags (firmware_tables.h): as the bus says.
 constexpr uint16_t kConformsToBus = 0;
-constexpr uint16_t kLevelActiveHigh = 0x1 | (0x3 << 2);
 
 constexpr uint8_t kLapicVersion = 0x14;
 constexpr uint8_t kIoapicVersion = 0x11;
-
-uint8_t Checksum(const uint8_t* p, size_t n) {
-  uint8_t sum = 0;
-  for (size_t i = 0; i < n; ++i) sum = static_cast<uint8_t>(sum + p[i]);
-  return static_cast<uint8_t>(0x100 - sum);
-}
 
 // Appends little-endian fields to a byte buffer.
 class Writer {
@@ -135,8 +129,9 @@ absl::Status WriteMpTable(absl::Span<uint8_t> ram, uint64_t addr,
   for (const PciIntxRoute& r : pci_intx) {
     // Source bus IRQ for PCI: device number in bits 2..6, INTx pin
     // (0 = INTA#) in bits 0..1.
-    IoInterrupt(w, kLevelActiveHigh, kPciBus, static_cast<uint8_t>(r.slot << 2),
-                ioapic_id, static_cast<uint8_t>(r.gsi));
+    IoInterrupt(w, kIntiLevelActiveHigh, kPciBus,
+                static_cast<uint8_t>(r.slot << 2), ioapic_id,
+                static_cast<uint8_t>(r.gsi));
     ++count;
   }
   for (const auto& [type, lint] : {std::pair{kIntTypeExtInt, uint8_t{0}},
@@ -176,19 +171,19 @@ absl::Status WriteMpTable(absl::Span<uint8_t> ram, uint64_t addr,
   uint8_t* table = ram.data() + table_addr;
   std::memcpy(table, header.data(), header.size());
   std::memcpy(table + header.size(), entries.data(), entries.size());
-  table[7] = Checksum(table, table_size);
+  table[7] = TableChecksum(table, table_size);
 
   std::vector<uint8_t> fp;
   Writer f(fp);
   f.Text("_MP_", 4);
   f.U32(static_cast<uint32_t>(table_addr));
-  f.U8(1);  // length in 16-byte units
-  f.U8(4);  // revision 1.4
-  f.U8(0);  // checksum, below
+  f.U8(1);     // length in 16-byte units
+  f.U8(4);     // revision 1.4
+  f.U8(0);     // checksum, below
   f.Zeros(5);  // feature bytes: 0 = the configuration table is present
   uint8_t* pointer = ram.data() + addr;
   std::memcpy(pointer, fp.data(), fp.size());
-  pointer[10] = Checksum(pointer, kFloatingPointerSize);
+  pointer[10] = TableChecksum(pointer, kFloatingPointerSize);
   return absl::OkStatus();
 }
 

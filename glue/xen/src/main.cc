@@ -1,5 +1,7 @@
 // xen-virtio-backend: serves libvirtio devices to a Xen guest as an ioreq
-// server (no QEMU). See --help and glue/xen/include/xen_glue/backend.h.
+// server of its own, alone or beside the guest's QEMU and other backends
+// (disaggregation: each claims its devices' addresses or PCI functions). See
+// --help and glue/xen/include/xen_glue/backend.h.
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
