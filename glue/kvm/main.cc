@@ -48,6 +48,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "acpi_pm.h"
@@ -568,7 +569,7 @@ void LogToStderr(virtio::LogLevel level, std::string_view msg) {
 void NoopSignal(int) {}
 
 int SetupError(const absl::Status& s) {
-  std::fprintf(stderr, "virtio-kvm: %s\n", std::string(s.message()).c_str());
+  std::fprintf(stderr, "virtio-kvm: %s\n", absl::StrCat(s.message()).c_str());
   return kExitSetup;
 }
 
@@ -579,7 +580,7 @@ int Main(int argc, char** argv) {
   absl::StatusOr<Options> opts = ParseArgs(argc, argv);
   if (!opts.ok()) {
     std::fprintf(stderr, "virtio-kvm: %s\n",
-                 std::string(opts.status().message()).c_str());
+                 absl::StrCat(opts.status().message()).c_str());
     Usage(stderr);
     return kExitSetup;
   }
@@ -642,7 +643,7 @@ int Main(int argc, char** argv) {
       {.ram_bytes = ram_size, .vcpus = opts->cpus, .pit = linux_guest});
   if (!vm_or.ok()) {
     std::fprintf(stderr, "virtio-kvm: KVM unavailable: %s\n",
-                 std::string(vm_or.status().message()).c_str());
+                 absl::StrCat(vm_or.status().message()).c_str());
     return absl::IsUnavailable(vm_or.status()) ? kExitSkip : kExitSetup;
   }
   Vm& vm = **vm_or;
@@ -657,7 +658,7 @@ int Main(int argc, char** argv) {
         CreateDevice(opts->devices[i], (*placements)[i], vm, router);
     if (!d.ok()) {
       std::fprintf(stderr, "virtio-kvm: %s: %s\n", opts->devices[i].id.c_str(),
-                   std::string(d.status().message()).c_str());
+                   absl::StrCat(d.status().message()).c_str());
       return kExitSetup;
     }
     bar_sizes.push_back((*d)->bar_size());
@@ -778,6 +779,7 @@ int Main(int argc, char** argv) {
 
   Machine machine(vm, devices, bus);
   std::vector<std::thread> vcpus;
+  vcpus.reserve(static_cast<size_t>(opts->cpus));
   std::atomic<int> running{opts->cpus};
   for (int cpu = 0; cpu < opts->cpus; ++cpu) {
     vcpus.emplace_back([&, cpu] {

@@ -71,7 +71,7 @@ void IoInterrupt(Writer& w, uint16_t flags, uint8_t bus, uint8_t bus_irq,
 }  // namespace
 
 uint64_t MpTableSize(int vcpus, size_t num_pci) {
-  const uint64_t entries = uint64_t(vcpus) * kProcessorEntrySize +
+  const uint64_t entries = static_cast<uint64_t>(vcpus) * kProcessorEntrySize +
                            2 * kSmallEntrySize /* buses */ +
                            kSmallEntrySize /* IOAPIC */ +
                            (15 + num_pci) * kSmallEntrySize /* interrupts */ +
