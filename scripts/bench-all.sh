@@ -70,7 +70,10 @@ if [[ $render_only == 0 ]]; then
     echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs online"
     echo "kernel: $(uname -r)"
     echo "qemu-storage-daemon: $(qemu-storage-daemon --version 2>/dev/null | head -1 || echo missing)"
-    echo "dpdk-testpmd: $(dpkg-query -W -f '${Version}' dpdk 2>/dev/null || echo missing)"
+    tpmd=$(command -v dpdk-testpmd || true)
+    # The Debian package that ships testpmd (dpdk, or dpdk-dev on bookworm).
+    tpkg=$([[ -n $tpmd ]] && dpkg-query -S "$(readlink -f "$tpmd")" 2>/dev/null | cut -d: -f1 | head -1)
+    echo "dpdk-testpmd: ${tpkg:-missing} $([[ -n $tpkg ]] && dpkg-query -W -f '${Version}' "$tpkg")"
     echo "load before: $(uptime)"
   } >"$data/meta.txt.new"
   if wants blk; then

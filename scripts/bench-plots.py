@@ -74,8 +74,20 @@ def section_meta(data):
     if not os.path.exists(path):
         return "(no meta.txt: run scripts/bench-all.sh)"
     lines = [l.rstrip("\n") for l in open(path) if ":" in l]
-    return "\n".join("- **%s**: %s" % tuple(p.strip() for p in l.split(":", 1))
-                     for l in lines)
+    out = "\n".join("- **%s**: %s" % tuple(p.strip() for p in l.split(":", 1))
+                    for l in lines)
+    # The 1-minute load averages around the run: above 1 on this kind of
+    # machine means something else competed for the CPUs.
+    loads = [float(m.group(1)) for l in lines if l.startswith("load ")
+             for m in [re.search(r"load average: ([\d.]+)", l)] if m]
+    if loads and max(loads) > 1.0:
+        out += ("\n\n**Busy machine:** 1-minute load average up to %.2f around "
+                "this run, on %s. These figures show that the tooling works; "
+                "re-run on a quiet machine before comparing them with the "
+                "targets." % (max(loads), next((l.split(":", 1)[1].strip()
+                                                 for l in lines if l.startswith("cpu:")),
+                                                "this machine")))
+    return out
 
 
 def blk_index(rows):
