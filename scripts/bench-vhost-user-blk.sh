@@ -9,7 +9,7 @@
 #            [--kinds "ours qsd ..."] [--base-daemon PATH] [--filter RE]
 #            [--verbose] [--guest] [--depths "1 32"] [--csv FILE]
 #
-# Cases (4 KiB random reads, queue 0, ring size 256):
+# Cases (4 KiB random reads, queue 0, ring size 256; 512 at qd 128):
 #   qd 1 and 32; client waiting on the call eventfd (poll:0, like a guest
 #   waiting for its interrupt) or spinning on the used ring (poll:1);
 #   split ring on both back-ends, packed ring on ours only (qsd's
