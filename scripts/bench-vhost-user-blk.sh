@@ -7,13 +7,23 @@
 # Usage: bash scripts/bench-vhost-user-blk.sh [--rounds N] [--min-time SEC]
 #            [--build-dir DIR] [--backings "null shm ram"] [--no-busy-poll]
 #            [--kinds "ours qsd ..."] [--base-daemon PATH] [--filter RE]
-#            [--verbose] [--guest]
+#            [--verbose] [--guest] [--depths "1 32"] [--csv FILE]
 #
-# Cases (4 KiB random reads, queue 0, ring size 256):
+# Cases (4 KiB random reads, queue 0, ring size 256; 512 at qd 128):
 #   qd 1 and 32; client waiting on the call eventfd (poll:0, like a guest
 #   waiting for its interrupt) or spinning on the used ring (poll:1);
 #   split ring on both back-ends, packed ring on ours only (qsd's
 #   libvhost-user has no packed rings).
+#   --depths "1 2 4 8 16 32 64 128": the queue-depth sweep (the depths
+#   other than 1 and 32 exist with poll:0 only).
+# Besides IOPS, every run reports (same runs, medians over rounds):
+#   the back-end's CPU time per request (all its threads, read by the
+#   bench from /proc/PID/task/*/schedstat before and after the timed
+#   loop), printed as CPU-seconds per million requests, and requests per
+#   back-end CPU-second relative to qsd; the client's own CPU per request;
+#   p50/p99 request latency (bench's histogram).
+# --csv FILE: also write the medians, one line per back-end/backing/case
+#   (scripts/bench-plots.py draws from it).
 # Backings (the same on both sides):
 #   null  ours backend=null (reads zero-fill)  | qsd driver=null-co,read-zeroes=on
 #   shm   ours path=/dev/shm/IMG (io_uring)    | qsd driver=file,aio=io_uring on IMG
@@ -46,6 +56,8 @@ kinds=""
 base_daemon=""
 case_filter=""
 verbose=0
+depths="1 32"
+csv=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -58,7 +70,9 @@ while [[ $# -gt 0 ]]; do
     --filter) case_filter=$2; shift 2 ;;
     --verbose) verbose=1; shift ;;
     --guest) guest=1; shift ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    --depths) depths=$2; shift 2 ;;
+    --csv) csv=$2; shift 2 ;;
+    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -151,17 +165,19 @@ for kind in $kinds; do
     *) die "unknown kind $kind" ;;
   esac
 done
+depth_re=$(tr -s ' ' '|' <<<"$depths" | sed 's/^|//; s/|$//')
 for round in $(seq "$rounds"); do
   for backing in $backings; do
     for kind in $kinds; do
-      filter='randread/'
-      [[ $kind == qsd ]] && filter='randread/qd:[0-9]+/packed:0/'
+      filter="randread/qd:($depth_re)/"
+      [[ $kind == qsd ]] && filter="randread/qd:($depth_re)/packed:0/"
       # (qsd then also tries the packed:1 cases, which it skips at once)
-      [[ -n $case_filter ]] && filter="randread/.*($case_filter)"
+      [[ -n $case_filter ]] && filter="randread/qd:($depth_re)/.*($case_filter)"
       sock=$work/$kind.sock
       start_backend "$kind" "$backing" "$sock"
       out=$work/$backing.$kind.$round.json
-      VHOST_USER_BLK_SOCKET=$sock "$bench" --benchmark_filter="$filter" \
+      VHOST_USER_BLK_SOCKET=$sock VHOST_USER_BLK_BACKEND_PID=$pid \
+        "$bench" --benchmark_filter="$filter" \
         --benchmark_min_time="$min_time" --benchmark_format=json \
         --benchmark_out="$out" --benchmark_out_format=json >/dev/null 2>&1 ||
         echo "  (bench exited with $? for $kind/$backing)"
@@ -171,12 +187,15 @@ for round in $(seq "$rounds"); do
   done
 done
 
-python3 - "$work" "$backings" "$kinds" "$verbose" <<'EOF'
+python3 - "$work" "$backings" "$kinds" "$verbose" "$csv" <<'EOF'
 import glob, json, os, re, statistics, sys
 work, backings, kinds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 verbose = sys.argv[4] == "1"
+csv_path = sys.argv[5]
 runs = {}  # (backing, kind, case) -> [iops per round]
 per_round = {}  # (backing, kind, case) -> [(round, iops)]
+extra = {}  # (backing, kind, case, counter) -> [value per round]
+COUNTERS = ("backend_ns", "client_ns", "p50_us", "p99_us")
 for path in glob.glob(os.path.join(work, "*.json")):
     backing, kind, rnd, _ = os.path.basename(path).split(".")
     try:
@@ -190,6 +209,9 @@ for path in glob.glob(os.path.join(work, "*.json")):
         runs.setdefault((backing, kind, case), []).append(b["items_per_second"])
         per_round.setdefault((backing, kind, case), []).append(
             (int(rnd), b["items_per_second"]))
+        for k in COUNTERS:
+            if k in b:
+                extra.setdefault((backing, kind, case, k), []).append(b[k])
 
 def med(backing, kind, case):
     v = runs.get((backing, kind, case))
@@ -235,8 +257,75 @@ if verbose:
                 if v and (k != "qsd" or "packed:1" not in case):
                     print("  %-6s %-24s %-8s %s" % (backing, case, k,
                           " ".join("%.0f" % (x / 1000) for _, x in v)))
+def xmed(backing, kind, case, k):
+    v = extra.get((backing, kind, case, k))
+    return statistics.median(v) if v else None
+
+def qcase_of(kind, case):
+    return case.replace("packed:1", "packed:0") if kind == "qsd" else case
+
+def f1(x, w=8, p=2):
+    return "%*.*f" % (w, p, x) if x is not None else "%*s" % (w, "-")
+
 print()
-print("targets: ours/qsd >= 1.2 at qd 32, >= 1.0 at qd 1")
+print("back-end CPU per request, median of rounds: CPU-seconds per million")
+print("requests (= us per request, all back-end threads); client = the bench's")
+print("own thread; eff = (requests per back-end CPU-second) kind / qsd split")
+hdr = "%-6s %-26s" % ("back", "case") + "".join("%9s" % k[:9] for k in cols)
+hdr += "%9s" % "client"
+if "qsd" in kinds:
+    hdr += "".join("%9s" % ("eff " + k[:4]) for k in others)
+print(hdr)
+for backing in backings:
+    for case in cases:
+        vals = {k: xmed(backing, k, qcase_of(k, case), "backend_ns") for k in cols}
+        if not any(vals[k] for k in others):
+            continue
+        cl = xmed(backing, cols[0], qcase_of(cols[0], case), "client_ns")
+        line = "%-6s %-26s" % (backing, case) + "".join(
+            f1(vals[k] / 1000 if vals[k] else None, 9) for k in cols)
+        line += f1(cl / 1000 if cl else None, 9)
+        if "qsd" in kinds:
+            line += "".join(f1(vals["qsd"] / vals[k] if vals[k] and vals["qsd"]
+                               else None, 9) for k in others)
+        print(line)
+
+print()
+print("request latency, median over rounds of each run's p50 / p99, us")
+print("%-6s %-26s" % ("back", "case") + "".join("%16s" % k for k in cols))
+for backing in backings:
+    for case in cases:
+        if not case.startswith("qd:1/") and not case.startswith("qd:32/"):
+            continue
+        cells, any_ours = [], False
+        for k in cols:
+            p50 = xmed(backing, k, qcase_of(k, case), "p50_us")
+            p99 = xmed(backing, k, qcase_of(k, case), "p99_us")
+            if p50 is not None and k != "qsd":
+                any_ours = True
+            cells.append("%16s" % ("%.1f / %.1f" % (p50, p99) if p50 is not None
+                                   else "-"))
+        if any_ours:
+            print("%-6s %-26s" % (backing, case) + "".join(cells))
+
+if csv_path:
+    with open(csv_path, "w") as f:
+        f.write("backing,kind,case,qd,packed,poll,rounds,iops,backend_ns,"
+                "client_ns,p50_us,p99_us\n")
+        for (backing, kind, case), v in sorted(runs.items()):
+            m = re.match(r"qd:(\d+)/packed:(\d)/poll:(\d)", case)
+            if not m:
+                continue
+            xs = [xmed(backing, kind, case, k) for k in COUNTERS]
+            f.write("%s,%s,%s,%s,%s,%s,%d,%.0f,%s\n" % (
+                backing, kind, case, m.group(1), m.group(2), m.group(3),
+                len(v), statistics.median(v),
+                ",".join("" if x is None else "%.3f" % x for x in xs)))
+    print()
+    print("wrote", csv_path)
+
+print()
+print("targets: ours/qsd >= 1.2 at qd 32, >= 1.0 at qd 1 (IOPS); eff >= 1.2 at qd 1 and 32")
 EOF
 
 [[ $guest == 1 ]] || exit 0
