@@ -24,6 +24,13 @@
 // for a guest that seems stuck. A blk queue with requests in flight and no
 // completion for 5 s logs the same on its own. Log lines (--log,
 // --log-level; daemon_log.h) carry the connection number ([#N]).
+//
+// --control-socket PATH serves statistics and online resize on a second
+// Unix socket (control_server.h, control_commands.h; created like the
+// vhost-user socket, with --socket-mode / --socket-group, and removed on
+// exit), on its own thread; `vhost-user-device --query PATH [stats|resize|
+// help]` asks it and prints the JSON reply. SIGHUP resizes a blk device to
+// its image's size now (growing only), as `resize` does.
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -44,10 +51,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "backend_conventions.h"
+#include "control_commands.h"
+#include "control_server.h"
 #include "daemon_log.h"
 #include "device_spec.h"
 #include "device_summary.h"
 #include "service_manager.h"
+#include "stats_json.h"
 #include "vhost_user/server.h"
 #include "virtio/log.h"
 
@@ -98,12 +108,22 @@ ABSL_FLAG(std::string, log_level, "info",
           "the least severe lines logged: error, warning, info or debug");
 ABSL_FLAG(bool, no_packed, false,
           "never offer packed rings (same as packed=off in --device)");
+ABSL_FLAG(std::string, control_socket, "",
+          "serve statistics and online resize on this Unix socket (created "
+          "with --socket-mode / --socket-group, removed on exit; see "
+          "--query)");
+ABSL_FLAG(std::string, query, "",
+          "ask the daemon whose control socket this is: `--query PATH "
+          "[stats|resize|help]` (default stats) prints its JSON reply; "
+          "exits 1 if it answered an error, 2 if it could not be asked");
 
 namespace {
 
 int g_stop_fd = -1;
 
 int g_dump_fd = -1;
+
+int g_hangup_fd = -1;
 
 void OnSignal(int) {
   const uint64_t one = 1;
@@ -115,6 +135,11 @@ void OnDumpSignal(int) {
   [[maybe_unused]] ssize_t n = write(g_dump_fd, &one, sizeof one);
 }
 
+void OnHangupSignal(int) {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(g_hangup_fd, &one, sizeof one);
+}
+
 // Abseil's strings are not std's on Debian (ABSL_USES_STD_STRING_VIEW off).
 std::string_view StdView(absl::string_view s) { return {s.data(), s.size()}; }
 
@@ -122,6 +147,29 @@ int Fail(std::string_view msg) {
   std::fprintf(stderr, "vhost-user-device: %.*s\n",
                static_cast<int>(msg.size()), msg.data());
   return 2;
+}
+
+// --query PATH [COMMAND]: prints the daemon's reply.
+int Query(const std::string& path, const std::vector<char*>& rest) {
+  if (rest.size() > 2) {
+    return Fail(
+        absl::StrCat("--query takes one command (stats, resize, "
+                     "help), not also '",
+                     rest[2], "'"));
+  }
+  const std::string command = rest.size() == 2 ? rest[1] : "stats";
+  absl::StatusOr<std::string> reply =
+      vhost_user::QueryControlSocket(path, command);
+  if (!reply.ok()) return Fail(StdView(reply.status().message()));
+  std::printf("%s\n", reply->c_str());
+  if (vhost_user::IsControlError(*reply)) {
+    std::fprintf(stderr,
+                 "vhost-user-device: the daemon answered '%s' with an "
+                 "error\n",
+                 command.c_str());
+    return 1;
+  }
+  return 0;
 }
 
 // Abseil's own --help exits with status 1, which scripts read as a failure:
@@ -320,7 +368,9 @@ int main(int argc, char** argv) {
       "         [--socket-mode MODE] [--socket-group GROUP]\n"
       "         [--busy-poll | --poll-us=N]\n"
       "         (--device SPEC | --blk-file FILE [--read-only])\n"
-      "       vhost-user-device --print-capabilities [--device TYPE]\n\n"
+      "         [--control-socket PATH]\n"
+      "       vhost-user-device --print-capabilities [--device TYPE]\n"
+      "       vhost-user-device --query PATH [stats|resize|help]\n\n"
       "SPEC:\n",
       vhost_user::DeviceSpecHelp()));
   absl::FlagsUsageConfig usage;
@@ -360,6 +410,9 @@ int main(int argc, char** argv) {
   for (std::string& a : normalized) args.push_back(a.data());
   std::vector<char*> rest =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (!absl::GetFlag(FLAGS_query).empty()) {
+    return Query(absl::GetFlag(FLAGS_query), rest);
+  }
   if (rest.size() > 1) {
     return Fail(
         absl::StrCat("unexpected argument '", rest[1], "' (see --help)"));
@@ -382,8 +435,10 @@ int main(int argc, char** argv) {
   auto spec = vhost_user::ParseDeviceSpec(*device);
   if (!spec.ok()) return Fail(StdView(spec.status().message()));
   if (absl::GetFlag(FLAGS_no_packed)) spec->packed = false;
-  auto dev = vhost_user::MakeDevice(*spec);
-  if (!dev.ok()) return Fail(StdView(dev.status().message()));
+  absl::StatusOr<vhost_user::ServedDevice> served =
+      vhost_user::MakeServedDevice(*spec);
+  if (!served.ok()) return Fail(StdView(served.status().message()));
+  std::unique_ptr<vhost_user::VhostDevice>& dev = served->device;
 
   g_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (g_stop_fd < 0) return Fail("eventfd failed");
@@ -400,6 +455,14 @@ int main(int argc, char** argv) {
   sigemptyset(&dump.sa_mask);
   dump.sa_flags = SA_RESTART;
   sigaction(SIGUSR1, &dump, nullptr);
+  // SIGHUP: resize (the control thread does it).
+  g_hangup_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (g_hangup_fd < 0) return Fail("eventfd failed");
+  struct sigaction hangup {};
+  hangup.sa_handler = OnHangupSignal;
+  sigemptyset(&hangup.sa_mask);
+  hangup.sa_flags = SA_RESTART;
+  sigaction(SIGHUP, &hangup, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   vhost_user::DaemonOptions o;
@@ -427,7 +490,45 @@ int main(int argc, char** argv) {
     o.socket_path = endpoint->socket_path;
   }
   virtio::Logf(virtio::LogLevel::kInfo, "%s: serving %s", o.serve.name,
-               vhost_user::DeviceSummary(*spec, **dev));
+               vhost_user::DeviceSummary(*spec, *dev));
+  // The control socket and SIGHUP, on their own thread.
+  const std::string control_path = absl::GetFlag(FLAGS_control_socket);
+  vhost_user::UniqueFd control_listener;
+  if (!control_path.empty()) {
+    absl::StatusOr<vhost_user::UniqueFd> l =
+        vhost_user::CreateListeningSocket(control_path, *access);
+    if (!l.ok()) {
+      if (created) unlink(endpoint->socket_path.c_str());
+      return Fail(StdView(l.status().message()));
+    }
+    control_listener = *std::move(l);
+  }
+  const std::string type_name(virtio::catalog::DeviceTypeName(spec->type));
+  const std::string device_name =
+      spec->id.empty() ? type_name : std::string(spec->id);
+  const vhost_user::StatsSubject subject{.type = type_name,
+                                         .name = device_name,
+                                         .spec = spec->text,
+                                         .device = dev.get(),
+                                         .control = served->control.get()};
+  vhost_user::DeviceControl& control = *served->control;
+  absl::StatusOr<std::unique_ptr<vhost_user::ControlServer>> control_server =
+      vhost_user::ControlServer::Start(
+          std::move(control_listener),
+          [&](absl::string_view command) {
+            return vhost_user::HandleControlCommand(subject, control, command);
+          },
+          g_hangup_fd,
+          [&] { vhost_user::ResizeDevice(subject, control, "SIGHUP"); });
+  if (!control_server.ok()) {
+    if (created) unlink(endpoint->socket_path.c_str());
+    if (!control_path.empty()) unlink(control_path.c_str());
+    return Fail(StdView(control_server.status().message()));
+  }
+  if (!control_path.empty()) {
+    virtio::Logf(virtio::LogLevel::kInfo, "%s: control socket %s", o.serve.name,
+                 control_path);
+  }
   if (!o.client) {
     virtio::Logf(virtio::LogLevel::kInfo, "%s: listening on %s", o.serve.name,
                  endpoint->description);
@@ -438,9 +539,12 @@ int main(int argc, char** argv) {
   o.serve.poll_us = absl::GetFlag(FLAGS_poll_us);
   NotifyOrLog(absl::StrCat("READY=1\nSTATUS=serving ", spec->text, " on ",
                            endpoint->description));
-  absl::Status s = vhost_user::RunDaemon(**dev, o);
+  absl::Status s = vhost_user::RunDaemon(*dev, o);
   NotifyOrLog("STOPPING=1");
-  dev->reset();  // finishes in-flight requests, flushes nothing left behind
+  control_server->reset();  // before the device it reads goes
+  if (!control_path.empty()) unlink(control_path.c_str());
+  served->control.reset();
+  dev.reset();  // finishes in-flight requests, flushes nothing left behind
   if (created) unlink(endpoint->socket_path.c_str());
   if (!s.ok()) return Fail(StdView(s.message()));
   virtio::Log(virtio::LogLevel::kInfo, "vhost-user-device: stopped");

@@ -195,6 +195,7 @@ class Worker {
     int done;     // completion fd, -1: none
     bool polled;  // running without a kick fd
     QueueActivity* activity;
+    QueueCounters* counters;  // the device's statistics, null if none
   };
 
   Worker(VhostDevice& dev, uint16_t group, bool busy_poll, uint32_t poll_us,
@@ -345,6 +346,7 @@ class Worker {
             if (f.q == q && f.kick >= 0) {
               Drain(f.kick);
               QueueActivity::Bump(f.activity->kicks);
+              if (f.counters != nullptr) QueueCounters::Bump(f.counters->kicks);
             }
           }
           Kick(q);
@@ -398,6 +400,21 @@ class Worker {
 };
 
 std::atomic<int> g_current_connection{0};
+std::atomic<int> g_connections_accepted{0};
+// What the connection being served negotiated (CurrentConnectionStatus()),
+// published by its control thread after every message.
+std::atomic<bool> g_serving{false};
+std::atomic<uint64_t> g_acked_features{0};
+std::atomic<uint64_t> g_protocol_features{0};
+std::atomic<bool> g_backend_channel{false};
+
+void PublishNegotiation(const Backend& backend) {
+  g_acked_features.store(backend.acked_features(), std::memory_order_relaxed);
+  g_protocol_features.store(backend.protocol_features(),
+                            std::memory_order_relaxed);
+  g_backend_channel.store(backend.has_backend_channel(),
+                          std::memory_order_relaxed);
+}
 
 }  // namespace
 
@@ -405,11 +422,26 @@ int CurrentConnection() {
   return g_current_connection.load(std::memory_order_relaxed);
 }
 
+ConnectionStatus CurrentConnectionStatus() {
+  ConnectionStatus s;
+  s.connected = g_serving.load(std::memory_order_relaxed);
+  s.number = CurrentConnection();
+  s.accepted = g_connections_accepted.load(std::memory_order_relaxed);
+  if (s.connected) {
+    s.features = g_acked_features.load(std::memory_order_relaxed);
+    s.protocol_features = g_protocol_features.load(std::memory_order_relaxed);
+    s.backend_channel = g_backend_channel.load(std::memory_order_relaxed);
+  }
+  return s;
+}
+
 absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
                              const ServeOptions& o) {
   Connection conn(std::move(connection), o.message_timeout_ms);
   dev.NewConnection();
   Backend backend(dev, o.backend);
+  PublishNegotiation(backend);
+  g_serving.store(true, std::memory_order_relaxed);
   const uint16_t nq = dev.num_queues();
   const uint16_t ngroups = std::max<uint16_t>(dev.num_groups(), 1);
   absl::Status result;
@@ -434,7 +466,7 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
       const uint16_t g = dev.queue_group(q);
       sets[g < sets.size() ? g : 0].push_back(
           {q, backend.kick_fd(q), dev.completion_fd(q), backend.polled(q),
-           backend.activity(q)});
+           backend.activity(q), dev.queue_counters(q)});
     }
     absl::Status s;
     for (size_t g = 0; g < workers.size(); ++g) {
@@ -515,6 +547,7 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     std::optional<Message> reply;
     const uint32_t request = m->request();
     absl::Status s = backend.Handle(*std::move(m), &reply);
+    PublishNegotiation(backend);
     if (reply) {
       std::vector<int> fds;
       for (const UniqueFd& fd : reply->fds) fds.push_back(fd.get());
@@ -536,7 +569,9 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     }
   }
   workers.clear();  // joined; their fds unregistered
+  g_serving.store(false, std::memory_order_relaxed);
   backend.Disconnect();
+  PublishNegotiation(backend);
   return result;
 }
 
@@ -599,6 +634,7 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
     }
     ++connections;
     g_current_connection.store(connections, std::memory_order_relaxed);
+    g_connections_accepted.store(connections, std::memory_order_relaxed);
     virtio::Logf(virtio::LogLevel::kInfo, "%s: front-end connected (#%d)",
                  o.serve.name, connections);
     absl::Status s = ServeConnection(device, std::move(fd), o.serve);

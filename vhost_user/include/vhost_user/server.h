@@ -83,6 +83,21 @@ struct DaemonOptions {
 // device's and the library's alike (they name the device, not the guest).
 int CurrentConnection();
 
+// The front-end connection served now, as statistics report it (any
+// thread; each field current at some recent point).
+struct ConnectionStatus {
+  bool connected = false;  // a front-end is being served
+  int number = 0;          // RunDaemon()'s connection number (0: none)
+  int accepted = 0;        // connections RunDaemon() has served so far
+  // Negotiated with the connected front-end (0 when none): its acked virtio
+  // features, the protocol features, and whether it gave a back-end
+  // request channel (configuration changes reach it only then).
+  uint64_t features = 0;
+  uint64_t protocol_features = 0;
+  bool backend_channel = false;
+};
+ConnectionStatus CurrentConnectionStatus();
+
 // Serves connection after connection until `stop_fd` fires. Server mode
 // without `listen_fd` creates the socket (0600) and unlinks it on return.
 absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& options);

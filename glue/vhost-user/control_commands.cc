@@ -1,0 +1,78 @@
+#include "control_commands.h"
+
+#include <string_view>
+
+#include "absl/strings/str_cat.h"
+#include "control_server.h"
+#include "json_writer.h"
+#include "vhost_user/server.h"
+#include "virtio/log.h"
+#include "virtio/spec.h"
+
+namespace vhost_user {
+namespace {
+
+constexpr std::string_view kCommands[] = {"help", "resize", "stats"};
+
+std::string Help() {
+  JsonWriter j;
+  j.BeginObject();
+  j.Key("commands");
+  j.BeginArray();
+  for (std::string_view c : kCommands) j.String(c);
+  j.EndArray();
+  j.EndObject();
+  return j.str();
+}
+
+}  // namespace
+
+std::string ResizeDevice(const StatsSubject& subject, DeviceControl& control,
+                         absl::string_view trigger) {
+  absl::StatusOr<ResizeOutcome> r = control.Resize();
+  if (!r.ok()) {
+    virtio::Logf(virtio::LogLevel::kWarning, "%s: resize (%s) refused: %s",
+                 subject.name, trigger, r.status().message());
+    return ControlError(r.status().message());
+  }
+  const bool resized = r->new_sectors != r->old_sectors;
+  // The front-end hears of it only over its back-end request channel; a
+  // guest not yet running reads the new capacity when it starts.
+  const ConnectionStatus c = CurrentConnectionStatus();
+  const bool sent =
+      resized && c.connected && c.backend_channel &&
+      (subject.device->status() & virtio::spec::kStatusDriverOk) != 0;
+  if (resized) {
+    virtio::Logf(virtio::LogLevel::kInfo,
+                 "%s: resized (%s) from %u to %u sectors%s", subject.name,
+                 trigger, r->old_sectors, r->new_sectors,
+                 sent ? "; configuration change sent to the front-end"
+                      : "; no front-end channel to tell (it reads the new "
+                        "size when it next reads the configuration)");
+  } else {
+    virtio::Logf(virtio::LogLevel::kInfo, "%s: resize (%s): still %u sectors",
+                 subject.name, trigger, r->new_sectors);
+  }
+  JsonWriter j;
+  j.BeginObject();
+  j.FieldBool("resized", resized);
+  j.FieldUint("old_capacity_sectors", r->old_sectors);
+  j.FieldUint("new_capacity_sectors", r->new_sectors);
+  j.FieldBool("config_change_sent", sent);
+  j.EndObject();
+  return j.str();
+}
+
+std::string HandleControlCommand(const StatsSubject& subject,
+                                 DeviceControl& control,
+                                 absl::string_view command) {
+  if (command == "stats") return StatsJson(subject);
+  if (command == "resize") {
+    return ResizeDevice(subject, control, "the control socket");
+  }
+  if (command == "help") return Help();
+  return ControlError(absl::StrCat("unknown command '", command,
+                                   "' (commands: help, resize, stats)"));
+}
+
+}  // namespace vhost_user
