@@ -167,7 +167,13 @@ TEST(ControlSocket, StatsCountGoodAndMalformedRequestsByKind) {
     UniqueFd kick, call;
     ASSERT_TRUE(f.SetupRing(0, ring, kick, call));
     UniqueFd err(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    ASSERT_TRUE(f.Send(kSetVringErr, uint64_t{0}, {err.get()}));
+    // Acknowledged: the data path below must not outrun it.
+    const uint64_t queue0 = 0;
+    ASSERT_TRUE(f.SendRaw(kSetVringErr, &queue0, sizeof queue0, {err.get()},
+                          kVersion | kFlagNeedReply));
+    auto ack = f.Receive();
+    ASSERT_TRUE(ack);
+    ASSERT_EQ(ack->As<uint64_t>(), 0u);
 
     const uint64_t hdr = mem.Alloc(16), data = mem.Alloc(4096),
                    status = mem.Alloc(1);
@@ -307,7 +313,11 @@ TEST(ControlSocket, ResizeGrowsAndTellsTheFrontEndRefusesToShrink) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   UniqueFd channel(sv[0]), theirs(sv[1]);
-  ASSERT_TRUE(f.SendRaw(kSetBackendReqFd, nullptr, 0, {theirs.get()}));
+  ASSERT_TRUE(f.SendRaw(kSetBackendReqFd, nullptr, 0, {theirs.get()},
+                        kVersion | kFlagNeedReply));
+  auto ack = f.Receive();
+  ASSERT_TRUE(ack);
+  ASSERT_EQ(ack->As<uint64_t>(), 0u);
   theirs.reset();
   SharedMemory mem(kGpa, kMemSize);
   SplitRing ring(mem, 64);

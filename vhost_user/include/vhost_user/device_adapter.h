@@ -294,21 +294,22 @@ class DeviceAdapter final : public VhostDevice {
 
   void ReportRingError(uint16_t q) {
     if (!dev_->needs_reset()) return;
+    // Counted once per broken ring (it stays broken, its error set, until
+    // the queue is set up again), before the front-end hears of it.
+    if (q < dev_->num_queues() && !ring_error_counted_[q]) {
+      QueueCounters& c = counters_[q];
+      dev_->WithQueue(q, [&](uint16_t, auto& ring) {
+        const virtio::RingError e = ring.error();
+        if (virtio::IsRingError(e)) {
+          ring_error_counted_[q] = true;
+          c.last_ring_error.store(e, std::memory_order_relaxed);
+          QueueCounters::Bump(c.ring_errors);
+        }
+      });
+    }
     if (!err_signalled_.exchange(true, std::memory_order_relaxed)) {
       if (q < err_.size()) SignalFd(err_[q]);
     }
-    // Counted once per broken ring: the ring stays broken (and its error
-    // set) until the queue is set up again.
-    if (q >= dev_->num_queues()) return;
-    QueueCounters& c = counters_[q];
-    dev_->WithQueue(q, [&](uint16_t, auto& ring) {
-      const virtio::RingError e = ring.error();
-      if (virtio::IsRingError(e) && !ring_error_counted_[q]) {
-        ring_error_counted_[q] = true;
-        QueueCounters::Bump(c.ring_errors);
-        c.last_ring_error.store(e, std::memory_order_relaxed);
-      }
-    });
   }
 
   void FinishInFlight(uint16_t q) {
