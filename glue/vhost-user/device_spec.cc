@@ -177,8 +177,9 @@ absl::StatusOr<ServedDevice> MakeNet(std::shared_ptr<Backend> backend,
   // One group per queue pair (its rx, tx and backend fd); the control
   // queue goes with pair 0.
   const uint16_t pairs = opts.max_pairs;
-  std::vector<uint16_t> group_of((*a)->num_queues());
-  for (uint16_t q = 0; q < group_of.size(); ++q) {
+  const uint16_t num_queues = (*a)->num_queues();
+  std::vector<uint16_t> group_of(num_queues);
+  for (uint16_t q = 0; q < num_queues; ++q) {
     group_of[q] = q / 2 < pairs ? static_cast<uint16_t>(q / 2) : 0;
   }
   (*a)->SetGroups(pairs, std::move(group_of));

@@ -80,7 +80,7 @@ Backend::Backend(VhostDevice& device, BackendOptions options)
   options_.protocol_features &= kImplementedProtocolFeatures;
   fault_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   dev_.memory().SetFaultFd(fault_fd_.get());
-  for (uint16_t q = 0; q < observers_.size(); ++q) {
+  for (uint16_t q = 0; q < device.num_queues(); ++q) {
     observers_[q].counters = dev_.queue_counters(q);
   }
 }

@@ -36,6 +36,10 @@
 // The used length is the number of bytes written into the guest: data read
 // (or the id) plus the status byte; 1 for status-only requests.
 //
+// Online resize: Grow(new_bytes) grows the capacity while the queues run
+// (an atomic the request checks read) and signals a configuration change;
+// shrinking is refused.
+//
 // Cache mode: with CONFIG_WCE negotiated the `writeback` config byte is
 // writable (0 writethrough, 1 writeback); without it the device is writeback
 // if FLUSH was negotiated, else writethrough. In writethrough mode every OUT

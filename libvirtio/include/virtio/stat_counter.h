@@ -38,9 +38,9 @@ class StatCounter {
   }
 
   uint64_t load() const { return value_.load(std::memory_order_relaxed); }
-  operator uint64_t() const {
-    return load();
-  }  // NOLINT(google-explicit-constructor)
+  // Implicit, so that a counter reads like the integer it replaced.
+  // NOLINTNEXTLINE(google-explicit-constructor)
+  operator uint64_t() const { return load(); }
 
  private:
   std::atomic<uint64_t> value_{0};
