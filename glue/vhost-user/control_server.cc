@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -23,6 +24,8 @@ namespace {
 constexpr size_t kMaxCommand = 256;
 // A client that connects and says nothing must not hold the thread.
 constexpr int kClientTimeoutMs = 2000;
+// How long --query waits for the daemon's reply.
+constexpr int kQueryTimeoutSeconds = 10;
 
 void DrainEventFd(int fd) {
   uint64_t v;
@@ -161,6 +164,10 @@ absl::StatusOr<std::string> QueryControlSocket(const std::string& path,
                         "vhost-user-device running with --control-socket?)",
                         path, std::strerror(errno)));
   }
+  // A daemon that never answers must not hang the caller (a script).
+  const timeval limit{.tv_sec = kQueryTimeoutSeconds, .tv_usec = 0};
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
   std::string request(command.data(), command.size());
   request += '\n';
   if (!WriteAll(fd.get(), request)) {
@@ -172,6 +179,10 @@ absl::StatusOr<std::string> QueryControlSocket(const std::string& path,
   for (;;) {
     const ssize_t n = recv(fd.get(), buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "%s: no reply within %d s", path, kQueryTimeoutSeconds));
+    }
     if (n < 0) {
       return absl::UnavailableError(
           absl::StrFormat("reading from %s: %s", path, std::strerror(errno)));

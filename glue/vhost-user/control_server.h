@@ -62,8 +62,8 @@ std::string ControlError(absl::string_view message);
 
 // The client side: connects to the control socket at `path`, sends
 // `command` and returns the reply (without its newline). Unavailable when
-// nothing listens there; the daemon's error replies are returned as they
-// are (see IsControlError()).
+// nothing listens there, DeadlineExceeded after 10 s without a reply; the
+// daemon's error replies are returned as they are (see IsControlError()).
 absl::StatusOr<std::string> QueryControlSocket(const std::string& path,
                                                absl::string_view command);
 
