@@ -38,7 +38,9 @@ std::string ResizeDevice(const StatsSubject& subject, DeviceControl& control,
   const bool resized = r->new_sectors != r->old_sectors;
   // The front-end hears of it only over its back-end request channel; a
   // guest not yet running reads the new capacity when it starts.
-  const ConnectionStatus c = CurrentConnectionStatus();
+  const ConnectionStatus c = subject.connection != nullptr
+                                 ? subject.connection->Read()
+                                 : ConnectionStatus{};
   const bool sent =
       resized && c.connected && c.backend_channel &&
       (subject.device->status() & virtio::spec::kStatusDriverOk) != 0;

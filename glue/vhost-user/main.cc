@@ -503,6 +503,8 @@ int main(int argc, char** argv) {
     }
     control_listener = *std::move(l);
   }
+  vhost_user::ConnectionState connection_state;
+  o.serve.state = &connection_state;
   const std::string type_name(virtio::catalog::DeviceTypeName(spec->type));
   const std::string device_name =
       spec->id.empty() ? type_name : std::string(spec->id);
@@ -510,7 +512,8 @@ int main(int argc, char** argv) {
                                          .name = device_name,
                                          .spec = spec->text,
                                          .device = dev.get(),
-                                         .control = served->control.get()};
+                                         .control = served->control.get(),
+                                         .connection = &connection_state};
   vhost_user::DeviceControl& control = *served->control;
   absl::StatusOr<std::unique_ptr<vhost_user::ControlServer>> control_server =
       vhost_user::ControlServer::Start(

@@ -28,8 +28,9 @@ void WriteDevice(const StatsSubject& s, JsonWriter& j) {
   j.EndObject();
 }
 
-void WriteConnection(JsonWriter& j) {
-  const ConnectionStatus c = CurrentConnectionStatus();
+void WriteConnection(const StatsSubject& s, JsonWriter& j) {
+  const ConnectionStatus c =
+      s.connection != nullptr ? s.connection->Read() : ConnectionStatus{};
   j.Key("connection");
   j.BeginObject();
   j.FieldString("state", c.connected ? "connected" : "waiting");
@@ -102,7 +103,7 @@ std::string StatsJson(const StatsSubject& subject) {
   JsonWriter j;
   j.BeginObject();
   WriteDevice(subject, j);
-  WriteConnection(j);
+  WriteConnection(subject, j);
   j.Key("queues");
   j.BeginArray();
   for (uint16_t q = 0; q < subject.device->num_queues(); ++q) {

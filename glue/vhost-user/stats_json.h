@@ -13,6 +13,7 @@
 
 #include "device_control.h"
 #include "vhost_user/device.h"
+#include "vhost_user/server.h"
 
 namespace vhost_user {
 
@@ -23,6 +24,8 @@ struct StatsSubject {
   std::string_view spec;  // the --device spec as given
   VhostDevice* device = nullptr;
   const DeviceControl* control = nullptr;
+  // The device's front-end connection (null: reported as waiting).
+  const ConnectionState* connection = nullptr;
 };
 
 // The statistics document, one line of JSON (no newline).

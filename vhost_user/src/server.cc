@@ -400,39 +400,31 @@ class Worker {
 };
 
 std::atomic<int> g_current_connection{0};
-std::atomic<int> g_connections_accepted{0};
-// What the connection being served negotiated (CurrentConnectionStatus()),
-// published by its control thread after every message.
-std::atomic<bool> g_serving{false};
-std::atomic<uint64_t> g_acked_features{0};
-std::atomic<uint64_t> g_protocol_features{0};
-std::atomic<bool> g_backend_channel{false};
-
-void PublishNegotiation(const Backend& backend) {
-  g_acked_features.store(backend.acked_features(), std::memory_order_relaxed);
-  g_protocol_features.store(backend.protocol_features(),
-                            std::memory_order_relaxed);
-  g_backend_channel.store(backend.has_backend_channel(),
-                          std::memory_order_relaxed);
-}
-
 }  // namespace
 
 int CurrentConnection() {
   return g_current_connection.load(std::memory_order_relaxed);
 }
 
-ConnectionStatus CurrentConnectionStatus() {
+ConnectionStatus ConnectionState::Read() const {
   ConnectionStatus s;
-  s.connected = g_serving.load(std::memory_order_relaxed);
-  s.number = CurrentConnection();
-  s.accepted = g_connections_accepted.load(std::memory_order_relaxed);
+  s.connected = connected_.load(std::memory_order_relaxed);
+  s.number = number_.load(std::memory_order_relaxed);
+  s.accepted = accepted_.load(std::memory_order_relaxed);
   if (s.connected) {
-    s.features = g_acked_features.load(std::memory_order_relaxed);
-    s.protocol_features = g_protocol_features.load(std::memory_order_relaxed);
-    s.backend_channel = g_backend_channel.load(std::memory_order_relaxed);
+    s.features = features_.load(std::memory_order_relaxed);
+    s.protocol_features = protocol_features_.load(std::memory_order_relaxed);
+    s.backend_channel = backend_channel_.load(std::memory_order_relaxed);
   }
   return s;
+}
+
+void ConnectionState::Publish(const Backend& backend) {
+  features_.store(backend.acked_features(), std::memory_order_relaxed);
+  protocol_features_.store(backend.protocol_features(),
+                           std::memory_order_relaxed);
+  backend_channel_.store(backend.has_backend_channel(),
+                         std::memory_order_relaxed);
 }
 
 absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
@@ -440,8 +432,11 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
   Connection conn(std::move(connection), o.message_timeout_ms);
   dev.NewConnection();
   Backend backend(dev, o.backend);
-  PublishNegotiation(backend);
-  g_serving.store(true, std::memory_order_relaxed);
+  ConnectionState* const state = o.state;
+  if (state != nullptr) {
+    state->Publish(backend);
+    state->connected_.store(true, std::memory_order_relaxed);
+  }
   const uint16_t nq = dev.num_queues();
   const uint16_t ngroups = std::max<uint16_t>(dev.num_groups(), 1);
   absl::Status result;
@@ -547,7 +542,7 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     std::optional<Message> reply;
     const uint32_t request = m->request();
     absl::Status s = backend.Handle(*std::move(m), &reply);
-    PublishNegotiation(backend);
+    if (state != nullptr) state->Publish(backend);
     if (reply) {
       std::vector<int> fds;
       for (const UniqueFd& fd : reply->fds) fds.push_back(fd.get());
@@ -569,9 +564,11 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     }
   }
   workers.clear();  // joined; their fds unregistered
-  g_serving.store(false, std::memory_order_relaxed);
+  if (state != nullptr) {
+    state->connected_.store(false, std::memory_order_relaxed);
+  }
   backend.Disconnect();
-  PublishNegotiation(backend);
+  if (state != nullptr) state->Publish(backend);
   return result;
 }
 
@@ -634,11 +631,17 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
     }
     ++connections;
     g_current_connection.store(connections, std::memory_order_relaxed);
-    g_connections_accepted.store(connections, std::memory_order_relaxed);
+    if (o.serve.state != nullptr) {
+      o.serve.state->number_.store(connections, std::memory_order_relaxed);
+      o.serve.state->accepted_.store(connections, std::memory_order_relaxed);
+    }
     virtio::Logf(virtio::LogLevel::kInfo, "%s: front-end connected (#%d)",
                  o.serve.name, connections);
     absl::Status s = ServeConnection(device, std::move(fd), o.serve);
     g_current_connection.store(0, std::memory_order_relaxed);
+    if (o.serve.state != nullptr) {
+      o.serve.state->number_.store(0, std::memory_order_relaxed);
+    }
     if (absl::IsCancelled(s)) break;
     virtio::Logf(virtio::LogLevel::kInfo,
                  "%s: connection #%d closed%s; waiting for the next one",

@@ -88,7 +88,8 @@ class Controlled {
                 .name = spec_.id.empty() ? type_ : spec_.id,
                 .spec = spec_.text,
                 .device = served_.device.get(),
-                .control = served_.control.get()};
+                .control = served_.control.get(),
+                .connection = &state_};
     auto listener = CreateListeningSocket(socket_path_, SocketAccess{});
     EXPECT_TRUE(listener.ok()) << listener.status();
     auto server = ControlServer::Start(
@@ -108,6 +109,7 @@ class Controlled {
   Controlled& operator=(const Controlled&) = delete;
 
   const absl::Status& error() const { return error_; }
+  ConnectionState* state() { return &state_; }
   VhostDevice& device() { return *served_.device; }
   std::string Query(absl::string_view command) {
     auto reply = QueryControlSocket(socket_path_, command);
@@ -120,6 +122,7 @@ class Controlled {
   virtio::catalog::DeviceSpec spec_;
   std::string type_;
   ServedDevice served_;
+  ConnectionState state_;
   StatsSubject subject_;
   std::unique_ptr<ControlServer> server_;
   absl::Status error_;
@@ -158,7 +161,7 @@ TEST(ControlSocket, StatsCountGoodAndMalformedRequestsByKind) {
   Controlled c("blk,backend=ram,size=1M,id=disk0", dir);
   ASSERT_TRUE(c.error().ok()) << c.error();
   {
-    Session s(c.device());
+    Session s(c.device(), false, -1, c.state());
     Frontend& f = s.f();
     Negotiate(f, Bit(kProtocolReplyAck) | Bit(kProtocolConfig));
     SharedMemory mem(kGpa, kMemSize);
@@ -306,7 +309,7 @@ TEST(ControlSocket, ResizeGrowsAndTellsTheFrontEndRefusesToShrink) {
     GTEST_SKIP() << "no io_uring here: " << c.error();
   }
   ASSERT_TRUE(c.error().ok()) << c.error();
-  Session s(c.device());
+  Session s(c.device(), false, -1, c.state());
   Frontend& f = s.f();
   Negotiate(f, Bit(kProtocolReplyAck) | Bit(kProtocolConfig) |
                    Bit(kProtocolBackendReq));
