@@ -211,8 +211,9 @@ absl::Status PlanSeveralEndpoints(const DaemonFlags& f, const std::string& path,
 // has that type, else [TYPE.N] (N: its place among the --device flags).
 absl::Status NameDevices(std::vector<PlannedDevice>& devices) {
   if (devices.size() == 1) {
-    devices[0].name =
-        absl::StrCat("vhost-user-device[", TypeName(devices[0].spec.type), "]");
+    PlannedDevice& d = devices[0];
+    d.name = absl::StrCat("vhost-user-device[", TypeName(d.spec.type), "]");
+    d.label = d.spec.id.empty() ? TypeName(d.spec.type) : d.spec.id;
     return absl::OkStatus();
   }
   std::map<DeviceType, int> of_type;
@@ -233,6 +234,7 @@ absl::Status NameDevices(std::vector<PlannedDevice>& devices) {
                                   "': give each its own id="));
     }
     d.name = absl::StrCat("vhost-user-device[", label, "]");
+    d.label = std::move(label);
   }
   return absl::OkStatus();
 }

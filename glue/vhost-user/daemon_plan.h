@@ -58,6 +58,9 @@ struct PlannedDevice {
   // device, "vhost-user-device[ID]" (or [TYPE] when that is unique, else
   // [TYPE.N] for the N-th --device) when several.
   std::string name = {};
+  // What the control socket calls it: its id=, else the bracketed part of
+  // `name` (TYPE or TYPE.N).
+  std::string label = {};
   Endpoint endpoint = {};
 };
 

@@ -37,20 +37,92 @@ std::string NameOf(const DeviceSpec& s) {
                       : s.id;
 }
 
+// A blk device's control: its BlkQueueStats (StatCounters: readable while
+// the queues run), its capacity, and online resize for disks with a
+// backing file or block device (UringDisk).
+template <typename Dev, typename Disk>
+class BlkControl final : public DeviceControl {
+ public:
+  BlkControl(Dev& dev, Disk& disk) : dev_(dev), disk_(disk) {}
+
+  void WriteDeviceFields(JsonWriter& json) const override {
+    json.FieldUint("capacity_sectors", dev_.capacity_sectors());
+    json.FieldBool("read_only", disk_.read_only());
+    json.FieldBool("resizable", kResizable);
+  }
+
+  DeviceQueueErrors queue_errors(uint16_t q) const override {
+    if (q >= dev_.num_queues()) return {};
+    const virtio::BlkQueueStats& st = dev_.queue_stats(q);
+    return {.malformed_requests = st.malformed,
+            .backend_errors = st.backend_errors};
+  }
+
+  void WriteQueueFields(uint16_t q, JsonWriter& json) const override {
+    if (q >= dev_.num_queues()) return;
+    const virtio::BlkQueueStats& st = dev_.queue_stats(q);
+    json.Key("blk");
+    json.BeginObject();
+    json.FieldUint("requests", st.requests);
+    json.FieldUint("completed", st.completed);
+    json.FieldUint("ok", st.ok);
+    json.FieldUint("ioerr", st.ioerr);
+    json.FieldUint("unsupp", st.unsupp);
+    json.FieldUint("malformed", st.malformed);
+    json.FieldUint("no_status", st.no_status);
+    json.FieldUint("backend_errors", st.backend_errors);
+    json.FieldUint("slot_stalls", st.stalls);
+    json.EndObject();
+  }
+
+  absl::StatusOr<ResizeOutcome> Resize() override {
+    if constexpr (kResizable) {
+      absl::StatusOr<uint64_t> size = disk_.RereadSize();
+      if (!size.ok()) return size.status();
+      absl::StatusOr<uint64_t> old_sectors = dev_.Grow(*size);
+      if (!old_sectors.ok()) return old_sectors.status();
+      return ResizeOutcome{.old_sectors = *old_sectors,
+                           .new_sectors = dev_.capacity_sectors()};
+    } else {
+      return absl::UnimplementedError(
+          "this disk has no backing file (a ram or null disk): not "
+          "resizable");
+    }
+  }
+
+ private:
+  static constexpr bool kResizable = std::is_same_v<Disk, virtio::UringDisk>;
+  Dev& dev_;
+  Disk& disk_;
+};
+
 template <typename Disk>
-absl::StatusOr<std::unique_ptr<VhostDevice>> MakeBlk(
-    std::shared_ptr<Disk> disk, const virtio::BlkDeviceOptions& opts) {
+absl::StatusOr<ServedDevice> MakeBlk(std::shared_ptr<Disk> disk,
+                                     const virtio::BlkDeviceOptions& opts) {
   using Dev = virtio::BlkDevice<VhostTraits, Disk>;
   auto a =
       DeviceAdapter<Dev>::Create([&](const MemoryTable& m, CallInterrupt& i) {
         return Dev::Create(m, i, *disk, opts);
       });
   if (!a.ok()) return a.status();
+  ServedDevice served;
+  served.control =
+      std::make_unique<BlkControl<Dev, Disk>>((*a)->device(), *disk);
   (*a)->KeepAlive(disk);
-  return std::unique_ptr<VhostDevice>(*std::move(a));
+  served.device = *std::move(a);
+  return served;
 }
 
-absl::StatusOr<std::unique_ptr<VhostDevice>> Blk(const DeviceSpec& s) {
+// A device with no type-specific statistics and no resize.
+template <typename Adapter>
+ServedDevice Plain(std::unique_ptr<Adapter> adapter) {
+  ServedDevice served;
+  served.device = std::move(adapter);
+  served.control = std::make_unique<DeviceControl>();
+  return served;
+}
+
+absl::StatusOr<ServedDevice> Blk(const DeviceSpec& s) {
   const uint32_t qsize = QueueSizeLimit(s);
   // seg_max (the guest's largest request) as for a 256-entry ring unless
   // the limit is lower: the per-request iovec arrays stay as they were
@@ -68,7 +140,7 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Blk(const DeviceSpec& s) {
   return std::visit([&](auto& d) { return MakeBlk(d, opts); }, *disk);
 }
 
-absl::StatusOr<std::unique_ptr<VhostDevice>> Rng(const DeviceSpec& s) {
+absl::StatusOr<ServedDevice> Rng(const DeviceSpec& s) {
   virtio::RngOptions opts;
   opts.max_bytes_per_period = s.rng.rate;
   opts.queue_size = QueueSizeLimit(s);
@@ -80,7 +152,7 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Rng(const DeviceSpec& s) {
         return std::make_unique<Dev>(m, i, opts);
       });
   if (!a.ok()) return a.status();
-  return std::unique_ptr<VhostDevice>(*std::move(a));
+  return Plain(*std::move(a));
 }
 
 // --- net -------------------------------------------------------------------
@@ -91,8 +163,8 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Rng(const DeviceSpec& s) {
 // before servicing; the generator's eventfd level and never drained. A
 // transmit held for a reason no fd signals is retried on the rule's timer.
 template <typename Backend>
-absl::StatusOr<std::unique_ptr<VhostDevice>> MakeNet(
-    std::shared_ptr<Backend> backend, const virtio::NetDeviceOptions& opts) {
+absl::StatusOr<ServedDevice> MakeNet(std::shared_ptr<Backend> backend,
+                                     const virtio::NetDeviceOptions& opts) {
   using Dev = virtio::NetDevice<VhostTraits, Backend>;
   auto a =
       DeviceAdapter<Dev>::Create([&](const MemoryTable& m, CallInterrupt& i) {
@@ -105,8 +177,9 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> MakeNet(
   // One group per queue pair (its rx, tx and backend fd); the control
   // queue goes with pair 0.
   const uint16_t pairs = opts.max_pairs;
-  std::vector<uint16_t> group_of((*a)->num_queues());
-  for (size_t q = 0; q < group_of.size(); ++q) {
+  const uint16_t num_queues = (*a)->num_queues();
+  std::vector<uint16_t> group_of(num_queues);
+  for (uint16_t q = 0; q < num_queues; ++q) {
     group_of[q] = q / 2 < pairs ? static_cast<uint16_t>(q / 2) : 0;
   }
   (*a)->SetGroups(pairs, std::move(group_of));
@@ -135,10 +208,10 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> MakeNet(
         d.ServiceBackend(p);
       });
   (*a)->KeepAlive(backend);
-  return std::unique_ptr<VhostDevice>(*std::move(a));
+  return Plain(*std::move(a));
 }
 
-absl::StatusOr<std::unique_ptr<VhostDevice>> Net(const DeviceSpec& s) {
+absl::StatusOr<ServedDevice> Net(const DeviceSpec& s) {
   virtio::NetDeviceOptions opts;
   opts.name = NameOf(s);
   opts.max_pairs = s.net.queue_pairs;
@@ -164,7 +237,7 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Net(const DeviceSpec& s) {
 
 constexpr uint32_t kConsoleWakeToken = 0xffffffff;
 
-absl::StatusOr<std::unique_ptr<VhostDevice>> Console(const DeviceSpec& s) {
+absl::StatusOr<ServedDevice> Console(const DeviceSpec& s) {
   using Backend = virtio::catalog::AnyConsoleBackend;
   absl::StatusOr<std::unique_ptr<Backend>> made =
       virtio::catalog::OpenConsoleBackend(s.console);
@@ -230,7 +303,7 @@ absl::StatusOr<std::unique_ptr<VhostDevice>> Console(const DeviceSpec& s) {
         d.ServiceBackend(token);
       });
   (*a)->KeepAlive(backend);
-  return std::unique_ptr<VhostDevice>(*std::move(a));
+  return Plain(*std::move(a));
 }
 
 }  // namespace
@@ -270,6 +343,12 @@ absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view text) {
 }
 
 absl::StatusOr<std::unique_ptr<VhostDevice>> MakeDevice(const DeviceSpec& s) {
+  absl::StatusOr<ServedDevice> served = MakeServedDevice(s);
+  if (!served.ok()) return served.status();
+  return std::move(served->device);
+}
+
+absl::StatusOr<ServedDevice> MakeServedDevice(const DeviceSpec& s) {
   switch (s.type) {
     case DeviceType::kBlk:
       return Blk(s);

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "device_control.h"
 #include "vhost_user/device.h"
 #include "virtio/catalog/device_spec.h"
 
@@ -38,6 +39,17 @@ absl::StatusOr<virtio::catalog::DeviceSpec> ParseDeviceSpec(
 
 // Builds the device `spec` describes, with its backend.
 absl::StatusOr<std::unique_ptr<VhostDevice>> MakeDevice(
+    const virtio::catalog::DeviceSpec& spec);
+
+// A device and its control-socket side (device_control.h).
+struct ServedDevice {
+  std::unique_ptr<VhostDevice> device;
+  // Refers to `device`: destroy it first.
+  std::unique_ptr<DeviceControl> control;
+};
+
+// As MakeDevice(), with the device's DeviceControl.
+absl::StatusOr<ServedDevice> MakeServedDevice(
     const virtio::catalog::DeviceSpec& spec);
 
 // Help text for --device.

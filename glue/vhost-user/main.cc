@@ -32,6 +32,13 @@
 // flight and no completion for 5 s logs the same on its own. Log lines
 // (--log, --log-level; daemon_log.h) carry the device's name and its
 // connection number ([#N]).
+//
+// --control-socket PATH serves statistics and online resize on a second
+// Unix socket (control_server.h, control_commands.h; created like the
+// vhost-user sockets, with --socket-mode / --socket-group, and removed on
+// exit), on its own thread; `vhost-user-device --query PATH [stats|resize|
+// help] [DEVICE]` asks it and prints the JSON reply. SIGHUP resizes every
+// blk device to its image's size now (growing only), as `resize` does.
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -53,11 +60,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "backend_conventions.h"
+#include "control_commands.h"
+#include "control_server.h"
 #include "daemon_log.h"
 #include "daemon_plan.h"
 #include "device_spec.h"
 #include "device_summary.h"
 #include "service_manager.h"
+#include "stats_json.h"
 #include "vhost_user/server.h"
 #include "virtio/log.h"
 
@@ -108,6 +118,14 @@ ABSL_FLAG(std::string, log_level, "info",
           "the least severe lines logged: error, warning, info or debug");
 ABSL_FLAG(bool, no_packed, false,
           "never offer packed rings (same as packed=off in --device)");
+ABSL_FLAG(std::string, control_socket, "",
+          "serve statistics and online resize on this Unix socket (created "
+          "with --socket-mode / --socket-group, removed on exit; see "
+          "--query)");
+ABSL_FLAG(std::string, query, "",
+          "ask the daemon whose control socket this is: `--query PATH "
+          "[stats|resize|help]` (default stats) prints its JSON reply; "
+          "exits 1 if it answered an error, 2 if it could not be asked");
 
 namespace {
 
@@ -116,6 +134,8 @@ int g_stop_fd = -1;
 // One per device (written by the SIGUSR1 handler; sized before the handler
 // is installed and never resized after).
 std::vector<int> g_dump_fds;
+
+int g_hangup_fd = -1;
 
 void OnSignal(int) {
   const uint64_t one = 1;
@@ -129,6 +149,11 @@ void OnDumpSignal(int) {
   }
 }
 
+void OnHangupSignal(int) {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(g_hangup_fd, &one, sizeof one);
+}
+
 // Abseil's strings are not std's on Debian (ABSL_USES_STD_STRING_VIEW off).
 std::string_view StdView(absl::string_view s) { return {s.data(), s.size()}; }
 
@@ -136,6 +161,30 @@ int Fail(std::string_view msg) {
   std::fprintf(stderr, "vhost-user-device: %.*s\n",
                static_cast<int>(msg.size()), msg.data());
   return 2;
+}
+
+// --query PATH [COMMAND [DEVICE]]: prints the daemon's reply.
+int Query(const std::string& path, const std::vector<char*>& rest) {
+  if (rest.size() > 3) {
+    return Fail(absl::StrCat(
+        "--query takes one command (stats, resize, help) and at most a "
+        "device name, not also '",
+        rest[3], "'"));
+  }
+  std::string command = rest.size() >= 2 ? rest[1] : "stats";
+  if (rest.size() == 3) absl::StrAppend(&command, " ", rest[2]);
+  absl::StatusOr<std::string> reply =
+      vhost_user::QueryControlSocket(path, command);
+  if (!reply.ok()) return Fail(StdView(reply.status().message()));
+  std::printf("%s\n", reply->c_str());
+  if (vhost_user::IsControlError(*reply)) {
+    std::fprintf(stderr,
+                 "vhost-user-device: the daemon answered '%s' with an "
+                 "error\n",
+                 command.c_str());
+    return 1;
+  }
+  return 0;
 }
 
 // Abseil's own --help exits with status 1, which scripts read as a failure:
@@ -221,9 +270,11 @@ int main(int argc, char** argv) {
       "         [--socket-mode MODE] [--socket-group GROUP]\n"
       "         [--busy-poll | --poll-us=N]\n"
       "         (--device SPEC | --blk-file FILE [--read-only])\n"
+      "         [--control-socket PATH]\n"
       "       vhost-user-device [--client] --device SPEC,socket-path=PATH\n"
       "         --device SPEC,socket-path=PATH ...   (several devices)\n"
-      "       vhost-user-device --print-capabilities [--device TYPE]\n\n"
+      "       vhost-user-device --print-capabilities [--device TYPE]\n"
+      "       vhost-user-device --query PATH [stats|resize|help] [DEVICE]\n\n"
       "SPEC (plus socket-path=PATH, this device's own socket):\n",
       vhost_user::DeviceSpecHelp()));
   absl::FlagsUsageConfig usage;
@@ -285,6 +336,9 @@ int main(int argc, char** argv) {
   for (std::string& a : normalized) args.push_back(a.data());
   std::vector<char*> rest =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (!absl::GetFlag(FLAGS_query).empty()) {
+    return Query(absl::GetFlag(FLAGS_query), rest);
+  }
   if (rest.size() > 1) {
     return Fail(
         absl::StrCat("unexpected argument '", rest[1], "' (see --help)"));
@@ -319,11 +373,12 @@ int main(int argc, char** argv) {
   // too.
   absl::Status log_installed = vhost_user::InstallDaemonLog(*log_options);
   if (!log_installed.ok()) return Fail(StdView(log_installed.message()));
-  std::vector<std::unique_ptr<vhost_user::VhostDevice>> devices;
+  std::vector<vhost_user::ServedDevice> devices;
   for (const vhost_user::PlannedDevice& p : *plan) {
-    auto dev = vhost_user::MakeDevice(p.spec);
-    if (!dev.ok()) return Fail(StdView(dev.status().message()));
-    devices.push_back(*std::move(dev));
+    absl::StatusOr<vhost_user::ServedDevice> served =
+        vhost_user::MakeServedDevice(p.spec);
+    if (!served.ok()) return Fail(StdView(served.status().message()));
+    devices.push_back(*std::move(served));
   }
 
   g_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -345,6 +400,14 @@ int main(int argc, char** argv) {
   sigemptyset(&dump.sa_mask);
   dump.sa_flags = SA_RESTART;
   sigaction(SIGUSR1, &dump, nullptr);
+  // SIGHUP: resize (the control thread does it).
+  g_hangup_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (g_hangup_fd < 0) return Fail("eventfd failed");
+  struct sigaction hangup {};
+  hangup.sa_handler = OnHangupSignal;
+  sigemptyset(&hangup.sa_mask);
+  hangup.sa_flags = SA_RESTART;
+  sigaction(SIGHUP, &hangup, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   // Sockets are created here rather than by RunDaemon(): with the
@@ -381,7 +444,7 @@ int main(int argc, char** argv) {
       o.socket_path = p.endpoint.socket_path;
     }
     virtio::Logf(virtio::LogLevel::kInfo, "%s: serving %s", o.serve.name,
-                 vhost_user::DeviceSummary(p.spec, *devices[i]));
+                 vhost_user::DeviceSummary(p.spec, *devices[i].device));
     if (!o.client) {
       virtio::Logf(virtio::LogLevel::kInfo, "%s: listening on %s", o.serve.name,
                    p.endpoint.description);
@@ -390,6 +453,52 @@ int main(int argc, char** argv) {
     o.serve.dump_fd = g_dump_fds[i];
     o.serve.busy_poll = absl::GetFlag(FLAGS_busy_poll);
     o.serve.poll_us = absl::GetFlag(FLAGS_poll_us);
+  }
+  // The control socket and SIGHUP, on their own thread.
+  const std::string control_path = absl::GetFlag(FLAGS_control_socket);
+  vhost_user::UniqueFd control_listener;
+  if (!control_path.empty()) {
+    absl::StatusOr<vhost_user::UniqueFd> l =
+        vhost_user::CreateListeningSocket(control_path, *access);
+    if (!l.ok()) {
+      remove_created();
+      return Fail(StdView(l.status().message()));
+    }
+    control_listener = *std::move(l);
+  }
+  // Per device: its connection's state (published by its loop), and what
+  // the control socket reads. Sized once: the targets point into them.
+  std::vector<vhost_user::ConnectionState> states(plan->size());
+  std::vector<std::string> type_names(plan->size());
+  std::vector<vhost_user::ControlTarget> targets(plan->size());
+  for (size_t i = 0; i < plan->size(); ++i) {
+    const vhost_user::PlannedDevice& p = (*plan)[i];
+    const std::string_view type = virtio::catalog::DeviceTypeName(p.spec.type);
+    type_names[i].assign(type.data(), type.size());
+    options[i].serve.state = &states[i];
+    targets[i] = {.subject = {.type = type_names[i],
+                              .name = p.label,
+                              .spec = p.spec.text,
+                              .device = devices[i].device.get(),
+                              .control = devices[i].control.get(),
+                              .connection = &states[i]},
+                  .control = devices[i].control.get()};
+  }
+  absl::StatusOr<std::unique_ptr<vhost_user::ControlServer>> control_server =
+      vhost_user::ControlServer::Start(
+          std::move(control_listener),
+          [&](absl::string_view command) {
+            return vhost_user::HandleDaemonCommand(targets, command);
+          },
+          g_hangup_fd, [&] { vhost_user::ResizeEveryBlk(targets, "SIGHUP"); });
+  if (!control_server.ok()) {
+    remove_created();
+    if (!control_path.empty()) unlink(control_path.c_str());
+    return Fail(StdView(control_server.status().message()));
+  }
+  if (!control_path.empty()) {
+    virtio::Logf(virtio::LogLevel::kInfo,
+                 "vhost-user-device: control socket %s", control_path);
   }
   NotifyOrLog(absl::StrCat("READY=1\nSTATUS=serving ",
                            plan->size() == 1
@@ -403,15 +512,21 @@ int main(int argc, char** argv) {
   std::vector<std::thread> loops;
   for (size_t i = 0; i < plan->size(); ++i) {
     loops.emplace_back([&, i] {
-      results[i] = vhost_user::RunDaemon(*devices[i], options[i]);
+      results[i] = vhost_user::RunDaemon(*devices[i].device, options[i]);
       const uint64_t one = 1;
       [[maybe_unused]] ssize_t n = write(g_stop_fd, &one, sizeof one);
     });
   }
   for (std::thread& t : loops) t.join();
   NotifyOrLog("STOPPING=1");
-  // Finishes in-flight requests, flushes nothing left behind.
-  devices.clear();
+  control_server->reset();  // before the devices it reads go
+  if (!control_path.empty()) unlink(control_path.c_str());
+  // Finishes in-flight requests, flushes nothing left behind (each
+  // device's control part refers to the device: it goes first).
+  for (vhost_user::ServedDevice& d : devices) {
+    d.control.reset();
+    d.device.reset();
+  }
   remove_created();
   for (size_t i = 0; i < results.size(); ++i) {
     if (!results[i].ok()) {

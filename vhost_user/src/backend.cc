@@ -80,6 +80,9 @@ Backend::Backend(VhostDevice& device, BackendOptions options)
   options_.protocol_features &= kImplementedProtocolFeatures;
   fault_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   dev_.memory().SetFaultFd(fault_fd_.get());
+  for (uint16_t q = 0; q < device.num_queues(); ++q) {
+    observers_[q].counters = dev_.queue_counters(q);
+  }
 }
 
 Backend::~Backend() {
@@ -392,6 +395,9 @@ absl::Status Backend::Sync(uint16_t q) {
   // In flight = popped - pushed since this start (workers are parked).
   observers_[q].activity.pops.store(0, std::memory_order_relaxed);
   observers_[q].activity.pushes.store(0, std::memory_order_relaxed);
+  if (observers_[q].counters != nullptr) {
+    observers_[q].counters->in_flight.store(0, std::memory_order_relaxed);
+  }
   watch_[q].pushes = 0;
   absl::Status s = dev_.StartQueue(q, cfg, state, &observers_[q], resubmit);
   if (!s.ok()) {

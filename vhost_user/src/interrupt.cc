@@ -34,14 +34,15 @@ void CallInterrupt::SignalQueue(uint16_t queue) {
 
 void CallInterrupt::SignalConfig() {
   config_signals_.fetch_add(1, std::memory_order_relaxed);
-  const int fd = config_fd_.load(std::memory_order_acquire);
-  if (fd < 0) return;
+  std::lock_guard<std::mutex> lock(config_mu_);
+  if (config_fd_ < 0) return;
   // No NEED_REPLY: nobody reads the channel's replies.
   const Header h{kBackendConfigChangeMsg, kVersion, 0};
-  const ssize_t n = send(fd, &h, sizeof h, MSG_DONTWAIT | MSG_NOSIGNAL);
+  const ssize_t n = send(config_fd_, &h, sizeof h, MSG_DONTWAIT | MSG_NOSIGNAL);
   if (n != static_cast<ssize_t>(sizeof h)) {
-    virtio::Log(virtio::LogLevel::kWarning,
-                "vhost-user: could not send CONFIG_CHANGE_MSG to the front-end");
+    virtio::Log(
+        virtio::LogLevel::kWarning,
+        "vhost-user: could not send CONFIG_CHANGE_MSG to the front-end");
   }
 }
 

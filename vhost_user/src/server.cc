@@ -199,6 +199,7 @@ class Worker {
     int done;     // completion fd, -1: none
     bool polled;  // running without a kick fd
     QueueActivity* activity;
+    QueueCounters* counters;  // the device's statistics, null if none
   };
 
   Worker(VhostDevice& dev, uint16_t group, bool busy_poll, uint32_t poll_us,
@@ -353,6 +354,7 @@ class Worker {
             if (f.q == q && f.kick >= 0) {
               Drain(f.kick);
               QueueActivity::Bump(f.activity->kicks);
+              if (f.counters != nullptr) QueueCounters::Bump(f.counters->kicks);
             }
           }
           Kick(q);
@@ -409,11 +411,37 @@ class Worker {
 
 int CurrentConnection() { return t_current_connection; }
 
+ConnectionStatus ConnectionState::Read() const {
+  ConnectionStatus s;
+  s.connected = connected_.load(std::memory_order_relaxed);
+  s.number = number_.load(std::memory_order_relaxed);
+  s.accepted = accepted_.load(std::memory_order_relaxed);
+  if (s.connected) {
+    s.features = features_.load(std::memory_order_relaxed);
+    s.protocol_features = protocol_features_.load(std::memory_order_relaxed);
+    s.backend_channel = backend_channel_.load(std::memory_order_relaxed);
+  }
+  return s;
+}
+
+void ConnectionState::Publish(const Backend& backend) {
+  features_.store(backend.acked_features(), std::memory_order_relaxed);
+  protocol_features_.store(backend.protocol_features(),
+                           std::memory_order_relaxed);
+  backend_channel_.store(backend.has_backend_channel(),
+                         std::memory_order_relaxed);
+}
+
 absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
                              const ServeOptions& o) {
   Connection conn(std::move(connection), o.message_timeout_ms);
   dev.NewConnection();
   Backend backend(dev, o.backend);
+  ConnectionState* const state = o.state;
+  if (state != nullptr) {
+    state->Publish(backend);
+    state->connected_.store(true, std::memory_order_relaxed);
+  }
   const uint16_t nq = dev.num_queues();
   const uint16_t ngroups = std::max<uint16_t>(dev.num_groups(), 1);
   absl::Status result;
@@ -438,7 +466,7 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
       const uint16_t g = dev.queue_group(q);
       sets[g < sets.size() ? g : 0].push_back(
           {q, backend.kick_fd(q), dev.completion_fd(q), backend.polled(q),
-           backend.activity(q)});
+           backend.activity(q), dev.queue_counters(q)});
     }
     absl::Status s;
     for (size_t g = 0; g < workers.size(); ++g) {
@@ -519,6 +547,7 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     std::optional<Message> reply;
     const uint32_t request = m->request();
     absl::Status s = backend.Handle(*std::move(m), &reply);
+    if (state != nullptr) state->Publish(backend);
     if (reply) {
       std::vector<int> fds;
       for (const UniqueFd& fd : reply->fds) fds.push_back(fd.get());
@@ -540,7 +569,11 @@ absl::Status ServeConnection(VhostDevice& dev, UniqueFd connection,
     }
   }
   workers.clear();  // joined; their fds unregistered
+  if (state != nullptr) {
+    state->connected_.store(false, std::memory_order_relaxed);
+  }
   backend.Disconnect();
+  if (state != nullptr) state->Publish(backend);
   return result;
 }
 
@@ -603,10 +636,17 @@ absl::Status RunDaemon(VhostDevice& device, const DaemonOptions& o) {
     }
     ++connections;
     t_current_connection = connections;
+    if (o.serve.state != nullptr) {
+      o.serve.state->number_.store(connections, std::memory_order_relaxed);
+      o.serve.state->accepted_.store(connections, std::memory_order_relaxed);
+    }
     virtio::Logf(virtio::LogLevel::kInfo, "%s: front-end connected (#%d)",
                  o.serve.name, connections);
     absl::Status s = ServeConnection(device, std::move(fd), o.serve);
     t_current_connection = 0;
+    if (o.serve.state != nullptr) {
+      o.serve.state->number_.store(0, std::memory_order_relaxed);
+    }
     if (absl::IsCancelled(s)) break;
     virtio::Logf(virtio::LogLevel::kInfo,
                  "%s: connection #%d closed%s; waiting for the next one",

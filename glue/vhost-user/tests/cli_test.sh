@@ -222,6 +222,84 @@ else
   echo "(python3 missing: connection-number log check left out)"
 fi
 
+# --control-socket and --query: statistics as JSON naming the device, the
+# commands' errors, resize of a file-backed disk (grow; shrink refused),
+# SIGHUP, and the control socket removed on exit.
+expect 2 "cannot connect to the control socket" --query "$tmp/none.sock"
+expect 2 "--query takes one command" --query "$tmp/none.sock" stats disk0 extra
+if command -v python3 >/dev/null; then
+  ctl=$tmp/ctl.sock
+  cimg=$tmp/ctl.img
+  truncate -s 1M "$cimg"
+  "$daemon" --socket "$tmp/c.sock" --control-socket "$ctl" \
+    --device "blk,path=$cimg,id=ctl-disk" 2>"$tmp/ctl.log" &
+  cpid=$!
+  for _ in $(seq 100); do [[ -S $ctl ]] && break; sleep 0.05; done
+  # query EXPECTED_STATUS COMMAND: runs --query and checks its exit status.
+  query() {
+    local want=$1 rc=0
+    shift
+    "$daemon" --query "$ctl" "$@" >"$tmp/q.out" 2>"$tmp/q.err" || rc=$?
+    checks=$((checks + 1))
+    if [[ $rc != "$want" ]]; then
+      echo "FAIL: --query $* exited $rc, want $want"
+      sed 's/^/    /' "$tmp/q.out" "$tmp/q.err"
+      fail=1
+    fi
+  }
+  query 0 stats
+  checks=$((checks + 1))
+  if ! python3 -m json.tool "$tmp/q.out" >/dev/null ||
+    ! python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["device"]["name"] == "ctl-disk" and d["device"]["type"] == "blk" and d["device"]["capacity_sectors"] == 2048 and len(d["queues"]) == 1, d' "$tmp/q.out"; then
+    echo "FAIL: --query stats is not JSON naming the device:"
+    sed 's/^/    /' "$tmp/q.out"
+    fail=1
+  fi
+  query 0 # stats by default
+  query 0 help
+  query 1 no-such-command
+  checks=$((checks + 1))
+  if ! grep -qF '{"error":"unknown command' "$tmp/q.out"; then
+    echo "FAIL: an unknown command is not an error reply:"
+    sed 's/^/    /' "$tmp/q.out"
+    fail=1
+  fi
+  truncate -s 2M "$cimg"
+  query 0 resize
+  checks=$((checks + 1))
+  if ! grep -qF '"old_capacity_sectors":2048,"new_capacity_sectors":4096' "$tmp/q.out"; then
+    echo "FAIL: resize did not grow 2048 -> 4096 sectors:"
+    sed 's/^/    /' "$tmp/q.out"
+    fail=1
+  fi
+  truncate -s 3M "$cimg"
+  kill -HUP "$cpid"
+  for _ in $(seq 100); do
+    grep -q "resized (SIGHUP) from 4096 to 6144 sectors" "$tmp/ctl.log" && break
+    sleep 0.05
+  done
+  checks=$((checks + 1))
+  if ! grep -q "resized (SIGHUP) from 4096 to 6144 sectors" "$tmp/ctl.log"; then
+    echo "FAIL: SIGHUP did not resize:"
+    sed 's/^/    /' "$tmp/ctl.log"
+    fail=1
+  fi
+  truncate -s 1M "$cimg"
+  query 1 resize
+  checks=$((checks + 1))
+  if ! grep -qF 'shrinking is refused' "$tmp/q.out"; then
+    echo "FAIL: a shrink was not refused:"
+    sed 's/^/    /' "$tmp/q.out"
+    fail=1
+  fi
+  kill "$cpid"; wait "$cpid"
+  checks=$((checks + 1))
+  if [[ -e $ctl ]]; then
+    echo "FAIL: the control socket was left behind"
+    fail=1
+  fi
+fi
+
 if [[ $fail != 0 ]]; then
   echo "FAILED ($checks checks)"
   exit 1

@@ -26,7 +26,8 @@ int CountOpenFds() {
 SharedMemory::SharedMemory(uint64_t gpa, uint64_t size)
     : fd_(memfd_create("guest", MFD_CLOEXEC)), gpa_(gpa), size_(size) {
   if (!fd_ || ftruncate(fd_.get(), static_cast<off_t>(size)) != 0) std::abort();
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+  void* p =
+      mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
   if (p == MAP_FAILED) std::abort();
   base_ = static_cast<uint8_t*>(p);
 }
@@ -63,6 +64,27 @@ uint16_t SplitRing::Add(const std::vector<Buf>& bufs) {
     std::memcpy(mem_.host(desc_ + 16ull * idx), &d, sizeof d);
   }
   next_desc_ = static_cast<uint16_t>((next_desc_ + bufs.size()) % size_);
+  auto* ring = reinterpret_cast<uint16_t*>(mem_.host(avail_ + 4));
+  ring[avail_idx_ % size_] = head;
+  ++avail_idx_;
+  std::atomic_thread_fence(std::memory_order_release);
+  __atomic_store_n(reinterpret_cast<uint16_t*>(mem_.host(avail_ + 2)),
+                   avail_idx_, __ATOMIC_RELEASE);
+  return head;
+}
+
+uint16_t SplitRing::AddLoop(uint64_t gpa, uint32_t len) {
+  const uint16_t head = next_desc_;
+  const auto second = static_cast<uint16_t>((head + 1) % size_);
+  for (const auto& [idx, next] : {std::pair{head, second}, {second, head}}) {
+    virtio::spec::SplitDesc d{};
+    d.addr = gpa;
+    d.len = len;
+    d.flags = virtio::spec::kDescFlagNext;
+    d.next = next;
+    std::memcpy(mem_.host(desc_ + 16ull * idx), &d, sizeof d);
+  }
+  next_desc_ = static_cast<uint16_t>((head + 2) % size_);
   auto* ring = reinterpret_cast<uint16_t*>(mem_.host(avail_ + 4));
   ring[avail_idx_ % size_] = head;
   ++avail_idx_;
@@ -148,7 +170,8 @@ bool Frontend::SetupRing(uint16_t q, const SplitRing& ring, UniqueFd& kick,
                          UniqueFd& call, bool enable) {
   kick.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   call.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  VringAddr a{q, 0, ring.desc_uaddr(), ring.used_uaddr(), ring.avail_uaddr(), 0};
+  VringAddr a{q, 0, ring.desc_uaddr(), ring.used_uaddr(), ring.avail_uaddr(),
+              0};
   return Send(kSetVringNum, VringState{q, ring.size()}) &&
          Send(kSetVringBase, VringState{q, 0}) && Send(kSetVringAddr, a) &&
          Send(kSetVringCall, uint64_t{q}, {call.get()}) &&

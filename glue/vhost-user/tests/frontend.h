@@ -58,6 +58,9 @@ class SplitRing {
   uint64_t used_uaddr() const { return mem_.uaddr(used_); }
   // Adds and publishes a chain; returns its head.
   uint16_t Add(const std::vector<Buf>& bufs);
+  // Adds and publishes a chain of two descriptors whose `next` fields point
+  // at each other: a loop, which breaks the ring (RingError::kChainTooLong).
+  uint16_t AddLoop(uint64_t gpa, uint32_t len);
   // Next used element (id, len), if any.
   std::optional<std::pair<uint32_t, uint32_t>> Reap();
 

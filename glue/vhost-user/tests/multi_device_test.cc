@@ -16,6 +16,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "control_server.h"
 #include "daemon_plan.h"
 #include "daemon_process.h"
 #include "gtest/gtest.h"
@@ -289,6 +290,82 @@ TEST(MultiDeviceTest, SocketActivationMatchesDevicesById) {
   close(notify);
   close(small);
   close(large);
+}
+
+// One control socket for every device: `stats` lists them all, `stats NAME`
+// and `resize NAME` reach one, `resize` grows every blk device.
+TEST(MultiDeviceTest, ControlSocketAnswersForEachDevice) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string a = dir / "a.img";
+  const std::string b = dir / "b.img";
+  for (const std::string& path : {a, b}) {
+    FILE* f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+    ASSERT_EQ(truncate(path.c_str(), 1 << 20), 0);
+  }
+  const std::string ctl = dir / "ctl.sock";
+  const std::string log = dir / "stderr";
+  Daemon d(
+      {.args = {"--control-socket", ctl, "--device",
+                absl::StrCat("blk,id=disk-a,path=", a,
+                             ",socket-path=", dir / "a.sock"),
+                "--device",
+                absl::StrCat("blk,id=disk-b,path=", b,
+                             ",socket-path=", dir / "b.sock"),
+                "--device", absl::StrCat("rng,socket-path=", dir / "r.sock")},
+       .stderr_path = log});
+  // Connecting a front-end waits for the daemon to be up.
+  auto ca = ConnectBlk(dir / "a.sock");
+  ASSERT_TRUE(ca.ok()) << ca.status() << "\n" << ReadFile(log);
+  absl::StatusOr<std::string> all = QueryControlSocket(ctl, "stats");
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(absl::StartsWith(*all, "{\"devices\":[{\"device\":{")) << *all;
+  for (const char* name :
+       {"\"name\":\"disk-a\"", "\"name\":\"disk-b\"", "\"name\":\"rng\""}) {
+    EXPECT_TRUE(absl::StrContains(*all, name)) << name << "\n" << *all;
+  }
+  // disk-a has its front-end, disk-b none.
+  absl::StatusOr<std::string> one = QueryControlSocket(ctl, "stats disk-a");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_TRUE(absl::StartsWith(*one,
+                               "{\"device\":{\"type\":\"blk\",\"name\":"
+                               "\"disk-a\""))
+      << *one;
+  EXPECT_TRUE(absl::StrContains(*one, "\"state\":\"connected\"")) << *one;
+  one = QueryControlSocket(ctl, "stats disk-b");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_TRUE(absl::StrContains(*one, "\"state\":\"waiting\"")) << *one;
+  one = QueryControlSocket(ctl, "stats nosuch");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_TRUE(IsControlError(*one)) << *one;
+  EXPECT_TRUE(absl::StrContains(*one, "devices: disk-a, disk-b, rng")) << *one;
+  // Grow both images; `resize disk-b` grows only disk-b, `resize` the rest.
+  ASSERT_EQ(truncate(a.c_str(), 2 << 20), 0);
+  ASSERT_EQ(truncate(b.c_str(), 2 << 20), 0);
+  one = QueryControlSocket(ctl, "resize disk-b");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_TRUE(absl::StrContains(
+      *one, "\"old_capacity_sectors\":2048,\"new_capacity_sectors\":4096"))
+      << *one;
+  all = QueryControlSocket(ctl, "resize");
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_FALSE(IsControlError(*all)) << *all;
+  EXPECT_TRUE(absl::StrContains(*all,
+                                "\"disk-a\":{\"resized\":true,\"old_capacity_"
+                                "sectors\":2048,\"new_capacity_sectors\":4096"))
+      << *all;
+  EXPECT_TRUE(absl::StrContains(*all, "\"disk-b\":{\"resized\":false")) << *all;
+  EXPECT_FALSE(absl::StrContains(*all, "\"rng\"")) << *all;
+  // A shrink of one fails the whole reply, naming it.
+  ASSERT_EQ(truncate(a.c_str(), 1 << 20), 0);
+  all = QueryControlSocket(ctl, "resize");
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(absl::StartsWith(*all, "{\"error\":\"resizing disk-a failed\""))
+      << *all;
+  ca->reset();
+  EXPECT_EQ(d.Stop(), 0) << ReadFile(log);
 }
 
 }  // namespace

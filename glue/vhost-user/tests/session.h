@@ -30,13 +30,14 @@ namespace vhost_user::testing {
 // One connection served on a thread.
 class Session {
  public:
-  // busy_poll and dump_fd as in ServeOptions.
-  explicit Session(VhostDevice& dev, bool busy_poll = false, int dump_fd = -1) {
+  // busy_poll, dump_fd and state as in ServeOptions.
+  explicit Session(VhostDevice& dev, bool busy_poll = false, int dump_fd = -1,
+                   ConnectionState* state = nullptr) {
     int sv[2];
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     front_ = std::make_unique<Frontend>(UniqueFd(sv[0]));
     UniqueFd back(sv[1]);
-    result_ = std::async(std::launch::async, [&dev, busy_poll, dump_fd,
+    result_ = std::async(std::launch::async, [&dev, busy_poll, dump_fd, state,
                                               b = std::move(back)]() mutable {
       ServeOptions o;
       // Long enough for a loaded CI machine, short enough that a back-end
@@ -44,6 +45,7 @@ class Session {
       o.message_timeout_ms = 2000;
       o.busy_poll = busy_poll;
       o.dump_fd = dump_fd;
+      o.state = state;
       return ServeConnection(dev, std::move(b), o);
     });
   }

@@ -121,8 +121,9 @@ absl::StatusOr<std::unique_ptr<UringDisk>> UringDisk::Open(
         options.path, disk->block_size_));
   }
   // A trailing partial block is not exposed.
-  disk->capacity_ = size - size % disk->block_size_;
-  if (disk->capacity_ == 0) {
+  disk->capacity_.store(size - size % disk->block_size_,
+                        std::memory_order_release);
+  if (disk->capacity() == 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "UringDisk: %s is smaller than one %u-byte block (%u bytes)",
         options.path, disk->block_size_, size));
@@ -149,6 +150,27 @@ absl::StatusOr<std::unique_ptr<UringDisk>> UringDisk::Open(
     }
   }
   return disk;
+}
+
+absl::StatusOr<uint64_t> UringDisk::RereadSize() {
+  uint64_t size = 0;
+  if (block_device_) {
+    if (ioctl(fd_, BLKGETSIZE64, &size) != 0) {
+      return absl::InternalError(
+          absl::StrFormat("UringDisk: BLKGETSIZE64(%s): %s", options_.path,
+                          ErrnoString(errno)));
+    }
+  } else {
+    struct stat st;
+    if (fstat(fd_, &st) != 0) {
+      return absl::InternalError(absl::StrFormat(
+          "UringDisk: fstat(%s): %s", options_.path, ErrnoString(errno)));
+    }
+    size = static_cast<uint64_t>(st.st_size);
+  }
+  size -= size % block_size_;
+  if (size > capacity()) capacity_.store(size, std::memory_order_release);
+  return size;
 }
 
 UringDisk::~UringDisk() {

@@ -36,6 +36,10 @@
 // The used length is the number of bytes written into the guest: data read
 // (or the id) plus the status byte; 1 for status-only requests.
 //
+// Online resize: Grow(new_bytes) grows the capacity while the queues run
+// (an atomic the request checks read) and signals a configuration change;
+// shrinking is refused.
+//
 // Cache mode: with CONFIG_WCE negotiated the `writeback` config byte is
 // writable (0 writethrough, 1 writeback); without it the device is writeback
 // if FLUSH was negotiated, else writethrough. In writethrough mode every OUT
@@ -92,6 +96,7 @@
 #include "virtio/queue.h"
 #include "virtio/ring_error.h"
 #include "virtio/spec.h"
+#include "virtio/stat_counter.h"
 
 namespace virtio {
 
@@ -129,21 +134,22 @@ struct BlkDeviceOptions {
   RingFeatureOptions ring = {};
 };
 
-// Per-queue counters, maintained by the queue's thread.
+// Per-queue counters, written by the queue's thread and readable from any
+// (StatCounter: a statistics endpoint reads them while the queue runs).
 struct BlkQueueStats {
-  uint64_t requests = 0;   // chains popped
-  uint64_t completed = 0;  // returned to the driver
-  uint64_t ok = 0;
-  uint64_t ioerr = 0;
-  uint64_t unsupp = 0;
+  StatCounter requests;   // chains popped
+  StatCounter completed;  // returned to the driver
+  StatCounter ok;
+  StatCounter ioerr;
+  StatCounter unsupp;
   // Chains that could not be parsed: not ok(), no status byte, short header.
-  uint64_t malformed = 0;
+  StatCounter malformed;
   // Returned with length 0 because no status byte could be written.
-  uint64_t no_status = 0;
+  StatCounter no_status;
   // Backend requests failed by the host (EIO, ENOSPC, ...).
-  uint64_t backend_errors = 0;
+  StatCounter backend_errors;
   // Times popping stopped because every slot was busy.
-  uint64_t stalls = 0;
+  StatCounter stalls;
 };
 
 // --- The device ------------------------------------------------------------
@@ -233,6 +239,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
 
   void ReadConfigBytes(uint32_t offset, void* data, uint32_t len) {
     blk::Config c = config_;
+    c.capacity = capacity_sectors_.load(std::memory_order_acquire);
     c.writeback = writeback_.load(std::memory_order_relaxed) ? 1 : 0;
     std::memcpy(data, reinterpret_cast<const uint8_t*>(&c) + offset, len);
   }
@@ -311,7 +318,38 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
     return queues_[q].stats;
   }
   bool writeback() const { return writeback_.load(std::memory_order_relaxed); }
+  // The config space as built (its capacity field is the capacity at
+  // construction: see capacity_sectors()).
   const blk::Config& config() const { return config_; }
+  // The capacity in 512-byte sectors now; any thread.
+  uint64_t capacity_sectors() const {
+    return capacity_sectors_.load(std::memory_order_acquire);
+  }
+
+  // Online resize: the disk grew to `new_bytes` (the backend's new size).
+  // Grows the capacity the queues check requests against and the config
+  // space's, then sends a configuration change (the driver re-reads the
+  // capacity). Safe while queues run: requests validated before the change
+  // were inside the old capacity, and the new one only adds sectors.
+  // Shrinking is refused (FailedPrecondition, nothing changes): the driver
+  // may have requests in flight beyond the new end, and file systems on it
+  // do not expect their disk to shrink under them. An unchanged size
+  // changes nothing (no configuration change). Returns the capacity before,
+  // in sectors. Any thread; not concurrently with itself.
+  absl::StatusOr<uint64_t> Grow(uint64_t new_bytes) {
+    const uint64_t old_sectors = capacity_sectors();
+    const uint64_t new_sectors = new_bytes >> blk::kSectorShift;
+    if (new_sectors < old_sectors) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s: the disk shrank from %u to %u sectors: shrinking is refused "
+          "(the guest keeps the old size)",
+          options_.name, old_sectors, new_sectors));
+    }
+    if (new_sectors == old_sectors) return old_sectors;
+    capacity_sectors_.store(new_sectors, std::memory_order_release);
+    this->ConfigChanged();
+    return old_sectors;
+  }
   Backend& backend() { return *backend_; }
 
  private:
@@ -406,7 +444,7 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
 
   void BuildConfig() {
     std::memset(&config_, 0, sizeof config_);
-    config_.capacity = capacity_sectors_;
+    config_.capacity = capacity_sectors();
     config_.size_max = options_.size_max;
     config_.seg_max = options_.seg_max;
     config_.blk_size = backend_->block_size();
@@ -433,8 +471,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
   }
 
   bool InRange(uint64_t sector, uint64_t num_sectors) const {
-    return sector <= capacity_sectors_ &&
-           num_sectors <= capacity_sectors_ - sector;
+    const uint64_t capacity = capacity_sectors_.load(std::memory_order_relaxed);
+    return sector <= capacity && num_sectors <= capacity - sector;
   }
 
   // Returns a request to the driver: status byte, then the used element.
@@ -769,7 +807,8 @@ class BlkDevice : public DeviceCore<T, BlkDevice<T, Backend>> {
 
   Backend* backend_;
   BlkDeviceOptions options_;
-  uint64_t capacity_sectors_;
+  // Grows while queues run (Grow()): read atomically.
+  std::atomic<uint64_t> capacity_sectors_;
   blk::Config config_;
   uint8_t id_[blk::kIdBytes];
   std::atomic<bool> writeback_{true};

@@ -109,6 +109,9 @@ class Backend {
   uint64_t generation() const { return generation_; }
   uint64_t protocol_features() const { return protocol_features_; }
   uint64_t acked_features() const { return acked_features_; }
+  // Whether the front-end gave a back-end request channel
+  // (SET_BACKEND_REQ_FD): configuration changes reach it only then.
+  bool has_backend_channel() const { return backend_req_.get() >= 0; }
   // The dirty log from SET_LOG_BASE (unmapped until then); queues log
   // into it while VHOST_F_LOG_ALL is acked (see dirty_log.h).
   const DirtyLog& dirty_log() const { return log_; }

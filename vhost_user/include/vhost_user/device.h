@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "vhost_user/memory_table.h"
+#include "vhost_user/queue_counters.h"
 #include "vhost_user/queue_observer.h"
 #include "virtio/queue.h"
 
@@ -64,8 +65,7 @@ class VhostDevice {
   virtual uint32_t config_size() const = 0;
   // False if [offset, offset+len) is outside the config space.
   virtual bool ReadConfig(uint32_t offset, void* data, uint32_t len) = 0;
-  virtual bool WriteConfig(uint32_t offset, const void* data,
-                           uint32_t len) = 0;
+  virtual bool WriteConfig(uint32_t offset, const void* data, uint32_t len) = 0;
 
   // The front-end's feature choice (a subset of features()). Takes effect
   // when the first queue starts or on Negotiate().
@@ -98,6 +98,12 @@ class VhostDevice {
   virtual QueueDebugInfo QueueDebug(uint16_t /*q*/) { return {}; }
   // Interrupts sent on queue `q` so far; any thread.
   virtual uint64_t queue_interrupts(uint16_t /*q*/) const { return 0; }
+  // Interrupts that could not be sent on queue `q` (no call fd, or the
+  // write failed); any thread.
+  virtual uint64_t queue_interrupts_lost(uint16_t /*q*/) const { return 0; }
+  // Queue `q`'s statistics for the device's lifetime (null: not kept). At
+  // a fixed address; written by the data path, read by any thread.
+  virtual QueueCounters* queue_counters(uint16_t /*q*/) { return nullptr; }
   // Whether chains popped and not yet used on queue `q` are requests the
   // device works on (blk), so that many of them with no progress means a
   // stall; not so for chains held waiting for input (net rx, console).
@@ -119,9 +125,7 @@ class VhostDevice {
   // restarts. True when leaving polled mode if buffers arrived that the
   // device was waiting for a kick for: call Kick(q) then. Worker thread of
   // `q`, or the control thread while no worker runs.
-  virtual bool SetQueuePolled(uint16_t /*q*/, bool /*polled*/) {
-    return false;
-  }
+  virtual bool SetQueuePolled(uint16_t /*q*/, bool /*polled*/) { return false; }
   // An fd that becomes readable when queue `q` has backend completions
   // (-1: none), and what to do then.
   virtual int completion_fd(uint16_t q) const = 0;

@@ -16,7 +16,9 @@
 //     fd for up to 5 s, then draining the backend), then DisableQueue(q).
 //   * Kick(q): Notify(q); a ring error found there (the device enters
 //     NEEDS_RESET) is also reported on the queue's error fd
-//     (SET_VRING_ERR), vhost-user's way to tell the front-end.
+//     (SET_VRING_ERR), vhost-user's way to tell the front-end, and counted
+//     in the queue's statistics (queue_counters()), which the adapter keeps
+//     for the device's lifetime.
 //
 // Example:
 //   using Rng = virtio::RngDevice<VhostTraits>;
@@ -44,6 +46,7 @@
 #include "vhost_user/device.h"
 #include "vhost_user/interrupt.h"
 #include "vhost_user/memory_table.h"
+#include "vhost_user/queue_counters.h"
 #include "virtio/log.h"
 #include "virtio/spec.h"
 
@@ -83,6 +86,7 @@ class DeviceAdapter final : public VhostDevice {
     if (a->dev_->num_queues() > CallInterrupt::kMaxQueues) {
       return absl::InvalidArgumentError("more than 256 queues");
     }
+    a->counters_ = std::make_unique<QueueCounters[]>(a->dev_->num_queues());
     return a;
   }
 
@@ -173,6 +177,7 @@ class DeviceAdapter final : public VhostDevice {
           "queue %u: ring rejected by the device (see its log line)", q));
     }
     err_signalled_.store(false, std::memory_order_relaxed);
+    if (q < ring_error_counted_.size()) ring_error_counted_[q] = false;
     const uint8_t s = dev_->status();
     if (!(s & spec::kStatusDriverOk)) {
       dev_->SetStatus(static_cast<uint8_t>(s | spec::kStatusDriverOk));
@@ -217,6 +222,12 @@ class DeviceAdapter final : public VhostDevice {
   }
   uint64_t queue_interrupts(uint16_t q) const override {
     return irq_.queue_signals(q);
+  }
+  uint64_t queue_interrupts_lost(uint16_t q) const override {
+    return irq_.queue_signals_lost(q);
+  }
+  QueueCounters* queue_counters(uint16_t q) override {
+    return q < dev_->num_queues() ? &counters_[q] : nullptr;
   }
   bool WatchForStalls(uint16_t) const override {
     return internal::AsyncDevice<D>;
@@ -282,8 +293,21 @@ class DeviceAdapter final : public VhostDevice {
   DeviceAdapter() { err_.fill(-1); }
 
   void ReportRingError(uint16_t q) {
-    if (dev_->needs_reset() &&
-        !err_signalled_.exchange(true, std::memory_order_relaxed)) {
+    if (!dev_->needs_reset()) return;
+    // Counted once per broken ring (it stays broken, its error set, until
+    // the queue is set up again), before the front-end hears of it.
+    if (q < dev_->num_queues() && !ring_error_counted_[q]) {
+      QueueCounters& c = counters_[q];
+      dev_->WithQueue(q, [&](uint16_t, auto& ring) {
+        const virtio::RingError e = ring.error();
+        if (virtio::IsRingError(e)) {
+          ring_error_counted_[q] = true;
+          c.last_ring_error.store(e, std::memory_order_relaxed);
+          QueueCounters::Bump(c.ring_errors);
+        }
+      });
+    }
+    if (!err_signalled_.exchange(true, std::memory_order_relaxed)) {
       if (q < err_.size()) SignalFd(err_[q]);
     }
   }
@@ -323,6 +347,11 @@ class DeviceAdapter final : public VhostDevice {
   std::vector<uint16_t> group_of_;
   std::array<int, CallInterrupt::kMaxQueues> err_{};
   std::atomic<bool> err_signalled_{false};
+  // One per queue (queue_counters()).
+  std::unique_ptr<QueueCounters[]> counters_;
+  // Whether queue q's broken ring is counted already; its worker only (or
+  // the control thread while it is parked, at the queue's start).
+  std::array<bool, CallInterrupt::kMaxQueues> ring_error_counted_{};
 };
 
 }  // namespace vhost_user

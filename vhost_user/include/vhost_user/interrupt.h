@@ -5,13 +5,18 @@
 //
 // Fds are borrowed (the Backend owns them) and stored atomically, so queue
 // threads may signal while the control thread swaps them; the Backend only
-// closes an fd after clearing it here and stopping the queue.
+// closes an fd after clearing it here and stopping the queue. The
+// configuration channel is also used from threads that are never parked (a
+// resize from vhost-user-device's control socket): it is held under a
+// mutex while a message is sent, so that once SetConfigChannel(-1) returns
+// no sender still uses the old fd and the Backend may close it.
 #ifndef VHOST_USER_INTERRUPT_H_
 #define VHOST_USER_INTERRUPT_H_
 
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 
 #include "vhost_user/memory_table.h"
 #include "vhost_user/queue_observer.h"
@@ -37,7 +42,8 @@ class CallInterrupt {
     if (queue < kMaxQueues) call_[queue].store(fd, std::memory_order_release);
   }
   void SetConfigChannel(int fd) {
-    config_fd_.store(fd, std::memory_order_release);
+    std::lock_guard<std::mutex> lock(config_mu_);
+    config_fd_ = fd;
   }
 
   // Counters (tests, statistics).
@@ -60,7 +66,9 @@ class CallInterrupt {
 
  private:
   std::array<std::atomic<int>, kMaxQueues> call_;
-  std::atomic<int> config_fd_{-1};
+  // Configuration changes are rare (a resize, a link change): a lock is fine.
+  std::mutex config_mu_;
+  int config_fd_ = -1;
   std::atomic<uint64_t> queue_signals_{0};
   std::atomic<uint64_t> config_signals_{0};
   // Written by the queue's worker only; a cache line each.

@@ -30,6 +30,8 @@
 #ifndef VHOST_USER_SERVER_H_
 #define VHOST_USER_SERVER_H_
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -38,6 +40,8 @@
 #include "vhost_user/unique_fd.h"
 
 namespace vhost_user {
+
+class ConnectionState;
 
 // How ServeConnection() serves one front-end.
 struct ServeOptions {
@@ -55,6 +59,8 @@ struct ServeOptions {
   // Without busy_poll: after the last event that meant work, spin on the
   // rings up to this long before sleeping (0: sleep at once; adaptive).
   uint32_t poll_us = 50;
+  // Where to publish the connection's state (null: nowhere).
+  ConnectionState* state = nullptr;
 };
 
 // Serves the front-end on `connection` until it disconnects (see the top
@@ -86,6 +92,41 @@ struct DaemonOptions {
 // the data-path workers a connection starts inherit its number, other
 // threads read 0.
 int CurrentConnection();
+
+// A device's front-end connection as statistics report it: a snapshot of
+// ConnectionState.
+struct ConnectionStatus {
+  bool connected = false;  // a front-end is being served
+  int number = 0;          // RunDaemon()'s connection number (0: none)
+  int accepted = 0;        // connections RunDaemon() has served so far
+  // Negotiated with the connected front-end (0 when none): its acked virtio
+  // features, the protocol features, and whether it gave a back-end
+  // request channel (configuration changes reach it only then).
+  uint64_t features = 0;
+  uint64_t protocol_features = 0;
+  bool backend_channel = false;
+};
+
+// One device's connection state, published by the thread serving it
+// (ServeOptions::state) after every message and read by any thread (a
+// statistics endpoint) without a lock. Owned by the caller, one per device.
+class ConnectionState {
+ public:
+  // Each field current at some recent point.
+  ConnectionStatus Read() const;
+
+ private:
+  friend absl::Status ServeConnection(VhostDevice&, UniqueFd,
+                                      const ServeOptions&);
+  friend absl::Status RunDaemon(VhostDevice&, const DaemonOptions&);
+  void Publish(const Backend& backend);
+  std::atomic<bool> connected_{false};
+  std::atomic<int> number_{0};
+  std::atomic<int> accepted_{0};
+  std::atomic<uint64_t> features_{0};
+  std::atomic<uint64_t> protocol_features_{0};
+  std::atomic<bool> backend_channel_{false};
+};
 
 // Serves connection after connection until `stop_fd` fires. Server mode
 // without `listen_fd` creates the socket (0600) and unlinks it on return.

@@ -64,6 +64,7 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -194,7 +195,14 @@ class UringDisk {
   UringDisk(const UringDisk&) = delete;
   UringDisk& operator=(const UringDisk&) = delete;
 
-  uint64_t capacity() const { return capacity_; }
+  uint64_t capacity() const {
+    return capacity_.load(std::memory_order_acquire);
+  }
+  // Online resize: re-reads the image's size (fstat, or BLKGETSIZE64 for a
+  // block device), rounded down to whole blocks, and returns it. A larger
+  // size becomes capacity(); a smaller one is returned but not adopted
+  // (the device refuses to shrink). Any thread.
+  absl::StatusOr<uint64_t> RereadSize();
   uint32_t block_size() const { return block_size_; }
   bool read_only() const { return options_.read_only; }
   bool supports_discard() const { return options_.discard; }
@@ -214,7 +222,8 @@ class UringDisk {
   UringDiskOptions options_;
   int fd_ = -1;
   bool block_device_ = false;
-  uint64_t capacity_ = 0;
+  // Grows on RereadSize() while queues run.
+  std::atomic<uint64_t> capacity_{0};
   uint32_t block_size_ = 512;
   UringDiskOptions::Inline inline_ = UringDiskOptions::Inline::kOff;
   std::vector<std::unique_ptr<Queue>> queues_;
