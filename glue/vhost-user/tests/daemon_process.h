@@ -217,6 +217,21 @@ inline std::string RunProgram(const std::string& program,
   return out;
 }
 
+// A datagram socket bound at `path`, as a service manager's NOTIFY_SOCKET
+// (-1 on failure).
+inline int BindNotifySocket(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  if (fd < 0 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 // What NOTIFY_SOCKET received: each datagram, waiting up to `timeout_ms`
 // for the first.
 inline std::vector<std::string> Receive(int fd, int timeout_ms) {

@@ -25,6 +25,7 @@
 namespace vhost_user {
 namespace {
 
+using daemon_test::BindNotifySocket;
 using daemon_test::ConnectBlk;
 using daemon_test::Daemon;
 using daemon_test::ListenAt;
@@ -255,12 +256,8 @@ TEST(MultiDeviceTest, SocketActivationMatchesDevicesById) {
   ASSERT_GE(small, 0);
   ASSERT_GE(large, 0);
   const std::string notify_path = dir / "notify";
-  const int notify = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const int notify = BindNotifySocket(notify_path);
   ASSERT_GE(notify, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", notify_path.c_str());
-  ASSERT_EQ(bind(notify, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   const std::string log = dir / "stderr";
   Daemon d({.args = {"--device", "blk,id=large,backend=ram,size=8M", "--device",
                      "blk,id=small,backend=ram,size=2M"},

@@ -36,6 +36,7 @@
 namespace vhost_user {
 namespace {
 
+using daemon_test::BindNotifySocket;
 using daemon_test::ConnectBlk;
 using daemon_test::Daemon;
 using daemon_test::kDiskBytes;
@@ -139,12 +140,8 @@ TEST(ServiceTest, SocketActivationAndReadiness) {
   const int listener = ListenAt(socket_path);
   ASSERT_GE(listener, 0);
   const std::string notify_path = dir / "notify";
-  const int notify = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const int notify = BindNotifySocket(notify_path);
   ASSERT_GE(notify, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", notify_path.c_str());
-  ASSERT_EQ(bind(notify, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   const std::string log = dir / "stderr";
   const std::set<std::string> before = Listing(dir.path());
   Daemon d({.args = {"--device", "blk,backend=ram,size=4M"},
