@@ -52,6 +52,13 @@
 //     whole time slice, the overall rate collapses, and the label says so;
 //     the window rates still show what the rings do between preemptions.
 //
+//   2thread/line_pingpong
+//     The latency of one cache-line transfer between the same two CPUs: two
+//     threads hand a counter back and forth, one transfer = half a round
+//     trip (column one_way_ns). Every two-thread rate above is bounded by
+//     how many such transfers a ring design needs per chain and how many of
+//     them it can keep in flight at once.
+//
 // TARGETS
 //   single thread, 1desc, batch 32 : >= 50M chains/s on both layouts
 //   two threads,   1desc, q 256    : >= 15M chains/s on both layouts
@@ -59,7 +66,7 @@
 //   printed after the benchmark table.
 //
 // RUNNING
-//   build/release/bench/ring_bench --benchmark_min_time=0.2 --benchmark_counters_tabular=true
+//   build/release/bench/ring_bench --benchmark_counters_tabular=true
 //   build/release/bench/ring_bench --benchmark_filter='batch:32'
 //   build/release/bench/ring_bench --benchmark_filter=2thread
 //   JSON (Google Benchmark built-in): add
@@ -89,6 +96,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "benchmark/benchmark.h"
 #include "virtio/descriptor_chain.h"
@@ -122,11 +130,11 @@ using virtio::testing::TestGuestMemory;
 
 struct Shape {
   const char* name;
-  uint32_t descs;      // buffers per chain
-  bool indirect;       // all buffers in one indirect table
-  uint64_t readable;   // expected chain.readable_bytes()
-  uint64_t writable;   // expected chain.writable_bytes()
-  uint32_t used_len;   // what the device reports written
+  uint32_t descs;     // buffers per chain
+  bool indirect;      // all buffers in one indirect table
+  uint64_t readable;  // expected chain.readable_bytes()
+  uint64_t writable;  // expected chain.writable_bytes()
+  uint32_t used_len;  // what the device reports written
 };
 
 constexpr Shape kOneDesc{"1desc", 1, false, 0, 2048, 2048};
@@ -148,14 +156,16 @@ inline uint32_t ChainBuffers(const Shape& s, uint64_t base, Buf out[3]) {
     out[0] = {base, 2048, true};
     return 1;
   }
-  out[0] = {base, 16, false};        // request header
-  out[1] = {base + 64, 512, true};   // data
-  out[2] = {base + 576, 1, true};    // status byte
+  out[0] = {base, 16, false};       // request header
+  out[1] = {base + 64, 512, true};  // data
+  out[2] = {base + 576, 1, true};   // status byte
   return 3;
 }
 
 // Ring slots (split: descriptor-table entries) one chain occupies.
-inline uint32_t SlotsPerChain(const Shape& s) { return s.indirect ? 1 : s.descs; }
+inline uint32_t SlotsPerChain(const Shape& s) {
+  return s.indirect ? 1 : s.descs;
+}
 
 // Queue size for a batch: 256 unless the batch does not fit.
 inline uint32_t QueueSizeFor(const Shape& s, uint32_t batch) {
@@ -229,7 +239,8 @@ class LeanSplitDriver {
       spec::SplitDesc* out = desc_ + head;
       if (shape.indirect) {
         const uint64_t table_gpa = tables + uint64_t{c} * 16 * n;
-        out = reinterpret_cast<spec::SplitDesc*>(mem.Host(table_gpa, 16 * n));
+        out = reinterpret_cast<spec::SplitDesc*>(
+            mem.Host(table_gpa, uint64_t{16} * n));
         desc_[head] = {.addr = table_gpa,
                        .len = 16 * n,
                        .flags = spec::kDescFlagIndirect,
@@ -335,8 +346,7 @@ class LeanSplitDriver {
         static_cast<uint32_t>(max < free_count_ ? max : free_count_);
     if (n == 0) return 0;
     for (uint32_t i = 0; i < n; ++i) {
-      StoreRelaxed(&avail_ring_[avail_idx_ & mask_],
-                   free_[free_head_ & mask_]);
+      StoreRelaxed(&avail_ring_[avail_idx_ & mask_], free_[free_head_ & mask_]);
       ++free_head_;
       ++avail_idx_;
     }
@@ -397,7 +407,7 @@ class LeanPackedDriver {
         Buf b[3];
         const uint32_t n = ChainBuffers(shape, bufs_ + k * kBufStride, b);
         auto* t = reinterpret_cast<spec::PackedDesc*>(
-            mem.Host(tables_ + uint64_t{k} * 16 * n, 16 * n));
+            mem.Host(tables_ + uint64_t{k} * 16 * n, uint64_t{16} * n));
         for (uint32_t i = 0; i < n; ++i) {
           t[i] = {.addr = b[i].gpa,
                   .len = b[i].len,
@@ -408,7 +418,7 @@ class LeanPackedDriver {
     }
     if (shape.indirect) {
       one_slot_base_ = tables_;
-      one_slot_stride_ = 16 * shape.descs;
+      one_slot_stride_ = uint64_t{16} * shape.descs;
       one_slot_len_ = 16 * shape.descs;
       one_slot_flags_ = spec::kDescFlagIndirect;
     } else {
@@ -418,7 +428,8 @@ class LeanPackedDriver {
       one_slot_flags_ = spec::kDescFlagWrite;
     }
     free_.resize(size);
-    for (uint32_t k = 0; k < capacity_; ++k) free_[k] = static_cast<uint16_t>(k);
+    for (uint32_t k = 0; k < capacity_; ++k)
+      free_[k] = static_cast<uint16_t>(k);
     free_count_ = capacity_;
   }
 
@@ -457,15 +468,16 @@ class LeanPackedDriver {
     for (uint32_t i = 0; i < n; ++i) {
       const uint16_t flags = LoadAcquire(&ring_[used_pos_].flags);
       if (!IsUsed(flags, used_wrap_)) {
-        return absl::StrFormat("chain %u of %u: slot %u flags 0x%x not used",
-                               i, n, used_pos_, flags);
+        return absl::StrFormat("chain %u of %u: slot %u flags 0x%x not used", i,
+                               n, used_pos_, flags);
       }
       const spec::PackedDesc d = ring_[used_pos_];
       const bool write = (d.flags & spec::kDescFlagWrite) != 0;
       if (d.id != used_pos_ || d.len != shape_.used_len ||
           write != (shape_.used_len != 0)) {
         return absl::StrFormat(
-            "used desc at %u {id %u, len %u, flags 0x%x}, expected id %u len %u",
+            "used desc at %u {id %u, len %u, flags 0x%x}, expected id %u len "
+            "%u",
             used_pos_, d.id, d.len, d.flags, used_pos_, shape_.used_len);
       }
       Advance(used_pos_, used_wrap_, slots_);
@@ -482,7 +494,11 @@ class LeanPackedDriver {
       if (!IsUsed(flags, used_wrap_)) return n;
       const uint16_t id = LoadRelaxed(&ring_[used_pos_].id);
       if (id >= capacity_ || free_count_ == capacity_) return -1;
-      free_[(free_head_ + free_count_) % size_] = id;
+      // A conditional wrap: a division here cost the driver ~15% (size_
+      // is not a compile-time constant).
+      uint32_t slot = free_head_ + free_count_;
+      if (slot >= size_) slot -= size_;
+      free_[slot] = id;
       ++free_count_;
       Advance(used_pos_, used_wrap_, slots_);
       ++n;
@@ -601,9 +617,7 @@ void Record(const std::string& key, double rate) {
 std::string Key1(const char* layout, const Shape& s, uint32_t batch) {
   return absl::StrFormat("1/%s/%u/%s", s.name, batch, layout);
 }
-std::string Key2(const char* layout) {
-  return absl::StrFormat("2/%s", layout);
-}
+std::string Key2(const char* layout) { return absl::StrFormat("2/%s", layout); }
 
 // ---------------------------------------------------------------------------
 // Single-thread benchmark.
@@ -616,10 +630,10 @@ inline bool CheckChain(const DescriptorChain& c, const Shape& s,
     *why = absl::StrFormat("chain error: %s", virtio::RingErrorName(c.error()));
   } else if (c.readable_bytes() != s.readable ||
              c.writable_bytes() != s.writable) {
-    *why = absl::StrFormat("chain has %u readable / %u writable bytes, "
-                           "expected %u / %u",
-                           c.readable_bytes(), c.writable_bytes(), s.readable,
-                           s.writable);
+    *why = absl::StrFormat(
+        "chain has %u readable / %u writable bytes, "
+        "expected %u / %u",
+        c.readable_bytes(), c.writable_bytes(), s.readable, s.writable);
   } else if (c.descriptor_count() != s.descs ||
              c.readable().size() != readable_segs ||
              c.writable().size() != writable_segs) {
@@ -646,15 +660,16 @@ void VerifySetup(Driver& driver, typename Driver::Queue& q,
     for (uint32_t i = 0; i < batch; ++i) {
       const PopStatus st = q.Pop(chain);
       if (st != PopStatus::kChain) {
-        Die(absl::StrFormat("%s: setup check round %u chain %u: Pop() = %d "
+        Die(
+            absl::StrFormat("%s: setup check round %u chain %u: Pop() = %d "
                             "(%s)",
                             name, r, i, static_cast<int>(st),
                             virtio::RingErrorName(q.error())));
       }
       std::string why;
       if (!CheckChain(chain, s, &why)) {
-        Die(absl::StrFormat("%s: setup check round %u chain %u: %s", name, r,
-                            i, why));
+        Die(absl::StrFormat("%s: setup check round %u chain %u: %s", name, r, i,
+                            why));
       }
       q.Push(chain.token(), s.used_len);
     }
@@ -663,9 +678,8 @@ void VerifySetup(Driver& driver, typename Driver::Queue& q,
     }
     q.Publish();
     if (q.error() != virtio::RingError::kNone || q.in_flight() != 0) {
-      Die(absl::StrFormat("%s: setup check: queue error %s, in flight %u",
-                          name, virtio::RingErrorName(q.error()),
-                          q.in_flight()));
+      Die(absl::StrFormat("%s: setup check: queue error %s, in flight %u", name,
+                          virtio::RingErrorName(q.error()), q.in_flight()));
     }
     const std::string err = driver.ReapChecked(batch);
     if (!err.empty()) {
@@ -683,12 +697,12 @@ void BM_SingleThread(benchmark::State& state, const Shape* shape,
   Driver driver(mem, qsize, s);
   if (driver.capacity() < batch) Die("batch does not fit in the queue");
   auto queue = Driver::Queue::Create(mem.map(), driver.config());
-  if (!queue.ok()) Die(std::string(queue.status().message()));
+  if (!queue.ok()) Die(absl::StrCat(queue.status().message()));
   typename Driver::Queue& q = *queue;
   DescriptorChain chain;
-  VerifySetup(driver, q, chain, s, batch,
-              absl::StrFormat("%s/%s/batch:%u", Driver::kLayout, s.name,
-                              batch));
+  VerifySetup(
+      driver, q, chain, s, batch,
+      absl::StrFormat("%s/%s/batch:%u", Driver::kLayout, s.name, batch));
 
   const uint32_t used_len = s.used_len;
   bool failed = false;
@@ -712,10 +726,9 @@ void BM_SingleThread(benchmark::State& state, const Shape* shape,
   }
   const double secs = ThreadCpuSeconds() - t0;
   if (failed) {
-    state.SkipWithError(
-        absl::StrFormat("ring stopped working: %s",
-                        virtio::RingErrorName(q.error()))
-            .c_str());
+    state.SkipWithError(absl::StrFormat("ring stopped working: %s",
+                                        virtio::RingErrorName(q.error()))
+                            .c_str());
     return;
   }
   const double chains = static_cast<double>(state.iterations()) * batch;
@@ -817,7 +830,7 @@ void BM_TwoThread(benchmark::State& state) {
     TestGuestMemory mem({&kGuestRam, 1});
     Driver driver(mem, 256, s);
     auto queue = Driver::Queue::Create(mem.map(), driver.config());
-    if (!queue.ok()) Die(std::string(queue.status().message()));
+    if (!queue.ok()) Die(absl::StrCat(queue.status().message()));
     typename Driver::Queue& q = *queue;
     VerifyTwoThreadSetup(driver, q, s);
     TwoThreadShared sh;
@@ -833,7 +846,8 @@ void BM_TwoThread(benchmark::State& state) {
       while (!sh.stop.load(std::memory_order_relaxed)) {
         uint32_t n = 0;
         PopStatus st = PopStatus::kEmpty;
-        while (n < kDeviceMaxBatch && (st = q.Pop(chain)) == PopStatus::kChain) {
+        while (n < kDeviceMaxBatch &&
+               (st = q.Pop(chain)) == PopStatus::kChain) {
           if (!chain.ok()) [[unlikely]] {
             st = PopStatus::kBroken;
             break;
@@ -845,7 +859,8 @@ void BM_TwoThread(benchmark::State& state) {
         ++polls;
         if (st == PopStatus::kBroken) [[unlikely]] {
           sh.device_error = virtio::RingErrorName(
-              q.error() != virtio::RingError::kNone ? q.error() : chain.error());
+              q.error() != virtio::RingError::kNone ? q.error()
+                                                    : chain.error());
           sh.stop.store(true);
           break;
         }
@@ -855,7 +870,11 @@ void BM_TwoThread(benchmark::State& state) {
           ++publishes;
         } else {
           ++idle;
-          if (spin) CpuRelax(); else std::this_thread::yield();
+          if (spin) {
+            CpuRelax();
+          } else {
+            std::this_thread::yield();
+          }
         }
       }
       sh.device_chains = chains;
@@ -891,7 +910,11 @@ void BM_TwoThread(benchmark::State& state) {
         const uint32_t put = driver.PostFree(kTwoThreadChains - posted);
         posted += put;
         if (got == 0 && put == 0) {
-          if (spin) CpuRelax(); else std::this_thread::yield();
+          if (spin) {
+            CpuRelax();
+          } else {
+            std::this_thread::yield();
+          }
         }
       }
       sh.driver_end = std::chrono::steady_clock::now();
@@ -932,9 +955,8 @@ void BM_TwoThread(benchmark::State& state) {
     }
     state.SetIterationTime(secs);
     state.SetItemsProcessed(static_cast<int64_t>(chains));
-    state.counters["chains/s"] =
-        benchmark::Counter(static_cast<double>(chains),
-                           benchmark::Counter::kIsRate);
+    state.counters["chains/s"] = benchmark::Counter(
+        static_cast<double>(chains), benchmark::Counter::kIsRate);
     state.counters["ns/chain"] = secs * 1e9 / static_cast<double>(chains);
     state.counters["dev_batch"] =
         sh.device_publishes
@@ -952,11 +974,10 @@ void BM_TwoThread(benchmark::State& state) {
         sh.device_polls
             ? static_cast<double>(sh.device_idle_polls) / sh.device_polls
             : 0.0;
-    std::string label =
-        cpu_driver >= 0
-            ? absl::StrFormat("driver cpu%d, device cpu%d", cpu_driver,
-                              cpu_device)
-            : std::string("UNPINNED: fewer than 2 CPUs");
+    std::string label = cpu_driver >= 0
+                            ? absl::StrFormat("driver cpu%d, device cpu%d",
+                                              cpu_driver, cpu_device)
+                            : std::string("UNPINNED: fewer than 2 CPUs");
     // Busy-polling threads that get preempted wait for each other for whole
     // scheduler time slices: the result then says more about the machine's
     // load than about the queue.
@@ -968,9 +989,9 @@ void BM_TwoThread(benchmark::State& state) {
           preempted);
     }
     if (timed_out) {
-      label += absl::StrFormat(", stopped after %ds at %u chains",
-                               static_cast<int>(kTwoThreadMaxTime.count()),
-                               chains);
+      label +=
+          absl::StrFormat(", stopped after %ds at %u chains",
+                          static_cast<int>(kTwoThreadMaxTime.count()), chains);
     }
     state.SetLabel(label);
     Record(Key2(Driver::kLayout), chains / secs);
@@ -979,6 +1000,56 @@ void BM_TwoThread(benchmark::State& state) {
              state.counters["win_median"].value);
     }
     if (preempted > 10) Record(Key2(Driver::kLayout) + "/preempted", 1);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Cache-line transfer latency between the two CPUs: the unit every
+// two-thread figure is made of. Two threads hand one counter back and forth
+// (each waits for the other's value, then stores the next); a round trip is
+// two transfers of the line, so one transfer takes half of it. Nothing else
+// is shared and nothing overlaps, which makes this the latency of a single
+// transfer that a ring design has to hide by keeping several in flight.
+
+constexpr uint32_t kPingPongRounds = 2'000'000;
+
+void BM_LinePingPong(benchmark::State& state) {
+  const std::pair<int, int> cpus = PickCpus();
+  if (cpus.first < 0) {
+    state.SkipWithError("needs two CPUs");
+    return;
+  }
+  for (auto _ : state) {
+    struct alignas(64) Line {
+      std::atomic<uint32_t> value{0};
+    } line;
+    std::atomic<bool> go{false};
+    std::thread partner([&] {
+      PinSelf(cpus.second);
+      while (!go.load(std::memory_order_acquire)) CpuRelax();
+      for (uint32_t i = 0; i < kPingPongRounds; ++i) {
+        while (line.value.load(std::memory_order_acquire) != 2 * i + 1) {
+        }
+        line.value.store(2 * i + 2, std::memory_order_release);
+      }
+    });
+    PinSelf(cpus.first);
+    go.store(true, std::memory_order_release);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (uint32_t i = 0; i < kPingPongRounds; ++i) {
+      line.value.store(2 * i + 1, std::memory_order_release);
+      while (line.value.load(std::memory_order_acquire) != 2 * i + 2) {
+      }
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    partner.join();
+    state.SetIterationTime(secs);
+    const double one_way_ns = secs * 1e9 / (2.0 * kPingPongRounds);
+    state.counters["one_way_ns"] = one_way_ns;
+    state.SetLabel(absl::StrFormat("cpu%d <-> cpu%d", cpus.first, cpus.second));
+    Record("pingpong", one_way_ns);
   }
 }
 
@@ -1004,12 +1075,17 @@ void RegisterAll() {
           BM_SingleThread<LeanPackedDriver>, s, batch);
     }
   }
-  for (auto* b : {benchmark::RegisterBenchmark("2thread/split/1desc/q:256",
-                                               BM_TwoThread<LeanSplitDriver>),
-                  benchmark::RegisterBenchmark("2thread/packed/1desc/q:256",
-                                               BM_TwoThread<LeanPackedDriver>)}) {
+  for (auto* b :
+       {benchmark::RegisterBenchmark("2thread/split/1desc/q:256",
+                                     BM_TwoThread<LeanSplitDriver>),
+        benchmark::RegisterBenchmark("2thread/packed/1desc/q:256",
+                                     BM_TwoThread<LeanPackedDriver>)}) {
     b->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
   }
+  benchmark::RegisterBenchmark("2thread/line_pingpong", BM_LinePingPong)
+      ->Iterations(1)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
 }
 
 std::string Rate(const std::string& key, double target) {
@@ -1029,8 +1105,7 @@ void PrintSummary(FILE* out) {
                "configuration", "split", "packed");
   for (const Shape* s : kAllShapes) {
     for (uint32_t batch : kBatches) {
-      const double target =
-          (s == &kOneDesc && batch == 32) ? 50e6 : 0.0;
+      const double target = (s == &kOneDesc && batch == 32) ? 50e6 : 0.0;
       const std::string name =
           absl::StrFormat("1 thread  %-14s batch %3u%s", s->name, batch,
                           target > 0 ? " *" : "");
@@ -1060,6 +1135,12 @@ void PrintSummary(FILE* out) {
                    "    rate is then dominated by lost time slices; the "
                    "median window shows the rings' rate.\n");
     }
+  }
+  if (auto it = g_results.find("pingpong"); it != g_results.end()) {
+    std::fprintf(out,
+                 "  one cache-line transfer between the two CPUs: %.0f ns "
+                 "(half a ping-pong round trip)\n",
+                 it->second);
   }
   std::fprintf(out,
                "  * targets: 1 thread 1desc batch 32 >= 50M/s, "

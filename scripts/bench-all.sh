@@ -50,6 +50,19 @@ if ! "$py" -c 'import matplotlib' 2>/dev/null; then
   py=/usr/bin/python3
 fi
 
+# Percent of all CPUs' time spent non-idle during the next $1 seconds.
+busy_percent() {
+  local a b
+  a=($(sed -n 's/^cpu  //p' /proc/stat))
+  sleep "$1"
+  b=($(sed -n 's/^cpu  //p' /proc/stat))
+  awk -v a="${a[*]}" -v b="${b[*]}" 'BEGIN {
+    n = split(a, x); split(b, y); total = 0
+    for (i = 1; i <= n; i++) total += y[i] - x[i]
+    idle = (y[4] - x[4]) + (y[5] - x[5])  # idle + iowait
+    printf "%.0f", (total > 0 ? 100 * (total - idle) / total : 0) }'
+}
+
 wants() { [[ " $skip " != *" $1 "* ]]; }
 
 if [[ $render_only == 0 ]]; then
@@ -75,6 +88,10 @@ if [[ $render_only == 0 ]]; then
     tpkg=$([[ -n $tpmd ]] && dpkg-query -S "$(readlink -f "$tpmd")" 2>/dev/null | cut -d: -f1 | head -1)
     echo "dpdk-testpmd: ${tpkg:-missing} $([[ -n $tpkg ]] && dpkg-query -W -f '${Version}' "$tpkg")"
     echo "load before: $(uptime)"
+    # The load average still carries the build just done (and any earlier
+    # benchmark); what matters is whether anything else wants the CPUs now:
+    # the share of CPU time not idle over 5 s in which nothing of ours runs.
+    echo "other CPU use before: $(busy_percent 5)% of $(nproc) CPUs over 5 s (nothing of ours running)"
   } >"$data/meta.txt.new"
   if wants blk; then
     banner "blk: qd 1 and 32"

@@ -76,17 +76,32 @@ def section_meta(data):
     lines = [l.rstrip("\n") for l in open(path) if ":" in l]
     out = "\n".join("- **%s**: %s" % tuple(p.strip() for p in l.split(":", 1))
                     for l in lines)
-    # The 1-minute load averages around the run: above 1 on this kind of
-    # machine means something else competed for the CPUs.
+    cpu = next((l.split(":", 1)[1].strip() for l in lines
+                if l.startswith("cpu:")), "this machine")
+    # Other work sharing the CPUs: the CPU use measured right before the run
+    # (nothing of ours running). Older meta files only have the 1-minute
+    # load averages, which also count the build and the benchmarks
+    # themselves; above 1 they were the only hint.
+    other = [float(m.group(1)) for l in lines if l.startswith("other CPU use")
+             for m in [re.search(r"([\d.]+)%", l)] if m]
     loads = [float(m.group(1)) for l in lines if l.startswith("load ")
              for m in [re.search(r"load average: ([\d.]+)", l)] if m]
-    if loads and max(loads) > 1.0:
+    if other:
+        if other[0] > 10:
+            out += ("\n\n**Busy machine:** other processes used %.0f%% of the "
+                    "CPUs right before this run, on %s. These figures show "
+                    "that the tooling works; re-run on a quiet machine before "
+                    "comparing them with the targets." % (other[0], cpu))
+        else:
+            out += ("\n\n**Quiet machine:** other processes used %.0f%% of "
+                    "the CPUs right before this run (the load averages above "
+                    "include the build and the benchmarks themselves)."
+                    % other[0])
+    elif loads and max(loads) > 1.0:
         out += ("\n\n**Busy machine:** 1-minute load average up to %.2f around "
                 "this run, on %s. These figures show that the tooling works; "
                 "re-run on a quiet machine before comparing them with the "
-                "targets." % (max(loads), next((l.split(":", 1)[1].strip()
-                                                 for l in lines if l.startswith("cpu:")),
-                                                "this machine")))
+                "targets." % (max(loads), cpu))
     return out
 
 

@@ -18,6 +18,8 @@
 #       is passed to match our device's 32-chain batches.
 #   ring_bench --benchmark_filter=2thread under taskset -c G,H (driver on G,
 #       device on H, device publishes after at most 32 chains; 20 M chains).
+#   ring_bench 2thread/line_pingpong: the latency of one cache-line transfer
+#   between the two CPUs, to express every rate in transfers per buffer.
 #   Models: ring (the experimental layout: one 16-byte descriptor array
 #   written by the guest, the host writes back into the same entries),
 #   virtio_ring_0_9 (the legacy split ring), ptr_ring (the kernel's pointer
@@ -114,6 +116,9 @@ run_ours() {  # round
   python3 - "$1" "$work/ours.json" >>"$results" <<'EOF'
 import json, re, sys
 for b in json.load(open(sys.argv[2]))["benchmarks"]:
+    if b["name"].startswith("2thread/line_pingpong") and "one_way_ns" in b:
+        print(sys.argv[1], "line-transfer-ns", "%.1f" % b["one_way_ns"])
+        continue
     m = re.match(r"2thread/(split|packed)/", b["name"])
     if m and "items_per_second" in b:
         print(sys.argv[1], "ours-" + m.group(1), "%.0f" % b["items_per_second"])
@@ -161,6 +166,16 @@ for name in ["ours-split", "ours-packed"] + models:
         w, p = med(name + "-window"), med(name + "-preempted")
         extra = "   window %6.2f M   preempted %d" % ((w or 0) / 1e6, p or 0)
     print("  %-18s %8.2f M%s" % (name, m / 1e6, extra))
+xfer = med("line-transfer-ns")
+if xfer:
+    print()
+    print("one cache-line transfer between the two CPUs (ring_bench line_pingpong):")
+    print("  %.0f ns; per buffer, in units of that transfer (lower = more of the" % xfer)
+    print("  transfers hidden behind one another):")
+    for name in ["ours-split", "ours-packed"] + models:
+        m = med(name)
+        if m:
+            print("  %-18s %7.1f ns = %5.2f transfers" % (name, 1e9 / m, 1e9 / m / xfer))
 print()
 print("ratios ours / model: median of per-round ratios (target: >= 1.0 vs ring)")
 rows = []

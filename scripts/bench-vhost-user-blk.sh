@@ -8,6 +8,7 @@
 #            [--build-dir DIR] [--backings "null shm ram"] [--no-busy-poll]
 #            [--kinds "ours qsd ..."] [--base-daemon PATH] [--filter RE]
 #            [--verbose] [--guest] [--depths "1 32"] [--csv FILE]
+#            [--cpus "CLIENT,BACKEND" | --no-pin]
 #
 # Cases (4 KiB random reads, queue 0, ring size 256; 512 at qd 128):
 #   qd 1 and 32; client waiting on the call eventfd (poll:0, like a guest
@@ -22,6 +23,11 @@
 #   loop), printed as CPU-seconds per million requests, and requests per
 #   back-end CPU-second relative to qsd; the client's own CPU per request;
 #   p50/p99 request latency (bench's histogram).
+# --cpus "C,B" (default "0,1" when the machine has two CPUs or more): the
+#   bench client runs on CPU C and every thread of the back-end (ours or
+#   qsd alike) on CPU B. Unpinned, the scheduler sometimes puts both on
+#   one CPU for a whole case, and the same case then differs 1.5x between
+#   runs; --no-pin leaves placement to the scheduler.
 # --csv FILE: also write the medians, one line per back-end/backing/case
 #   (scripts/bench-plots.py draws from it).
 # Backings (the same on both sides):
@@ -58,6 +64,8 @@ case_filter=""
 verbose=0
 depths="1 32"
 csv=""
+cpus=""
+pin=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -72,7 +80,9 @@ while [[ $# -gt 0 ]]; do
     --guest) guest=1; shift ;;
     --depths) depths=$2; shift 2 ;;
     --csv) csv=$2; shift 2 ;;
-    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
+    --cpus) cpus=$2; shift 2 ;;
+    --no-pin) pin=0; shift ;;
+    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -93,6 +103,17 @@ if [[ ! -f $build/CMakeCache.txt ]]; then
 fi
 cmake --build "$build" -j "$LIBVIRTIO_JOBS" --target vhost-user-device vhost_user_blk_bench
 daemon=$build/glue/vhost-user/vhost-user-device
+be_pin=() cl_pin=()
+if [[ $pin == 1 ]]; then
+  [[ -n $cpus ]] || { (( $(nproc) >= 2 )) && cpus="0,1"; }
+  if [[ -n $cpus ]]; then
+    cl_pin=(taskset -c "${cpus%,*}")
+    be_pin=(taskset -c "${cpus#*,}")
+    echo "client on CPU ${cpus%,*}, back-end on CPU ${cpus#*,}"
+  else
+    echo "one CPU: client and back-end unpinned"
+  fi
+fi
 bench=$build/bench/vhost_user_blk_bench
 [[ -x $daemon && -x $bench ]] || die "build did not produce $daemon and $bench"
 
@@ -125,7 +146,7 @@ start_backend() {  # kind backing socket
       [[ $kind == *-bp ]] && extra=(--busy-poll)
       [[ $kind == ours-p0 ]] && extra=(--poll-us=0)
       [[ $kind == base* ]] && bin=$base_daemon
-      "$bin" --socket "$sock" --device "blk,$spec" "${extra[@]}" \
+      "${be_pin[@]}" "$bin" --socket "$sock" --device "blk,$spec" "${extra[@]}" \
         2>>"$work/$kind.log" &
       ;;
     qsd)
@@ -134,7 +155,7 @@ start_backend() {  # kind backing socket
         null) bd="driver=null-co,node-name=n0,size=$disk_bytes,read-zeroes=on" ;;
         shm|ram) bd="driver=file,node-name=n0,filename=$img,aio=io_uring" ;;
       esac
-      qemu-storage-daemon --blockdev "$bd" \
+      "${be_pin[@]}" qemu-storage-daemon --blockdev "$bd" \
         --export "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path=$sock,writable=on" \
         2>>"$work/qsd.log" &
       ;;
@@ -177,7 +198,7 @@ for round in $(seq "$rounds"); do
       start_backend "$kind" "$backing" "$sock"
       out=$work/$backing.$kind.$round.json
       VHOST_USER_BLK_SOCKET=$sock VHOST_USER_BLK_BACKEND_PID=$pid \
-        "$bench" --benchmark_filter="$filter" \
+        "${cl_pin[@]}" "$bench" --benchmark_filter="$filter" \
         --benchmark_min_time="$min_time" --benchmark_format=json \
         --benchmark_out="$out" --benchmark_out_format=json >/dev/null 2>&1 ||
         echo "  (bench exited with $? for $kind/$backing)"
