@@ -52,13 +52,6 @@
 //     whole time slice, the overall rate collapses, and the label says so;
 //     the window rates still show what the rings do between preemptions.
 //
-//   2thread/line_pingpong
-//     The latency of one cache-line transfer between the same two CPUs: two
-//     threads hand a counter back and forth, one transfer = half a round
-//     trip (column one_way_ns). Every two-thread rate above is bounded by
-//     how many such transfers a ring design needs per chain and how many of
-//     them it can keep in flight at once.
-//
 // TARGETS
 //   single thread, 1desc, batch 32 : >= 50M chains/s on both layouts
 //   two threads,   1desc, q 256    : >= 15M chains/s on both layouts
@@ -1004,56 +997,6 @@ void BM_TwoThread(benchmark::State& state) {
 }
 
 // ---------------------------------------------------------------------------
-// Cache-line transfer latency between the two CPUs: the unit every
-// two-thread figure is made of. Two threads hand one counter back and forth
-// (each waits for the other's value, then stores the next); a round trip is
-// two transfers of the line, so one transfer takes half of it. Nothing else
-// is shared and nothing overlaps, which makes this the latency of a single
-// transfer that a ring design has to hide by keeping several in flight.
-
-constexpr uint32_t kPingPongRounds = 2'000'000;
-
-void BM_LinePingPong(benchmark::State& state) {
-  const std::pair<int, int> cpus = PickCpus();
-  if (cpus.first < 0) {
-    state.SkipWithError("needs two CPUs");
-    return;
-  }
-  for (auto _ : state) {
-    struct alignas(64) Line {
-      std::atomic<uint32_t> value{0};
-    } line;
-    std::atomic<bool> go{false};
-    std::thread partner([&] {
-      PinSelf(cpus.second);
-      while (!go.load(std::memory_order_acquire)) CpuRelax();
-      for (uint32_t i = 0; i < kPingPongRounds; ++i) {
-        while (line.value.load(std::memory_order_acquire) != 2 * i + 1) {
-        }
-        line.value.store(2 * i + 2, std::memory_order_release);
-      }
-    });
-    PinSelf(cpus.first);
-    go.store(true, std::memory_order_release);
-    const auto t0 = std::chrono::steady_clock::now();
-    for (uint32_t i = 0; i < kPingPongRounds; ++i) {
-      line.value.store(2 * i + 1, std::memory_order_release);
-      while (line.value.load(std::memory_order_acquire) != 2 * i + 2) {
-      }
-    }
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-            .count();
-    partner.join();
-    state.SetIterationTime(secs);
-    const double one_way_ns = secs * 1e9 / (2.0 * kPingPongRounds);
-    state.counters["one_way_ns"] = one_way_ns;
-    state.SetLabel(absl::StrFormat("cpu%d <-> cpu%d", cpus.first, cpus.second));
-    Record("pingpong", one_way_ns);
-  }
-}
-
-// ---------------------------------------------------------------------------
 // Registration and summary.
 
 constexpr uint32_t kBatches[] = {1, 8, 32, 256};
@@ -1082,10 +1025,6 @@ void RegisterAll() {
                                      BM_TwoThread<LeanPackedDriver>)}) {
     b->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
   }
-  benchmark::RegisterBenchmark("2thread/line_pingpong", BM_LinePingPong)
-      ->Iterations(1)
-      ->UseManualTime()
-      ->Unit(benchmark::kMillisecond);
 }
 
 std::string Rate(const std::string& key, double target) {
@@ -1135,12 +1074,6 @@ void PrintSummary(FILE* out) {
                    "    rate is then dominated by lost time slices; the "
                    "median window shows the rings' rate.\n");
     }
-  }
-  if (auto it = g_results.find("pingpong"); it != g_results.end()) {
-    std::fprintf(out,
-                 "  one cache-line transfer between the two CPUs: %.0f ns "
-                 "(half a ping-pong round trip)\n",
-                 it->second);
   }
   std::fprintf(out,
                "  * targets: 1 thread 1desc batch 32 >= 50M/s, "

@@ -18,8 +18,9 @@
 #       is passed to match our device's 32-chain batches.
 #   ring_bench --benchmark_filter=2thread under taskset -c G,H (driver on G,
 #       device on H, device publishes after at most 32 chains; 20 M chains).
-#   ring_bench 2thread/line_pingpong: the latency of one cache-line transfer
-#   between the two CPUs, to express every rate in transfers per buffer.
+#   bench/core_round_trip_bench on the same CPUs every round: half its
+#   round trip is the latency of one cache-line transfer between them, the
+#   unit in which the script also expresses every rate.
 #   Models: ring (the experimental layout: one 16-byte descriptor array
 #   written by the guest, the host writes back into the same entries),
 #   virtio_ring_0_9 (the legacy split ring), ptr_ring (the kernel's pointer
@@ -85,13 +86,15 @@ done
 [[ -n $built ]] || die "no ringtest model built"
 echo "  models: $built"
 
-banner "2/3 build ring_bench in $build"
+banner "2/3 build ring_bench and core_round_trip_bench in $build"
 if [[ ! -f $build/CMakeCache.txt ]]; then
   cmake --preset release -B "$build"
 fi
-cmake --build "$build" -j "$LIBVIRTIO_JOBS" --target ring_bench
+cmake --build "$build" -j "$LIBVIRTIO_JOBS" --target ring_bench core_round_trip_bench
 ring_bench=$build/bench/ring_bench
-[[ -x $ring_bench ]] || die "build did not produce $ring_bench"
+round_trip=$build/bench/core_round_trip_bench
+[[ -x $ring_bench && -x $round_trip ]] ||
+  die "build did not produce $ring_bench and $round_trip"
 
 banner "3/3 run: $rounds rounds, CPUs guest/driver $guest_cpu, host/device $host_cpu"
 uptime
@@ -109,6 +112,13 @@ run_model() {  # round model
     'BEGIN {printf "%s %s %.0f\n", r, m, n / (ns / 1e9)}' >>"$results"
 }
 
+# One cache-line transfer between the two CPUs, in ns: half the round trip.
+run_transfer() {  # round
+  CORE_RT_CPUS=$cpus "$round_trip" --benchmark_format=csv 2>/dev/null |
+    awk -F, -v r="$1" '/BM_CoreRoundTrip/ {printf "%s line-transfer-ns %.1f\n", r, $3 / 2}' \
+      >>"$results" || echo "  core_round_trip_bench failed"
+}
+
 run_ours() {  # round
   taskset -c "$cpus" "$ring_bench" --benchmark_filter=2thread \
     --benchmark_format=json 2>/dev/null >"$work/ours.json" ||
@@ -116,9 +126,6 @@ run_ours() {  # round
   python3 - "$1" "$work/ours.json" >>"$results" <<'EOF'
 import json, re, sys
 for b in json.load(open(sys.argv[2]))["benchmarks"]:
-    if b["name"].startswith("2thread/line_pingpong") and "one_way_ns" in b:
-        print(sys.argv[1], "line-transfer-ns", "%.1f" % b["one_way_ns"])
-        continue
     m = re.match(r"2thread/(split|packed)/", b["name"])
     if m and "items_per_second" in b:
         print(sys.argv[1], "ours-" + m.group(1), "%.0f" % b["items_per_second"])
@@ -130,6 +137,7 @@ EOF
 for round in $(seq "$rounds"); do
   # Alternate which side goes first: drifting background load then hits
   # both sides alike.
+  run_transfer "$round"
   if (( round % 2 )); then
     run_ours "$round"
     for m in $built; do run_model "$round" "$m"; done
@@ -169,7 +177,7 @@ for name in ["ours-split", "ours-packed"] + models:
 xfer = med("line-transfer-ns")
 if xfer:
     print()
-    print("one cache-line transfer between the two CPUs (ring_bench line_pingpong):")
+    print("one cache-line transfer between the two CPUs (half of core_round_trip_bench):")
     print("  %.0f ns; per buffer, in units of that transfer (lower = more of the" % xfer)
     print("  transfers hidden behind one another):")
     for name in ["ours-split", "ours-packed"] + models:
